@@ -1,0 +1,179 @@
+"""Start a whole loopback fleet from a fleet file's ``devfleet`` section.
+
+``DevFleet.start()`` brings up one libvirtd per fake physical host, a "BMC plane" libvirtd whose
+domains stand for the hosts' power (the Redfish emulator and virtual IPMI BMCs drive them), Slurm,
+sshd and SeaweedFS, then hands back the Airflow connections that reach them as ``AIRFLOW_CONN_*``
+environment variables. The demo uses the ports in the file; tests pass ``free_ports=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rackflow.core.fleet import Fleet
+from rackflow.devfleet.servers import (
+    LOOPBACK,
+    Libvirtd,
+    RedfishEmulator,
+    SeaweedS3,
+    Server,
+    Slurm,
+    Sshd,
+)
+
+SSH_CONN_ID = "ssh_fleet"
+S3_CONN_ID = "aws_fleet_s3"
+
+# A domain XML for the libvirt test driver. Memory in KiB.
+TEST_DOMAIN_XML = """<domain type='test'>
+  <name>{name}</name>
+  <memory unit='KiB'>{memory_kib}</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os><type>hvm</type></os>
+</domain>"""
+
+
+def conn_env_name(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+@dataclass
+class DevFleet:
+    fleet: Fleet
+    workdir: Path
+    free_ports: bool = False
+    hosts: dict[str, Libvirtd] = field(default_factory=dict)
+    bmc_plane: Libvirtd | None = None
+    redfish: RedfishEmulator | None = None
+    slurm: Slurm | None = None
+    sshd: Sshd | None = None
+    s3: SeaweedS3 | None = None
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        if self.fleet.devfleet is None:
+            raise ValueError("the fleet file has no devfleet section: nothing to start")
+
+    def _port(self, configured: int | None) -> int:
+        return 0 if self.free_ports or not configured else configured
+
+    @property
+    def servers(self) -> list[Server]:
+        found: list[Server | None] = [
+            *self.hosts.values(),
+            self.bmc_plane,
+            self.redfish,
+            self.slurm,
+            self.sshd,
+            self.s3,
+        ]
+        return [s for s in found if s is not None]
+
+    def start(self) -> DevFleet:
+        spec = self.fleet.devfleet
+        assert spec is not None
+        try:
+            for name, port in spec.libvirt_ports.items():
+                host = Libvirtd(workdir=self.workdir / f"libvirt-{name}", port=self._port(port))
+                self.hosts[name] = host.start()
+                _reset_domains(host, spec.vms.get(name, []))
+            if spec.bmc_plane_port is not None:
+                self.bmc_plane = Libvirtd(
+                    workdir=self.workdir / "bmc-plane", port=self._port(spec.bmc_plane_port)
+                ).start()
+                # One domain per physical host; "running" means the host is powered on.
+                _reset_domains(self.bmc_plane, [h.name for h in self.fleet.hosts], vcpus=1, memory_mib=64)
+            if spec.redfish_port is not None and self.bmc_plane is not None:
+                self.redfish = RedfishEmulator(
+                    workdir=self.workdir / "redfish",
+                    port=self._port(spec.redfish_port),
+                    libvirt_uri=self.bmc_plane.uri,
+                ).start()
+            if spec.slurm_port is not None:
+                self.slurm = Slurm(workdir=self.workdir / "slurm", port=self._port(spec.slurm_port)).start()
+            if spec.ssh_port is not None:
+                self.sshd = Sshd(workdir=self.workdir / "ssh", port=self._port(spec.ssh_port)).start()
+            if spec.s3_port is not None:
+                self.s3 = SeaweedS3(
+                    workdir=self.workdir / "s3", port=self._port(spec.s3_port), buckets=spec.s3_buckets
+                ).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            with contextlib.suppress(Exception):
+                server.stop()
+
+    def connections(self) -> dict[str, dict]:
+        """Airflow connections (conn_id -> JSON form) that reach every started server."""
+        conns: dict[str, dict] = {}
+        for host in self.fleet.hosts:
+            if host.name in self.hosts:
+                conns[host.libvirt_conn_id] = {"conn_type": "libvirt", "host": self.hosts[host.name].uri}
+        if self.redfish is not None:
+            for host in self.fleet.hosts:
+                if host.bmc and host.bmc.kind == "redfish":
+                    conns[host.bmc.conn_id] = {
+                        "conn_type": "redfish",
+                        "host": LOOPBACK,
+                        "port": self.redfish.port,
+                        "login": self.redfish.username,
+                        "password": self.redfish.password,
+                        "schema": "http",
+                    }
+        if self.sshd is not None:
+            conns[SSH_CONN_ID] = {
+                "conn_type": "ssh",
+                "host": LOOPBACK,
+                "port": self.sshd.port,
+                "login": self.sshd.user,
+                "extra": {"key_file": str(self.sshd.client_key), "no_host_key_check": True},
+            }
+        if self.s3 is not None:
+            conns[S3_CONN_ID] = {
+                "conn_type": "aws",
+                "login": self.s3.access_key,
+                "password": self.s3.secret_key,
+                "extra": {"endpoint_url": self.s3.endpoint_url, "region_name": "us-east-1"},
+            }
+        return conns
+
+    def env(self) -> dict[str, str]:
+        """Environment for Airflow processes (and tests) to reach the fleet."""
+        env = {conn_env_name(cid): json.dumps(conn) for cid, conn in self.connections().items()}
+        if self.slurm is not None:
+            env.update(self.slurm.env)
+        return env
+
+    def write_env_file(self, path: Path) -> None:
+        path.write_text("".join(f"export {k}={_shell_quote(v)}\n" for k, v in self.env().items()))
+
+    def apply_env(self) -> None:
+        os.environ.update(self.env())
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def _reset_domains(server: Libvirtd, names: list[str], vcpus: int = 1, memory_mib: int = 256) -> None:
+    """Leave exactly ``names`` defined and running (the test driver starts with a domain named 'test')."""
+    conn = server.keeper
+    assert conn is not None
+    for dom in conn.listAllDomains():  # type: ignore[attr-defined]
+        if dom.name() not in names:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+    existing = {d.name() for d in conn.listAllDomains()}  # type: ignore[attr-defined]
+    for name in names:
+        if name not in existing:
+            xml = TEST_DOMAIN_XML.format(name=name, memory_kib=memory_mib * 1024, vcpus=vcpus)
+            conn.defineXML(xml).create()  # type: ignore[attr-defined]

@@ -1,0 +1,482 @@
+"""Real servers on loopback that stand in for a datacenter: libvirtd, Slurm, sshd, SeaweedFS S3, a
+Redfish emulator and virtual IPMI BMCs.
+
+Each server is a real process started in its own work directory, waited for until it answers, and
+stopped by pid (SIGTERM, then SIGKILL). ``make demo`` and the pytest fixtures both use these classes.
+Most need root (libvirtd in a private mount namespace, slurmd, sshd); CI and dev machines run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServerStartError(RuntimeError):
+    """A server did not come up; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((LOOPBACK, port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def venv_bin(name: str) -> str:
+    """A console script installed beside this interpreter (the project's venv), else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise ServerStartError(f"{name} is not installed (run `make venv`)")
+    return found
+
+
+@dataclass
+class Server:
+    """One server process: subclasses say how to configure and start it and which port proves it is up."""
+
+    workdir: Path
+    port: int = 0
+    start_timeout: float = 30.0
+    stop_grace: float = 5.0
+    procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+
+    name = "server"
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None):
+        log_file = open(log or self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=self.workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # own process group: Ctrl-C of the demo does not hit it first
+        )
+        log_file.close()
+        self.procs.append(proc)
+        return proc
+
+    def _fail(self, what: str) -> ServerStartError:
+        tail = ""
+        with contextlib.suppress(OSError):
+            tail = self.log_path.read_text(errors="replace")[-3000:]
+        self.stop()
+        return ServerStartError(f"{self.name} did not start ({what}); log {self.log_path}:\n{tail}")
+
+    def _await_port(self, port: int | None = None, proc: subprocess.Popen | None = None) -> None:
+        port = port or self.port
+        if not wait_for_port(port, self.start_timeout, proc or (self.procs[-1] if self.procs else None)):
+            raise self._fail(f"nothing listens on {LOOPBACK}:{port}")
+
+    def start(self) -> Server:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            _terminate(proc, self.stop_grace)
+        self.procs.clear()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _terminate(proc: subprocess.Popen, grace: float) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+# --- libvirt -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Libvirtd(Server):
+    """A libvirtd serving the ``test`` driver on TCP loopback; one per fake physical host.
+
+    Each daemon runs in a private mount namespace so several can run as root at once (they would
+    otherwise fight over /run/libvirt). The test driver forgets its state ~15 s after the last client
+    disconnects, so the fleet keeps one connection open (``keeper``) for as long as the daemon runs.
+    """
+
+    name = "libvirtd"
+    keeper: object = field(default=None, repr=False)
+
+    @property
+    def uri(self) -> str:
+        return f"test+tcp://{LOOPBACK}:{self.port}/default"
+
+    def start(self) -> Libvirtd:
+        sock_dir = self.workdir / "sock"
+        sock_dir.mkdir(exist_ok=True)
+        conf = self.workdir / "libvirtd.conf"
+        conf.write_text(
+            "listen_tls = 0\nlisten_tcp = 1\n"
+            f'listen_addr = "{LOOPBACK}"\ntcp_port = "{self.port}"\nauth_tcp = "none"\n'
+            f'unix_sock_dir = "{sock_dir}"\nlog_outputs = "3:stderr"\n'
+        )
+        pidfile = self.workdir / "libvirtd.pid"
+        script = (
+            "mkdir -p /run/libvirt /var/lib/libvirt && mount -t tmpfs tmpfs /run/libvirt && "
+            "mount -t tmpfs tmpfs /var/lib/libvirt && "
+            f"exec libvirtd -l -f {conf} -p {pidfile}"
+        )
+        proc = self._spawn(["unshare", "-m", "sh", "-c", script])
+        self._await_port(proc=proc)
+        import libvirt  # imported late: only the fleet needs it at start
+
+        self.keeper = _open_libvirt(libvirt, self.uri, self.start_timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.keeper is not None:
+            with contextlib.suppress(Exception):
+                self.keeper.close()  # type: ignore[attr-defined]
+            self.keeper = None
+        super().stop()
+
+
+def _open_libvirt(libvirt, uri: str, timeout: float):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return libvirt.open(uri)
+        except libvirt.libvirtError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+# --- Slurm ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Slurm(Server):
+    """A single-node Slurm cluster: munged, slurmctld and slurmd with a fresh state directory.
+
+    Clients find it through ``SLURM_CONF`` (see ``env``); ``port`` is slurmctld's, slurmd uses the next.
+    """
+
+    name = "slurm"
+    cpus: int = 2
+
+    @property
+    def conf_path(self) -> Path:
+        return self.workdir / "slurm.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf_path)}
+
+    def start(self) -> Slurm:
+        wd = self.workdir
+        for sub in ("state", "spool", "log"):
+            (wd / sub).mkdir(exist_ok=True)
+        munge_sock = wd / "munge.sock"
+        slurmd_port = free_port()
+        self.conf_path.write_text(
+            f"""ClusterName=rackflow
+SlurmctldHost=localhost
+SlurmctldPort={self.port}
+SlurmdPort={slurmd_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={munge_sock}
+CredType=cred/munge
+StateSaveLocation={wd}/state
+SlurmdSpoolDir={wd}/spool
+SlurmctldPidFile={wd}/slurmctld.pid
+SlurmdPidFile={wd}/slurmd.pid
+SlurmctldLogFile={wd}/log/slurmctld.log
+SlurmdLogFile={wd}/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MinJobAge=600
+ReturnToService=2
+JobCompType=jobcomp/filetxt
+JobCompLoc={wd}/log/jobcomp.txt
+MpiDefault=none
+NodeName=localhost CPUs={self.cpus} RealMemory=2000 State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+        )
+        self._spawn(
+            [
+                "munged",
+                "-F",
+                f"--socket={munge_sock}",
+                f"--pid-file={wd}/munged.pid",
+                f"--log-file={wd}/log/munged.log",
+                f"--seed-file={wd}/munge.seed",
+                "--key-file=/etc/munge/munge.key",
+                "--force",
+            ],
+            log=wd / "munged.out",
+        )
+        _wait_for_path(munge_sock, self.start_timeout)
+        self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf_path)], env=self.env)
+        self._await_port()
+        self._spawn(["slurmd", "-D", "-N", "localhost", "-f", str(self.conf_path)], env=self.env)
+        self._await_port(slurmd_port)
+        self._await_node_idle()
+        return self
+
+    def _await_node_idle(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], env={**os.environ, **self.env}, capture_output=True, text=True
+            )
+            if out.stdout.strip() == "idle":
+                return
+            time.sleep(0.2)
+        raise self._fail("node never became idle")
+
+
+def _wait_for_path(path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise ServerStartError(f"{path} never appeared")
+        time.sleep(0.05)
+
+
+# --- SSH -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sshd(Server):
+    """A second OpenSSH daemon on loopback with key-only login for ``user`` (default: who runs it)."""
+
+    name = "sshd"
+    user: str = field(default_factory=lambda: os.environ.get("USER") or "root")
+
+    @property
+    def client_key(self) -> Path:
+        return self.workdir / "client_ed25519"
+
+    def start(self) -> Sshd:
+        wd = self.workdir
+        host_key = wd / "host_ed25519"
+        for key in (host_key, self.client_key):
+            if not key.exists():
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+                )
+        authorized = wd / "authorized_keys"
+        authorized.write_text(Path(f"{self.client_key}.pub").read_text())
+        authorized.chmod(0o600)
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        config = wd / "sshd_config"
+        config.write_text(
+            f"""Port {self.port}
+ListenAddress {LOOPBACK}
+HostKey {host_key}
+PidFile {wd}/sshd.pid
+AuthorizedKeysFile {authorized}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+AllowTcpForwarding yes
+MaxStartups 100:30:200
+MaxSessions 100
+Subsystem sftp internal-sftp
+"""
+        )
+        self._spawn(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)])
+        self._await_port()
+        return self
+
+
+# --- S3 ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeaweedS3(Server):
+    """SeaweedFS (master, volume, filer and S3 gateway in one ``weed server``) enforcing credentials."""
+
+    name = "seaweedfs"
+    access_key: str = "rackflow"
+    secret_key: str = "rackflow-secret"  # noqa: S105 - loopback test credential
+    buckets: Sequence[str] = ()
+    start_timeout: float = 60.0
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> SeaweedS3:
+        wd = self.workdir
+        (wd / "data").mkdir(exist_ok=True)
+        identities = wd / "s3.json"
+        identities.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "rackflow",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
+        master, volume, filer = free_port(), free_port(), free_port()
+        self._spawn(
+            [
+                venv_bin("weed"),
+                "server",
+                f"-ip={LOOPBACK}",
+                f"-ip.bind={LOOPBACK}",
+                f"-dir={wd / 'data'}",
+                f"-master.port={master}",
+                f"-master.port.grpc={free_port()}",
+                f"-volume.port={volume}",
+                f"-volume.port.grpc={free_port()}",
+                f"-filer.port={filer}",
+                f"-filer.port.grpc={free_port()}",
+                "-volume.max=20",
+                "-master.volumeSizeLimitMB=256",
+                "-s3",
+                f"-s3.port={self.port}",
+                f"-s3.port.grpc={free_port()}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-s3.config={identities}",
+            ]
+        )
+        self._await_port()
+        self._create_buckets()
+        return self
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def _create_buckets(self) -> None:
+        # The S3 port opens before the filer behind it is ready: retry the first calls.
+        deadline = time.monotonic() + self.start_timeout
+        client = self.client()
+        pending = list(self.buckets)
+        while True:
+            try:
+                client.list_buckets()
+                for bucket in list(pending):
+                    client.create_bucket(Bucket=bucket)
+                    pending.remove(bucket)
+                return
+            except Exception as err:
+                if "BucketAlreadyOwnedByYou" in str(err) or "BucketAlreadyExists" in str(err):
+                    pending.pop(0)
+                    continue
+                if time.monotonic() > deadline:
+                    raise self._fail(f"S3 API not ready: {err}") from err
+                time.sleep(0.3)
+
+
+# --- BMCs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedfishEmulator(Server):
+    """sushy-emulator serving Redfish for the domains of a libvirtd (one domain per physical host)."""
+
+    name = "sushy-emulator"
+    libvirt_uri: str = ""
+    username: str = "admin"
+    password: str = "rackflow-bmc"  # noqa: S105 - loopback test credential
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def start(self) -> RedfishEmulator:
+        if not self.libvirt_uri:
+            raise ServerStartError("RedfishEmulator needs libvirt_uri (the BMC plane libvirtd)")
+        htpasswd = self.workdir / "htpasswd"
+        htpasswd.write_text(f"{self.username}:{_bcrypt(self.password)}\n")
+        config = self.workdir / "emulator.conf"
+        config.write_text(
+            f"SUSHY_EMULATOR_LISTEN_IP = {LOOPBACK!r}\n"
+            f"SUSHY_EMULATOR_LISTEN_PORT = {self.port}\n"
+            f"SUSHY_EMULATOR_LIBVIRT_URI = {self.libvirt_uri!r}\n"
+            f"SUSHY_EMULATOR_AUTH_FILE = {str(htpasswd)!r}\n"
+            "SUSHY_EMULATOR_IGNORE_BOOT_DEVICE = True\n"
+        )
+        self._spawn([venv_bin("sushy-emulator"), "--config", str(config)])
+        self._await_port()
+        return self
+
+
+def _bcrypt(password: str) -> str:
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
