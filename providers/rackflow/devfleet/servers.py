@@ -317,9 +317,7 @@ class Sshd(Server):
         host_key = wd / "host_ed25519"
         for key in (host_key, self.client_key):
             if not key.exists():
-                subprocess.run(
-                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
-                )
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         authorized = wd / "authorized_keys"
         authorized.write_text(Path(f"{self.client_key}.pub").read_text())
         authorized.chmod(0o600)
@@ -357,7 +355,7 @@ class SeaweedS3(Server):
 
     name = "seaweedfs"
     access_key: str = "rackflow"
-    secret_key: str = "rackflow-secret"  # noqa: S105 - loopback test credential
+    secret_key: str = "rackflow-secret"
     buckets: Sequence[str] = ()
     start_timeout: float = 60.0
 
@@ -452,7 +450,7 @@ class RedfishEmulator(Server):
     name = "sushy-emulator"
     libvirt_uri: str = ""
     username: str = "admin"
-    password: str = "rackflow-bmc"  # noqa: S105 - loopback test credential
+    password: str = "rackflow-bmc"
 
     @property
     def endpoint_url(self) -> str:

@@ -1,0 +1,1 @@
+"""JSON routes under ``/rackflow/api``: one module per capability, each exporting ``router``."""

@@ -1,0 +1,50 @@
+"""The FastAPI app Airflow's API server mounts at ``/rackflow``: JSON under ``/api``, pages under ``/ui``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse
+
+from rackflow import __version__
+from rackflow_plugin.api import status
+from rackflow_plugin.security import CurrentUser
+
+STATIC = Path(__file__).parent / "static"
+URL_PREFIX = "/rackflow"
+
+# Each capability adds its router here; one list, one place.
+ROUTERS: list[APIRouter] = [status.router]
+
+
+def _page(name: str):  # type: ignore[no-untyped-def]
+    def serve(user: CurrentUser) -> FileResponse:
+        return FileResponse(STATIC / f"{name}.html", headers={"Cache-Control": "no-store"})
+
+    serve.__name__ = f"page_{name}"
+    return serve
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="rackflow",
+        version=__version__,
+        description="rackflow's API: fleet layout, VM launch, jobnet reports, batch jobs and power. "
+        "Authenticate with a token from Airflow's `POST /auth/token` (Bearer header) or the UI's cookie.",
+    )
+    for router in ROUTERS:
+        app.include_router(router, prefix="/api")
+    for page in sorted(p.stem for p in STATIC.glob("*.html")):
+        app.add_api_route(f"/ui/{page}", _page(page), methods=["GET"], include_in_schema=False)
+    app.add_api_route("/ui/static/{name}", _static, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _static(name: str, user: CurrentUser) -> FileResponse:
+    path = (STATIC / name).resolve()
+    if path.parent != STATIC.resolve() or not path.is_file() or path.suffix not in {".js", ".css"}:
+        from fastapi import HTTPException
+
+        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
+    return FileResponse(path)

@@ -1,0 +1,34 @@
+"""Authentication and authorization for rackflow's routes, through Airflow's auth manager.
+
+Airflow applies no auth to plugin apps, so every route declares one of these dependencies. Rights map
+onto Airflow's own: reading rackflow data needs read access to the DAG that acts on it; acting needs
+the right to trigger that DAG. A request without a valid token (header or the UI's cookie) gets 401.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
+from fastapi import Depends
+
+CurrentUser = Annotated[BaseUser, Depends(get_user)]
+
+
+def can_read(dag_id: str) -> object:
+    """Dependency: the user may read ``dag_id`` (and so the rackflow data it works on)."""
+    return Depends(requires_access_dag("GET", param_dag_id=dag_id))
+
+
+def can_trigger(dag_id: str) -> object:
+    """Dependency: the user may create runs of ``dag_id``."""
+    return Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=dag_id))
+
+
+def is_admin(user: BaseUser) -> bool:
+    """Admins see every user's objects (jobs, reports)."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return bool(get_auth_manager().is_authorized_configuration(method="PUT", user=user))

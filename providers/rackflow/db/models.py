@@ -1,0 +1,77 @@
+"""rackflow's own tables: the fleet inventory, power history and reservations.
+
+They live in the rackflow database (``[rackflow] database_url``), apart from Airflow's metadata, so
+external applications can read the inventory without Airflow's schema. Changes go through Alembic
+migrations in ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Host(Base):
+    """A physical host: where it sits, what it can hold, how to reach it, and its power."""
+
+    __tablename__ = "rackflow_host"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    group: Mapped[str] = mapped_column(String(128), index=True)
+    rack: Mapped[str | None] = mapped_column(String(128))
+    cpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    libvirt_conn_id: Mapped[str] = mapped_column(String(250))
+    bmc_kind: Mapped[str | None] = mapped_column(String(16))
+    bmc_conn_id: Mapped[str | None] = mapped_column(String(250))
+    bmc_system: Mapped[str | None] = mapped_column(String(250))
+    # Power: mode is what was asked (on/off), status what the BMC last said (None: never polled).
+    mode: Mapped[str] = mapped_column(String(8), default="on")
+    status: Mapped[str | None] = mapped_column(String(16))
+    status_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class HostTransition(Base):
+    """History of a host's mode and status: who or what asked, when, from what to what, and why."""
+
+    __tablename__ = "rackflow_host_transition"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(ForeignKey("rackflow_host.name", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    field: Mapped[str] = mapped_column(String(8))  # "mode" or "status"
+    from_value: Mapped[str | None] = mapped_column(String(16))
+    to_value: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(250))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+class Reservation(Base):
+    """A virtual cluster reserved for a time window; the power planner keeps its nodes on for it."""
+
+    __tablename__ = "rackflow_reservation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(250))
+    start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    vm_count: Mapped[int] = mapped_column(Integer)
+    vcpus_per_vm: Mapped[int] = mapped_column(Integer)
+    memory_mib_per_vm: Mapped[int] = mapped_column(Integer)
+    group: Mapped[str | None] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active / canceled
+    created_by: Mapped[str] = mapped_column(String(250))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,173 @@
+"""``make demo``: the demo fleet on loopback plus ``airflow standalone`` wired to it.
+
+Everything lives under ``.rackflow/`` in the repo: ``airflow/`` is AIRFLOW_HOME (SQLite metadata DB,
+the rackflow inventory DB, logs), ``fleet/`` the servers' work directories (fresh at each start).
+Ctrl-C stops Airflow and every server this started, by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from rackflow.core.fleet import Fleet
+from rackflow.devfleet.fleet import DevFleet
+from rackflow.devfleet.servers import venv_bin, wait_for_port
+
+# Demo logins of Airflow's simple auth manager: user -> (role, password). Loopback only.
+DEMO_USERS = {
+    "admin": ("admin", "admin"),
+    "operator": ("op", "operator"),
+    "alice": ("user", "alice"),
+    "bob": ("user", "bob"),
+    "victor": ("viewer", "victor"),
+}
+
+
+def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
+    """Airflow settings for a small machine, pointing at the repo's DAGs, fleet file and jobnets."""
+    return {
+        # airflow standalone starts its components as `airflow ...` from PATH: put the venv first.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _p) in DEMO_USERS.items()),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__RACKFLOW__FLEET_FILE": str(repo / "fleet" / "demo.yaml"),
+        "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(repo / "jobnets"),
+    }
+
+
+def prepare_home(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = {user: password for user, (_role, password) in DEMO_USERS.items()}
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords))
+
+
+def wait_healthy(port: int, timeout: float, proc: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(1)
+    return False
+
+
+def run_demo(repo: Path, port: int = 8080) -> int:
+    state = repo / ".rackflow"
+    home = state / "airflow"
+    fleet_dir = state / "fleet"
+    shutil.rmtree(fleet_dir, ignore_errors=True)
+    prepare_home(home)
+    env = {**os.environ, **airflow_env(repo, home, port)}
+    os.environ.update(env)  # the rackflow DB helpers below read AIRFLOW_HOME too
+
+    if wait_for_port(port, 0.5):
+        print(
+            f"rackflow demo: port {port} is in use; stop what runs there or set RACKFLOW_DEMO_PORT",
+            flush=True,
+        )
+        return 1
+
+    fleet = Fleet.load(repo / "fleet" / "demo.yaml")
+    print("rackflow demo: starting the demo fleet on loopback…", flush=True)
+    devfleet = DevFleet(fleet, workdir=fleet_dir).start()
+    airflow: subprocess.Popen | None = None
+    try:
+        env.update(devfleet.env())
+        devfleet.write_env_file(state / "fleet.env")
+        _sync_inventory(fleet)
+        print("rackflow demo: starting airflow standalone (first start migrates the DB)…", flush=True)
+        log = open(state / "airflow-standalone.log", "ab")  # noqa: SIM115 - owned by the child
+        airflow = subprocess.Popen(
+            [venv_bin("airflow"), "standalone"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        if not wait_healthy(port, 180, airflow):
+            print(
+                f"rackflow demo: Airflow did not come up; see {state / 'airflow-standalone.log'}", flush=True
+            )
+            return 1
+        _print_banner(port, devfleet, state)
+        stop = _wait_for_signal(airflow)
+        return 0 if stop else 1
+    finally:
+        if airflow is not None and airflow.poll() is None:
+            os.killpg(airflow.pid, signal.SIGTERM)
+            try:
+                airflow.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(airflow.pid, signal.SIGKILL)
+        devfleet.stop()
+        print("rackflow demo: stopped Airflow and the demo fleet.", flush=True)
+
+
+def _sync_inventory(fleet: Fleet) -> None:
+    from rackflow.db.inventory import sync_fleet
+    from rackflow.db.session import session_scope, upgrade
+
+    upgrade()
+    with session_scope() as session:
+        report = sync_fleet(session, fleet)
+    print(f"rackflow demo: inventory: {report}", flush=True)
+
+
+def _print_banner(port: int, devfleet: DevFleet, state: Path) -> None:
+    logins = "\n".join(f"    {u:<9} {p:<9} ({r})" for u, (r, p) in DEMO_USERS.items())
+    print(
+        f"""
+rackflow demo is up.
+
+  Airflow UI:  http://127.0.0.1:{port}/   (rackflow pages are under the "rackflow" menu)
+  rackflow API: http://127.0.0.1:{port}/rackflow/docs
+  Logins (user, password, role):
+{logins}
+
+  Fake hosts: {", ".join(f"{name} ({server.uri})" for name, server in devfleet.hosts.items())}
+  Fleet connections for a shell: source {state / "fleet.env"}
+
+Press Ctrl-C to stop everything.
+""",
+        flush=True,
+    )
+
+
+def _wait_for_signal(airflow: subprocess.Popen) -> bool:
+    """Block until Ctrl-C/SIGTERM (True) or until Airflow dies on its own (False)."""
+    stopping = False
+
+    def handler(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stopping:
+        if airflow.poll() is not None:
+            print("rackflow demo: airflow standalone exited; stopping.", file=sys.stderr, flush=True)
+            return False
+        time.sleep(0.5)
+    return True

@@ -1,0 +1,99 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rackflow import __version__
+
+
+def _option(description: str, default: str | None, example: str | None = None) -> dict[str, Any]:
+    return {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": example,
+        "default": default,
+    }
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "rackflow",
+        "name": "rackflow",
+        "description": (
+            "Run an on-premises fleet from Airflow: physical hosts, VMs (libvirt), power "
+            "(Redfish, IPMI), SSH jobnets and the local batch scheduler."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {"integration-name": "libvirt", "tags": ["software"]},
+            {"integration-name": "Redfish", "tags": ["protocol"]},
+            {"integration-name": "IPMI", "tags": ["protocol"]},
+        ],
+        "hooks": [
+            {"integration-name": "libvirt", "python-modules": ["rackflow.hooks.libvirt"]},
+            {"integration-name": "Redfish", "python-modules": ["rackflow.hooks.redfish"]},
+            {"integration-name": "IPMI", "python-modules": ["rackflow.hooks.ipmi"]},
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "rackflow.hooks.libvirt.LibvirtHook",
+                "connection-type": "libvirt",
+                "hook-name": "libvirt",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login", "password", "extra"],
+                    "relabeling": {"host": "libvirt URI"},
+                    "placeholders": {"host": "qemu+ssh://root@host-a/system"},
+                },
+            },
+            {
+                "hook-class-name": "rackflow.hooks.redfish.RedfishHook",
+                "connection-type": "redfish",
+                "hook-name": "Redfish BMC",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["extra"],
+                    "relabeling": {"schema": "Scheme (http/https)"},
+                    "placeholders": {"host": "10.0.0.21", "schema": "https", "login": "admin"},
+                },
+            },
+            {
+                "hook-class-name": "rackflow.hooks.ipmi.IpmiHook",
+                "connection-type": "ipmi",
+                "hook-name": "IPMI BMC",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "extra"],
+                    "relabeling": {},
+                    "placeholders": {"host": "10.0.0.21", "port": "623", "login": "admin"},
+                },
+            },
+        ],
+        "plugins": [{"name": "rackflow", "plugin-class": "rackflow_plugin.RackflowPlugin"}],
+        "config": {
+            "rackflow": {
+                "description": "rackflow: inventory database, fleet file and poll intervals.",
+                "options": {
+                    "database_url": _option(
+                        "SQLAlchemy URL of the rackflow inventory database. Empty: "
+                        "a SQLite file rackflow.db under AIRFLOW_HOME.",
+                        "",
+                        "postgresql+psycopg2://rackflow:secret@db/rackflow",
+                    ),
+                    "fleet_file": _option(
+                        "Fleet file (YAML) listing the physical hosts. Empty: fleet.yaml under AIRFLOW_HOME.",
+                        "",
+                        "/etc/rackflow/fleet.yaml",
+                    ),
+                    "jobnets_folder": _option(
+                        "Folder of jobnet YAML files turned into DAGs. Empty: jobnets/ under AIRFLOW_HOME.",
+                        "",
+                        "/etc/rackflow/jobnets",
+                    ),
+                    "vm_poll_interval": _option("Seconds between VM state polls while launching.", "2"),
+                    "scheduler_poll_interval": _option("Seconds between batch scheduler polls.", "5"),
+                    "s3_poll_interval": _option("Seconds between S3 intake polls.", "5"),
+                    "power_poll_interval": _option("Seconds between BMC polls.", "60"),
+                },
+            }
+        },
+    }

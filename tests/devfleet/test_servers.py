@@ -1,0 +1,158 @@
+"""Each real loopback server of the demo fleet answers rackflow's hooks (and the stock providers' hooks)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from rackflow.devfleet.fleet import S3_CONN_ID, SSH_CONN_ID
+
+
+def test_libvirt_lists_each_fake_hosts_domains(devfleet):
+    from rackflow.hooks.libvirt import LibvirtHook
+
+    expected = {"host-a": ["db-01"], "host-b": ["cache-01", "cache-02"], "host-c": []}
+    for host in devfleet.fleet.hosts:
+        with LibvirtHook(libvirt_conn_id=host.libvirt_conn_id) as hook:
+            domains = hook.list_domains()
+            assert [d.name for d in domains] == expected[host.name]
+            assert all(d.state == "running" for d in domains)
+            assert hook.host_info().cpus == 16
+
+
+def test_libvirt_hosts_keep_separate_state(devfleet):
+    """Each fake host is its own libvirtd: a domain defined on host-c is not seen on host-a."""
+    from rackflow.devfleet.fleet import TEST_DOMAIN_XML
+    from rackflow.hooks.libvirt import LibvirtHook
+
+    with LibvirtHook("libvirt_host_c") as c, LibvirtHook("libvirt_host_a") as a:
+        dom = c.get_conn().defineXML(TEST_DOMAIN_XML.format(name="probe-01", memory_kib=1024, vcpus=1))
+        try:
+            assert "probe-01" in [d.name for d in c.list_domains()]
+            assert "probe-01" not in [d.name for d in a.list_domains()]
+        finally:
+            dom.undefine()
+
+
+def test_slurm_runs_batch_job_to_completed(devfleet, tmp_path):
+    env = {**__import__("os").environ, **devfleet.slurm.env}
+    out = tmp_path / "out.txt"
+    job_id = subprocess.run(
+        ["sbatch", "--parsable", "-o", str(out), "--wrap", "echo rackflow-ok"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deadline = time.monotonic() + 60
+    state = ""
+    while time.monotonic() < deadline:
+        show = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
+        )
+        state = next(f.split("=", 1)[1] for f in show.stdout.split() if f.startswith("JobState="))
+        if state in {"COMPLETED", "FAILED", "CANCELLED"}:
+            break
+        time.sleep(0.5)
+    assert state == "COMPLETED"
+    assert out.read_text().strip() == "rackflow-ok"
+
+
+def test_ssh_runs_command_with_key_only_login(devfleet):
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    hook = SSHHook(ssh_conn_id=SSH_CONN_ID)
+    with hook.get_conn() as client:
+        exit_status, stdout, _stderr = hook.exec_ssh_client_command(
+            client, "echo $((6 * 7))", get_pty=False, environment=None, timeout=30
+        )
+    assert exit_status == 0
+    assert stdout.decode().strip() == "42"
+
+
+def test_ssh_refuses_password_login(devfleet):
+    result = subprocess.run(
+        [
+            "ssh",
+            "-p",
+            str(devfleet.sshd.port),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "BatchMode=yes",
+            "root@127.0.0.1",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 255
+    assert "Permission denied" in result.stderr
+
+
+def test_s3_put_list_get_with_credentials(devfleet):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    hook = S3Hook(aws_conn_id=S3_CONN_ID)
+    hook.load_bytes(
+        b"FILE_UPLOAD\n", key="job0001/aws-job-stat.txt", bucket_name="rackflow-jobs", replace=True
+    )
+    assert hook.list_prefixes(bucket_name="rackflow-jobs", delimiter="/") == ["job0001/"]
+    assert hook.read_key("job0001/aws-job-stat.txt", bucket_name="rackflow-jobs") == "FILE_UPLOAD\n"
+
+
+def test_s3_refuses_wrong_secret_key(devfleet):
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=devfleet.s3.endpoint_url,
+        aws_access_key_id=devfleet.s3.access_key,
+        aws_secret_access_key="wrong-secret",
+        region_name="us-east-1",
+    )
+    with pytest.raises(ClientError) as err:
+        client.list_objects_v2(Bucket="rackflow-jobs")
+    assert err.value.response["Error"]["Code"] in {
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+    }
+
+
+def test_redfish_powers_system_off_and_on(devfleet):
+    from rackflow.hooks.redfish import RedfishHook
+
+    hook = RedfishHook("redfish_default")
+    assert set(hook.list_systems()) >= {"host-a", "host-b", "host-c"}
+    assert hook.get_power_state("host-c") == "On"
+    hook.set_power("host-c", "hard_off")
+    assert _wait_power(hook, "host-c", "Off")
+    hook.set_power("host-c", "on")
+    assert _wait_power(hook, "host-c", "On")
+
+
+def test_redfish_refuses_wrong_password(devfleet):
+    import requests
+
+    resp = requests.get(
+        f"{devfleet.redfish.endpoint_url}/redfish/v1/Systems", auth=("admin", "wrong"), timeout=10
+    )
+    assert resp.status_code == 401
+
+
+def _wait_power(hook, system: str, state: str, timeout: float = 30) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hook.get_power_state(system) == state:
+            return True
+        time.sleep(0.3)
+    return False
