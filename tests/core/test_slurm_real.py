@@ -38,7 +38,9 @@ def run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]
 def submit(adapter: SlurmAdapter, env: dict[str, str], workdir: Path, name: str, job: dict) -> str:
     workdir.mkdir(parents=True)
     script = workdir / adapter.script_name
-    script.write_text(adapter.submit_script(parse_job_description(job), name, "run_id=manual__1", str(workdir)))
+    script.write_text(
+        adapter.submit_script(parse_job_description(job), name, "run_id=manual__1", str(workdir))
+    )
     out = run(adapter.submit_command(str(script)), env)
     assert out.returncode == 0, out.stderr
     return adapter.parse_submit_output(out.stdout)
@@ -60,7 +62,7 @@ def test_real_slurm_runs_jobs_reports_exit_codes_and_finds_them_by_name(
 ) -> None:
     adapter = get_adapter("slurm")
     assert isinstance(adapter, SlurmAdapter)
-    tricky = "it's a \"test\" $HOME `id` ; rm -rf /"
+    tricky = 'it\'s a "test" $HOME `id` ; rm -rf /'
     ok_name = adapter.normalize_job_name("rackflow__demo__scheduled__2024-01-01T00:00:00+00:00__ok")
     ok = submit(
         adapter,
