@@ -43,7 +43,10 @@ _KNOWN_KEYS = sorted({name for model in _MODELS for name in model.model_fields})
 class _Parsed:
     path: Path
     jobnet: Jobnet
-    root: yaml.Node
+
+    def problem_at(self, loc: Loc, reason: str) -> JobnetProblem:
+        """Re-reads the file to find the line: keeping every node tree alive would slow the GC down."""
+        return _problem_at(self.path, _compose(self.path.read_text(encoding="utf-8")), loc, reason)
 
 
 def load_jobnet_file(path: str | Path) -> Jobnet:
@@ -84,7 +87,15 @@ def _parse_file(path: Path) -> _Parsed:
     problems += [_problem_at(path, root, loc, reason) for loc, reason in checks]
     if problems:
         raise JobnetError(problems)
-    return _Parsed(path, jobnet, root)
+    return _Parsed(path, jobnet)
+
+
+def _compose(text: str) -> yaml.Node:
+    loader = _YamlLoader(text)
+    try:
+        return loader.get_single_node()
+    finally:
+        loader.dispose()
 
 
 def _yaml_reason(err: yaml.YAMLError) -> str:
@@ -174,11 +185,12 @@ class JobnetLibrary:
     jobnets: dict[str, Jobnet] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     errors: list[JobnetError] = field(default_factory=list)
+    base_dirs: dict[str, Path] = field(default_factory=dict)
+    """Jobnet name -> absolute folder its ``script`` paths are relative to."""
 
     def stages(self, name: str) -> list[Stage]:
         """Flat stages of jobnet ``name``, includes expanded and script paths made absolute."""
-        base_dirs = {jobnet: path.parent.resolve() for jobnet, path in self.files.items()}
-        return flatten_stages(self.jobnets[name], includes=self.jobnets, base_dirs=base_dirs)
+        return flatten_stages(self.jobnets[name], includes=self.jobnets, base_dirs=self.base_dirs)
 
     def params(self, name: str) -> dict[str, ParamSpec]:
         """The params a run of ``name`` takes, its includes' included."""
@@ -207,28 +219,20 @@ def load_jobnets(folder: str | Path) -> JobnetLibrary:
             continue
         name = item.jobnet.name
         if name in parsed:
-            library.errors.append(
-                JobnetError(
-                    [
-                        _problem_at(
-                            path,
-                            item.root,
-                            ("name",),
-                            f"jobnet {name!r} is already defined in {parsed[name].path}",
-                        )
-                    ]
-                )
-            )
+            reason = f"jobnet {name!r} is already defined in {parsed[name].path}"
+            library.errors.append(JobnetError([item.problem_at(("name",), reason)]))
             continue
         parsed[name] = item
 
     problems = _include_problems(parsed, broken)
+    base_dir = folder.resolve()
     for name, item in parsed.items():
         if problems[name]:
             library.errors.append(JobnetError(problems[name]))
         else:
             library.jobnets[name] = item.jobnet
             library.files[name] = item.path
+            library.base_dirs[name] = base_dir
     return library
 
 
@@ -246,8 +250,7 @@ def _include_problems(parsed: dict[str, _Parsed], broken: dict[str, Path]) -> di
     problems: dict[str, list[JobnetProblem]] = {name: [] for name in parsed}
 
     def report(name: str, index: int, reason: str) -> None:
-        item = parsed[name]
-        problems[name].append(_problem_at(item.path, item.root, ("include", index), reason))
+        problems[name].append(parsed[name].problem_at(("include", index), reason))
 
     for name, item in parsed.items():
         for i, target in enumerate(item.jobnet.include):
@@ -307,9 +310,7 @@ def _param_conflicts(item: _Parsed, parsed: dict[str, _Parsed]) -> list[JobnetPr
         for name, spec in merged_params(jobnets[target], jobnets).items():
             if name in own and own[name].type != spec.type:
                 problems.append(
-                    _problem_at(
-                        item.path,
-                        item.root,
+                    item.problem_at(
                         ("params", name, "type"),
                         f"param {name!r} is {own[name].type} here but {spec.type} in included {target!r}",
                     )

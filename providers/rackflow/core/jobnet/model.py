@@ -178,7 +178,7 @@ class _Action(_Strict):
 
 
 class Revert(_Action):
-    """Undoes a step; runs on the step's server unless it names another."""
+    """Undoes a step; runs on the step's server, with its env and workdir, unless it sets its own."""
 
     server: Slug | None = None
 

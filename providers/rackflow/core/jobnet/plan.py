@@ -113,6 +113,13 @@ def _flat_step(
     revert = None
     if step.revert is not None:
         revert = _bind(step.revert, step.revert.server or step.server, servers, base_dir)
+        # A revert undoes its step, so it sees the step's env and workdir unless it sets its own.
+        revert = revert.model_copy(
+            update={
+                "env": {**step.env, **step.revert.env},
+                "workdir": step.revert.workdir if step.revert.workdir is not None else step.workdir,
+            }
+        )
     return FlatStep(
         id=prefix + step.id, jobnet=jobnet, run=_bind(step, step.server, servers, base_dir), revert=revert
     )
