@@ -119,3 +119,134 @@ def token(api) -> object:  # type: ignore[no-untyped-def]
 def auth(token) -> object:  # type: ignore[no-untyped-def]
     """auth(user) -> headers for an authenticated request."""
     return lambda user: {"Authorization": f"Bearer {token(user)}"}
+
+
+class AirflowStack:
+    """A running ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer) for end-to-end tests."""
+
+    def __init__(self, proc: object, port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def token(self, user: str) -> str:
+        import requests
+
+        resp = requests.post(
+            f"{self.url}/auth/token", json={"username": user, "password": PASSWORDS[user]}, timeout=30
+        )
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["access_token"])
+
+    def session(self, user: str) -> object:
+        """A requests session authenticated as ``user`` against this stack."""
+        import requests
+
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {self.token(user)}"
+        return session
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """Wait until the dag-processor has parsed ``dag_id`` and unpause it."""
+        import time
+
+        admin = self.session("admin")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            resp = admin.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=30)  # type: ignore[attr-defined]
+            if resp.status_code == 200:
+                admin.patch(f"{self.url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30)  # type: ignore[attr-defined]
+                return
+            time.sleep(1)
+        raise AssertionError(f"DAG {dag_id} was not parsed within {timeout}s; see {self.log}")
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(
+    airflow_db: Path, rackflow_db: str, devfleet: object, airflow_home: Path
+) -> Iterator[AirflowStack]:
+    """Airflow standalone on a free loopback port, wired to the devfleet, sharing the session's DBs."""
+    import signal
+    import urllib.request
+
+    from rackflow.devfleet.servers import free_port
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+    }
+    log = airflow_home / f"standalone-{port}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    import time
+
+    deadline = time.monotonic() + 180
+    healthy = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=2) as r:
+                healthy = r.status == 200
+        except OSError:
+            pass
+        if healthy:
+            break
+        time.sleep(1)
+    if not healthy:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"airflow standalone did not become healthy; log:\n{log.read_text()[-4000:]}")
+    yield AirflowStack(proc, port, log)
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+
+
+def login_page(browser, stack: AirflowStack, user: str):  # type: ignore[no-untyped-def]
+    """A new browser page logged in to ``stack`` as ``user`` through Airflow's login form."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{stack.url}/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", PASSWORDS[user])
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{stack.url}/", timeout=30_000)
+    return page
