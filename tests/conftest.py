@@ -122,7 +122,7 @@ def auth(token) -> object:  # type: ignore[no-untyped-def]
 
 
 class AirflowStack:
-    """A running ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer) for end-to-end tests."""
+    """A running ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer) for e2e tests."""
 
     def __init__(self, proc: object, port: int, log: Path) -> None:
         self.proc = proc
