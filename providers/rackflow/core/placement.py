@@ -110,15 +110,20 @@ class _PackState:
     """Free capacity per node plus, per group, the nodes in preference order."""
 
     def __init__(self, nodes: Sequence[NodeCapacity], min_cpus: int, min_mem: int) -> None:
-        self.names = [n.name for n in nodes]
-        self.free_cpu = [n.free_cpus for n in nodes]
-        self.free_mem = [n.free_memory_mib for n in nodes]
-        self.powered = [n.powered_on for n in nodes]
-        self.used = [n.in_use for n in nodes]
+        self.names: list[str] = []
+        self.free_cpu: list[int] = []
+        self.free_mem: list[int] = []
+        self.powered: list[bool] = []
+        self.used: list[bool] = []
         self.min_cpus = min_cpus
         self.min_mem = min_mem
         by_group: dict[str, list[int]] = {}
         for i, node in enumerate(nodes):
+            self.names.append(node.name)
+            self.free_cpu.append(node.cpus - node.used_cpus)
+            self.free_mem.append(node.memory_mib - node.used_memory_mib)
+            self.powered.append(node.powered_on)
+            self.used.append(node.used_cpus > 0 or node.used_memory_mib > 0)
             by_group.setdefault(node.group, []).append(i)
         # Preference: on and already hosting VMs, then on and idle, then off; name keeps it stable.
         self.order = {

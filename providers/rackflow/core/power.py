@@ -13,11 +13,12 @@ operator carry out what these functions return, which keeps dry runs and tests h
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from itertools import accumulate
 from operator import attrgetter
 from typing import Any
 
@@ -185,15 +186,12 @@ class NodeView(_Frozen):
 
     def capacity(self) -> NodeCapacity:
         """Capacity for placement: VMs running or booting take their share."""
-        vms = (*self.vms_running, *self.vms_booting)
+        used_cpus = used_mem = 0
+        for vm in (*self.vms_running, *self.vms_booting):
+            used_cpus += vm.cpus
+            used_mem += vm.memory_mib
         return NodeCapacity(
-            name=self.name,
-            group=self.group,
-            cpus=self.cpus,
-            memory_mib=self.memory_mib,
-            used_cpus=sum(vm.cpus for vm in vms),
-            used_memory_mib=sum(vm.memory_mib for vm in vms),
-            powered_on=self.status in UP,
+            self.name, self.group, self.cpus, self.memory_mib, used_cpus, used_mem, self.status in UP
         )
 
 
@@ -458,20 +456,22 @@ def reconcile(
 class ReservationBook:
     """Reservations sorted by start, so a look-ahead window is two bisections, not a scan.
 
-    Build once per cycle (or keep it between cycles): sorting is the only O(M log M) step.
+    Build once per cycle (or keep it between cycles): sorting is the only O(M log M) step. Reservations
+    that started earlier but still run are found through the running maximum of end times in start
+    order, which never decreases and so can be bisected too.
     """
 
     def __init__(self, reservations: Iterable[Reservation]) -> None:
         self._items = sorted(reservations, key=attrgetter("start"))
-        self._starts = [r.start for r in self._items]
-        self._longest = max((r.end - r.start for r in self._items), default=timedelta(0))
+        self._starts = list(map(attrgetter("start"), self._items))
+        self._max_end = list(accumulate(map(attrgetter("end"), self._items), max))
 
     def __len__(self) -> int:
         return len(self._items)
 
     def in_window(self, start: datetime, end: datetime) -> list[Reservation]:
         """Reservations running at some point in ``[start, end]``, earliest start first."""
-        lo = bisect_left(self._starts, start - self._longest)
+        lo = bisect_right(self._max_end, start)
         hi = bisect_right(self._starts, end)
         return [r for r in self._items[lo:hi] if r.end > start]
 
