@@ -75,3 +75,48 @@ class Reservation(Base):
     state: Mapped[str] = mapped_column(String(16), default="active")  # active / canceled
     created_by: Mapped[str] = mapped_column(String(250))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    """A batch job run by a DAG run (job id = run id): where it went, how it ended, who asked to stop it.
+
+    Ownership is the run's ``triggering_user_name`` in Airflow; ``owner`` is a copy for listing.
+    """
+
+    __tablename__ = "rackflow_job"
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(250), index=True)
+    scheduler: Mapped[str | None] = mapped_column(String(16))
+    cluster: Mapped[str | None] = mapped_column(String(250))
+    scheduler_job_id: Mapped[str | None] = mapped_column(String(64))
+    job_name: Mapped[str | None] = mapped_column(String(250))
+    workdir: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    message: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    cpu_time_s: Mapped[int | None] = mapped_column(Integer)
+    wall_time_s: Mapped[int | None] = mapped_column(Integer)
+    max_memory: Mapped[int | None] = mapped_column(Integer)
+    nodes: Mapped[str | None] = mapped_column(Text)
+    terminate_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    terminate_requested_by: Mapped[str | None] = mapped_column(String(250))
+    cancel_issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class JobEvent(Base):
+    """One entry of a job's chronological history: a state change or a stage's note."""
+
+    __tablename__ = "rackflow_job_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(250))
+    run_id: Mapped[str] = mapped_column(String(250))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    scheduler_job_id: Mapped[str | None] = mapped_column(String(64))
+    node: Mapped[str | None] = mapped_column(Text)
