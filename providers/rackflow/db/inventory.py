@@ -80,3 +80,21 @@ def sync_fleet(session: Session, fleet: Fleet) -> SyncReport:
         report.removed.append(name)
     session.flush()
     return report
+
+
+def migrate_and_sync() -> SyncReport | None:
+    """Migrate the rackflow DB and sync it from the configured fleet file, if that file exists."""
+    from rackflow import settings
+    from rackflow.db.session import session_scope, upgrade
+
+    upgrade()
+    path = settings.fleet_file()
+    if not path.exists():
+        return None
+    with session_scope() as session:
+        return sync_fleet(session, Fleet.load(path))
+
+
+if __name__ == "__main__":  # `python -m rackflow.db.inventory`: what a deployment's init step runs
+    report = migrate_and_sync()
+    print(f"rackflow inventory: {report if report is not None else 'no fleet file; schema migrated only'}")

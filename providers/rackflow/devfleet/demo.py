@@ -96,7 +96,7 @@ def run_demo(repo: Path, port: int = 8080) -> int:
     try:
         env.update(devfleet.env())
         devfleet.write_env_file(state / "fleet.env")
-        _sync_inventory(fleet)
+        _sync_inventory()
         print("rackflow demo: starting airflow standalone (first start migrates the DB)…", flush=True)
         log = open(state / "airflow-standalone.log", "ab")  # noqa: SIM115 - owned by the child
         airflow = subprocess.Popen(
@@ -125,14 +125,10 @@ def run_demo(repo: Path, port: int = 8080) -> int:
         print("rackflow demo: stopped Airflow and the demo fleet.", flush=True)
 
 
-def _sync_inventory(fleet: Fleet) -> None:
-    from rackflow.db.inventory import sync_fleet
-    from rackflow.db.session import session_scope, upgrade
+def _sync_inventory() -> None:
+    from rackflow.db.inventory import migrate_and_sync
 
-    upgrade()
-    with session_scope() as session:
-        report = sync_fleet(session, fleet)
-    print(f"rackflow demo: inventory: {report}", flush=True)
+    print(f"rackflow demo: inventory: {migrate_and_sync()}", flush=True)
 
 
 def _print_banner(port: int, devfleet: DevFleet, state: Path) -> None:

@@ -1,0 +1,2 @@
+-- The rackflow inventory lives in its own database beside Airflow's metadata.
+CREATE DATABASE rackflow;
