@@ -81,6 +81,7 @@ class DevFleet:
                 host = Libvirtd(workdir=self.workdir / f"libvirt-{name}", port=self._port(port))
                 self.hosts[name] = host.start()
                 _reset_domains(host, spec.vms.get(name, []))
+                _seed_images(host)
             if spec.bmc_plane_port is not None:
                 self.bmc_plane = Libvirtd(
                     workdir=self.workdir / "bmc-plane", port=self._port(spec.bmc_plane_port)
@@ -161,6 +162,23 @@ class DevFleet:
 
 def _shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+# Base images each fake host offers in the test driver's "default-pool" (VM launches clone them).
+DEMO_IMAGES = ("debian-12.qcow2", "ubuntu-24.04.qcow2")
+
+
+def _seed_images(server: Libvirtd, images: tuple[str, ...] = DEMO_IMAGES, pool: str = "default-pool") -> None:
+    """Create the base image volumes that launches clone (the test driver allocates nothing)."""
+    storage = server.keeper.storagePoolLookupByName(pool)  # type: ignore[attr-defined]
+    have = set(storage.listVolumes())
+    for image in images:
+        if image not in have:
+            storage.createXML(
+                f"<volume><name>{image}</name><capacity unit='GiB'>2</capacity>"
+                "<target><format type='qcow2'/></target></volume>",
+                0,
+            )
 
 
 def _reset_domains(server: Libvirtd, names: list[str], vcpus: int = 1, memory_mib: int = 256) -> None:
