@@ -1,0 +1,483 @@
+"""S3 job intake I/O over the amazon provider's S3Hook: poll, claim, status writes, stage-in, stage-out.
+
+The protocol itself (status file bytes, transitions, safe paths, result selection) is pure and lives in
+:mod:`rackflow.core.s3_protocol`; this hook only moves bytes. Properties it keeps:
+
+* A poll is a paginated ``ListObjectsV2`` of the bucket plus one GET per status object that is new or
+  changed since the last poll (ETag/LastModified cache). A bucket of idle finished jobs costs listing
+  pages only. (A delimiter listing cannot carry the ETags of ``<job>/aws-job-stat.txt``, so the poll
+  lists flat; :meth:`S3JobsHook.list_job_prefixes` is the delimiter listing for job names alone.)
+* Every status write is a conditional PUT (``If-Match`` on the ETag last seen), so two pollers can never
+  both claim a job, and nobody overwrites a status object the uploader changed or deleted meanwhile.
+* Downloads and uploads are streamed through boto3's managed transfer (chunked, multipart for big
+  files); no object or file is read into memory whole. Files are created with ``O_EXCL|O_NOFOLLOW``
+  inside a job directory rackflow creates itself, and every key goes through
+  :func:`~rackflow.core.s3_protocol.local_path_for_key`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+from botocore.exceptions import ClientError
+
+from rackflow.core.s3_protocol import (
+    JOB_SCRIPT_NAME,
+    MAX_STATUS_BYTES,
+    STATUS_FILE_NAME,
+    JobStatus,
+    JobStatusFile,
+    Manifest,
+    StatusCache,
+    UnsafeKeyError,
+    check_transition,
+    intake_decision,
+    job_of_status_key,
+    job_prefixes_from_listing,
+    local_path_for_key,
+    result_files,
+    result_key,
+    status_key,
+    validate_job_prefix,
+)
+
+log = logging.getLogger(__name__)
+
+# Error codes S3 servers answer a conditional write with when the object moved (or vanished) under us.
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict"})
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class StatusConflict(RuntimeError):
+    """The status object is not what this writer last saw: another poller claimed it, or the uploader
+    changed or deleted it. The writer must stop touching the job."""
+
+
+@dataclass(frozen=True)
+class ReadyJob:
+    """A job whose status object read ``FILE_UPLOAD`` at ``etag`` when polled."""
+
+    prefix: str
+    etag: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"prefix": self.prefix, "etag": self.etag}
+
+
+@dataclass
+class PollResult:
+    """One poll of a bucket: ready jobs, unreadable status objects, refused prefixes, request counts."""
+
+    ready: list[ReadyJob] = field(default_factory=list)
+    invalid: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    list_requests: int = 0
+    get_requests: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What a claim did: ``won`` with ACCEPTED, ``won`` with FAILED (job refused), or lost (skip)."""
+
+    won: bool
+    status: JobStatusFile | None
+    etag: str | None
+    keys: list[str]
+    reason: str = ""
+
+
+@dataclass
+class TransferResult:
+    """Keys moved by a stage-in or stage-out, and the ones refused with their reasons."""
+
+    keys: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    bytes: int = 0
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _open_new(path: Path) -> int:
+    """A new file for writing that is never a symlink and never an existing file."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+
+
+def _mkdirs_inside(base: Path, target: Path) -> None:
+    """Create the directories from ``base`` down to ``target``, refusing any existing symlink on the way."""
+    current = base
+    for part in target.relative_to(base).parts:
+        current = current / part
+        if current.is_symlink():
+            raise UnsafeKeyError(str(target), f"{current} is a symlink")
+        current.mkdir(exist_ok=True)
+
+
+class S3JobsHook(BaseHook):
+    """
+    Read and write one S3 intake bucket with the aws-jobmanager job protocol.
+
+    Uses the amazon provider's :class:`~airflow.providers.amazon.aws.hooks.s3.S3Hook` for the
+    connection (credentials, ``endpoint_url`` in the connection's extra). Counts the S3 requests it makes
+    in :attr:`requests` (per operation name), which the benchmark reports.
+
+    :param aws_conn_id: Airflow connection of type Amazon Web Services.
+    :param bucket_name: the intake bucket.
+    :param page_size: keys per listing page (S3 caps it at 1,000).
+    """
+
+    conn_name_attr = "aws_conn_id"
+    default_conn_name = "aws_default"
+    conn_type = "aws"
+    hook_name = "rackflow S3 job intake"
+
+    def __init__(
+        self,
+        aws_conn_id: str = default_conn_name,
+        *,
+        bucket_name: str,
+        page_size: int = 1000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+        self.bucket_name = bucket_name
+        self.page_size = page_size
+        self.requests: Counter[str] = Counter()
+
+    @cached_property
+    def s3_hook(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id)
+
+    @cached_property
+    def client(self) -> Any:
+        client = self.s3_hook.get_conn()
+        client.meta.events.register("before-call.s3", self._count_request)
+        return client
+
+    def get_conn(self) -> Any:
+        return self.client
+
+    def _count_request(self, model: Any, **_: Any) -> None:
+        self.requests[model.name] += 1
+
+    # -- listing ------------------------------------------------------------------------------------
+
+    def iter_pages(self, prefix: str = "", delimiter: str | None = None) -> Iterator[Mapping[str, Any]]:
+        """Raw ``ListObjectsV2`` pages of the bucket (continuation tokens followed)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket_name, "Prefix": prefix, "MaxKeys": self.page_size}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            page = self.client.list_objects_v2(**kwargs)
+            yield page
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            kwargs["ContinuationToken"] = token
+
+    def list_job_prefixes(self) -> list[str]:
+        """Job names at the top of the bucket (delimiter listing, paginated); unsafe names are logged."""
+        common: list[Mapping[str, Any]] = []
+        for page in self.iter_pages(delimiter="/"):
+            common.extend(page.get("CommonPrefixes", []))
+        scan = job_prefixes_from_listing(common)
+        for raw, reason in scan.rejected.items():
+            log.warning("ignoring prefix %r in s3://%s: %s", raw, self.bucket_name, reason)
+        return scan.jobs
+
+    def list_job_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix/`` (paginated)."""
+        name = validate_job_prefix(prefix)
+        keys: list[str] = []
+        for page in self.iter_pages(prefix=f"{name}/"):
+            keys.extend(str(obj["Key"]) for obj in page.get("Contents", []))
+        return keys
+
+    # -- polling ------------------------------------------------------------------------------------
+
+    def _get_status_object(self, key: str) -> tuple[bytes, str, Any] | None:
+        """Body (at most MAX_STATUS_BYTES + 1 bytes), ETag and LastModified; None when it is gone."""
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket_name, Key=key, Range=f"bytes=0-{MAX_STATUS_BYTES}"
+            )
+        except ClientError as err:
+            if _error_code(err) in _NOT_FOUND_CODES:
+                return None
+            if _error_code(err) == "InvalidRange":  # a 0-byte object cannot satisfy any range
+                resp = self.client.get_object(Bucket=self.bucket_name, Key=key)
+            else:
+                raise
+        with resp["Body"] as body:
+            data = body.read(MAX_STATUS_BYTES + 1)
+        return data, str(resp["ETag"]), resp.get("LastModified")
+
+    def poll(self, cache: StatusCache) -> PollResult:
+        """List the bucket, GET only new or changed status objects, and report the ready jobs."""
+        result = PollResult()
+        before = Counter(self.requests)
+        etags: dict[str, str] = {}  # status key -> the ETag the status was read at
+        top_level: set[str] = set()
+        for page in self.iter_pages():
+            contents = page.get("Contents", [])
+            for obj in contents:
+                head = str(obj["Key"]).partition("/")[0]
+                top_level.add(head + "/")
+            status_objs = [o for o in contents if job_of_status_key(str(o["Key"])) is not None]
+            etags.update({str(o["Key"]): str(o.get("ETag", "")) for o in status_objs})
+            plan = cache.poll(status_objs)
+            for obj in plan.to_fetch:
+                key = str(obj["Key"])
+                got = self._get_status_object(key)
+                if got is None:
+                    del etags[key]
+                    continue
+                cache.record(key, got[1], got[2], got[0])
+                etags[key] = got[1]
+        cache.prune(etags.keys())
+        scan = job_prefixes_from_listing(sorted(top_level))
+        result.rejected = scan.rejected
+        valid = set(scan.jobs)
+        for key, etag in sorted(etags.items()):
+            job = job_of_status_key(key)
+            status = cache.get(key)
+            if job is None or status is None or job not in valid:
+                continue
+            if status.is_ready:
+                result.ready.append(ReadyJob(prefix=job, etag=etag))
+            elif not status.is_valid:
+                result.invalid[job] = status.problem or "unreadable"
+        delta = self.requests - before
+        result.list_requests = delta["ListObjectsV2"]
+        result.get_requests = delta["GetObject"]
+        return result
+
+    # -- status -------------------------------------------------------------------------------------
+
+    def read_status(self, prefix: str) -> tuple[JobStatusFile, str] | None:
+        """The job's parsed status and the ETag it was read at; None when there is no status object."""
+        got = self._get_status_object(status_key(prefix))
+        if got is None:
+            return None
+        return JobStatusFile.parse(got[0]), got[1]
+
+    def put_status(self, prefix: str, status: JobStatusFile, *, if_match: str) -> str:
+        """Conditional PUT of ``status`` over the object last seen at ``if_match``; the new ETag.
+
+        Raises :class:`StatusConflict` when the object changed or vanished since.
+        """
+        try:
+            resp = self.client.put_object(
+                Bucket=self.bucket_name,
+                Key=status_key(prefix),
+                Body=status.render(),
+                ContentType="text/plain",
+                IfMatch=if_match,
+            )
+        except ClientError as err:
+            if _error_code(err) in _CONFLICT_CODES:
+                raise StatusConflict(
+                    f"s3://{self.bucket_name}/{status_key(prefix)} changed since ETag {if_match} "
+                    f"({_error_code(err)}); not writing {status.status}"
+                ) from err
+            raise
+        return str(resp["ETag"])
+
+    def transition(
+        self,
+        prefix: str,
+        new: JobStatus,
+        *,
+        scheduler_job_id: str | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Move the job's status to ``new`` (read, check the transition, conditional PUT); the new ETag.
+
+        The scheduler job id already on record is kept unless a new one is given. Raises
+        :class:`StatusConflict` when the status object is gone or changes under us, and
+        :class:`~rackflow.core.s3_protocol.StatusTransitionError` for a move the protocol forbids.
+        """
+        current = self.read_status(prefix)
+        if current is None:
+            raise StatusConflict(f"s3://{self.bucket_name}/{status_key(prefix)} is gone; not writing {new}")
+        seen, etag = current
+        check_transition(seen.status, new)
+        job_id = scheduler_job_id or seen.scheduler_job_id
+        return self.put_status(
+            prefix, JobStatusFile(new, scheduler_job_id=job_id, reason=reason), if_match=etag
+        )
+
+    def fail(self, prefix: str, reason: str, *, scheduler_job_id: str | None = None) -> bool:
+        """Best effort: mark the job FAILED with ``reason``; False (logged) when that is not possible."""
+        try:
+            self.transition(prefix, JobStatus.FAILED, scheduler_job_id=scheduler_job_id, reason=reason)
+        except Exception as err:
+            log.warning("could not mark %s FAILED (%s): %s", prefix, reason, err)
+            return False
+        return True
+
+    # -- claim --------------------------------------------------------------------------------------
+
+    def claim(self, prefix: str, seen_etag: str) -> ClaimResult:
+        """Take a ready job exactly once: conditional PUT over the ``FILE_UPLOAD`` seen at ``seen_etag``.
+
+        Writes ACCEPTED, or FAILED with the reason when the job cannot run (no job script). A loser --
+        someone else wrote first, or the uploader changed the object -- gets ``won=False``.
+        """
+        keys = self.list_job_keys(prefix)
+        decision = intake_decision(prefix, keys)
+        try:
+            etag = self.put_status(prefix, decision, if_match=seen_etag)
+        except StatusConflict as err:
+            return ClaimResult(won=False, status=None, etag=None, keys=keys, reason=str(err))
+        return ClaimResult(won=True, status=decision, etag=etag, keys=keys, reason=decision.reason or "")
+
+    # -- transfers ----------------------------------------------------------------------------------
+
+    def stage_in(self, prefix: str, job_dir: Path, keys: list[str]) -> TransferResult:
+        """Download the job's objects into ``job_dir``, which must not exist yet (rackflow creates it).
+
+        The status object is not copied. Unsafe keys (``..``, absolute, control characters, ...) and keys
+        that collide with a directory are skipped with a log line; nothing is written outside ``job_dir``.
+        """
+        name = validate_job_prefix(prefix)
+        job_dir.parent.mkdir(parents=True, exist_ok=True)
+        job_dir.mkdir(mode=0o755)  # FileExistsError: a job of this name ran here before
+        base = job_dir.resolve()
+        result = TransferResult()
+        for key in sorted(keys):
+            if key == f"{name}/{STATUS_FILE_NAME}":
+                continue
+            try:
+                if key.endswith("/"):  # a folder marker
+                    if key == f"{name}/":
+                        continue
+                    target = local_path_for_key(base, name, key.rstrip("/"))
+                    _mkdirs_inside(base, target)
+                    result.keys.append(key)
+                    continue
+                target = local_path_for_key(base, name, key)
+                _mkdirs_inside(base, target.parent)
+                fd = _open_new(target)
+            except (UnsafeKeyError, OSError) as err:
+                reason = err.reason if isinstance(err, UnsafeKeyError) else f"{type(err).__name__}: {err}"
+                log.warning("stage-in of %s: skipping key %r: %s", name, key, reason)
+                result.skipped[key] = reason
+                continue
+            with os.fdopen(fd, "wb") as out:
+                self.client.download_fileobj(self.bucket_name, key, out)
+                result.bytes += out.tell()
+            result.keys.append(key)
+        if f"{name}/{JOB_SCRIPT_NAME}" in keys and not (base / JOB_SCRIPT_NAME).is_file():
+            result.skipped.setdefault(f"{name}/{JOB_SCRIPT_NAME}", "job script was not staged")
+        return result
+
+    def stage_out(self, prefix: str, job_dir: Path, manifest: Manifest) -> TransferResult:
+        """Upload every file or directory created or changed in ``job_dir`` since ``manifest``.
+
+        Symlinks, special files and names with control characters are skipped (logged); the local
+        status file is never uploaded. Nothing is deleted on either side.
+        """
+        name = validate_job_prefix(prefix)
+        scan = result_files(job_dir, manifest)
+        result = TransferResult(skipped=dict(scan.skipped))
+        for rel, reason in scan.skipped.items():
+            log.warning("stage-out of %s: skipping %r: %s", name, rel, reason)
+        for rel in scan.keys:
+            key = result_key(name, rel)
+            if rel.endswith("/"):
+                self.client.put_object(Bucket=self.bucket_name, Key=key, Body=b"")
+                result.keys.append(key)
+                continue
+            try:
+                fd = os.open(job_dir / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as err:
+                result.skipped[rel] = f"cannot open: {err.strerror}"
+                log.warning("stage-out of %s: skipping %r: %s", name, rel, err)
+                continue
+            with os.fdopen(fd, "rb") as src:
+                self.client.upload_fileobj(src, self.bucket_name, key)
+                result.bytes += src.tell()
+            result.keys.append(key)
+        return result
+
+
+# -- scheduler bridge ---------------------------------------------------------------------------------
+# Submits the uploader's own job script (with its own #SBATCH lines) from the job directory, idempotently
+# by job name, on the local scheduler client. Kept separate so it can be swapped for the batch-jobs
+# layer's LocalSchedulerHook once that can submit an existing script file.
+
+
+class ScriptSubmitError(RuntimeError):
+    """The scheduler refused the job script; the message carries its output."""
+
+
+class LocalScriptScheduler:
+    """
+    Submit an existing job script with the local scheduler's client commands and poll its state.
+
+    :param scheduler: scheduler kind (only ``slurm`` can set the job name and directory from outside the
+        script so far).
+    :param env: environment for the client commands (e.g. ``SLURM_CONF``); default: this process's.
+    """
+
+    def __init__(self, scheduler: str = "slurm", *, env: Mapping[str, str] | None = None) -> None:
+        from rackflow.core.schedulers import get_adapter
+
+        self.adapter = get_adapter(scheduler)
+        if self.adapter.kind != "slurm":
+            raise ValueError(f"S3 intake submits job scripts to slurm only so far, not {scheduler!r}")
+        self.env = dict(env) if env is not None else None
+
+    def _run(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.env} if self.env is not None else None
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+    def job_name(self, raw: str) -> str:
+        return self.adapter.normalize_job_name(raw)
+
+    def find(self, job_name: str) -> list[str]:
+        out = self._run(self.adapter.find_by_name_command(job_name))
+        if out.returncode != 0:
+            raise ScriptSubmitError(f"looking up job {job_name} failed: {(out.stderr or out.stdout).strip()}")
+        return self.adapter.parse_find_by_name_output(out.stdout, job_name)
+
+    def submit(self, job_dir: Path, job_name: str) -> tuple[str, bool]:
+        """Submit ``job_dir/aws-job-run.sh`` from ``job_dir`` unless a job ``job_name`` exists.
+
+        Returns (job id, newly submitted).
+        """
+        existing = self.find(job_name)
+        if existing:
+            return existing[0], False
+        script = job_dir / JOB_SCRIPT_NAME
+        argv = [
+            *self.adapter.submit_command(str(script))[:-1],
+            f"--job-name={job_name}",
+            f"--chdir={job_dir}",
+            str(script),
+        ]
+        out = self._run(argv, cwd=job_dir)
+        if out.returncode != 0:
+            raise ScriptSubmitError(f"sbatch refused the job script: {(out.stderr or out.stdout).strip()}")
+        return self.adapter.parse_submit_output(out.stdout), True
+
+    def status(self, job_ids: list[str]) -> dict[str, Any]:
+        """``{job_id: JobStatus}`` from one status command."""
+        out = self._run(self.adapter.status_command(job_ids))
+        if out.returncode != 0 and not self.adapter.is_unknown_job_error(out.stderr):
+            raise ScriptSubmitError(f"status of {job_ids} failed: {(out.stderr or out.stdout).strip()}")
+        return dict(self.adapter.parse_status_output(out.stdout))

@@ -1,0 +1,141 @@
+"""Triggers of the S3 job intake: wait for ready jobs in a bucket, and for a submitted job script to move.
+
+Both run in the triggerer, so nothing holds a worker slot while a bucket is idle or a job is queued.
+The S3 and scheduler calls are blocking clients; they run in a thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from rackflow.core.s3_protocol import StatusCache
+
+
+class S3JobStatusTrigger(BaseTrigger):
+    """
+    Poll an intake bucket until at least one job's status object says ``FILE_UPLOAD``.
+
+    One poll lists the bucket and GETs only status objects that are new or changed since the previous
+    poll of this trigger (ETag/LastModified cache). Fires ``{"status": "ready", "jobs": [{"prefix",
+    "etag"}, ...]}``, or ``{"status": "timeout"}`` after ``timeout`` seconds without a ready job.
+
+    :param bucket_name: the intake bucket.
+    :param aws_conn_id: Airflow AWS connection.
+    :param poll_interval: seconds between polls.
+    :param timeout: seconds to wait before firing ``timeout``; None waits forever.
+    :param max_jobs: fire with at most this many jobs (sorted by prefix); None takes all.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket_name: str,
+        aws_conn_id: str,
+        poll_interval: float = 5.0,
+        timeout: float | None = None,
+        max_jobs: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.bucket_name = bucket_name
+        self.aws_conn_id = aws_conn_id
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.max_jobs = max_jobs
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "bucket_name": self.bucket_name,
+                "aws_conn_id": self.aws_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+                "max_jobs": self.max_jobs,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from rackflow.hooks.s3_jobs import S3JobsHook
+
+        hook = S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
+        cache = StatusCache()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        reported: dict[str, str] = {}
+        while True:
+            result = await asyncio.to_thread(hook.poll, cache)
+            problems = {**result.invalid, **result.rejected}
+            for job, problem in problems.items():
+                if reported.get(job) != problem:
+                    self.log.warning("s3://%s: ignoring %s: %s", self.bucket_name, job, problem)
+            reported = problems
+            if result.ready:
+                jobs = result.ready[: self.max_jobs] if self.max_jobs else result.ready
+                self.log.info("s3://%s: %d job(s) ready: %s", self.bucket_name, len(jobs), jobs)
+                yield TriggerEvent({"status": "ready", "jobs": [j.to_dict() for j in jobs]})
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                yield TriggerEvent({"status": "timeout", "timeout": self.timeout})
+                return
+            await asyncio.sleep(self.poll_interval)
+
+
+class ScriptJobStateTrigger(BaseTrigger):
+    """
+    Poll the local scheduler until a job leaves ``known_state`` (e.g. QUEUED -> ACTIVE, or ends).
+
+    Fires ``{"job_id", "state", "native_state", "exit_code", "reason"}``; ``state`` is a PSI/J state
+    name, or ``"UNKNOWN"`` when the scheduler no longer knows the job.
+
+    :param job_id: the scheduler's job id.
+    :param scheduler: scheduler kind (``slurm``).
+    :param known_state: the PSI/J state the caller already handled.
+    :param poll_interval: seconds between polls.
+    """
+
+    def __init__(self, *, job_id: str, scheduler: str, known_state: str, poll_interval: float = 5.0) -> None:
+        super().__init__()
+        self.job_id = job_id
+        self.scheduler = scheduler
+        self.known_state = known_state
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_id": self.job_id,
+                "scheduler": self.scheduler,
+                "known_state": self.known_state,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from rackflow.hooks.s3_jobs import LocalScriptScheduler
+
+        scheduler = LocalScriptScheduler(self.scheduler)
+        while True:
+            event = await asyncio.to_thread(job_state_event, scheduler, self.job_id)
+            if event["state"] != self.known_state:
+                yield TriggerEvent(event)
+                return
+            await asyncio.sleep(self.poll_interval)
+
+
+def job_state_event(scheduler: Any, job_id: str) -> dict[str, Any]:
+    """One status poll of ``job_id`` as a JSON-serialisable event."""
+    status = scheduler.status([job_id]).get(job_id)
+    if status is None:
+        return {"job_id": job_id, "state": "UNKNOWN", "native_state": "", "exit_code": None, "reason": None}
+    return {
+        "job_id": job_id,
+        "state": str(status.state),
+        "native_state": status.native_state,
+        "exit_code": status.exit_code,
+        "reason": status.reason,
+    }

@@ -1,0 +1,47 @@
+"""Helpers shared by the S3 intake tests: a fresh bucket on the devfleet's SeaweedFS, job uploads."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rackflow.devfleet.fleet import S3_CONN_ID
+
+CONN_ID = S3_CONN_ID
+OUT_SCRIPT = b"#!/bin/bash\n#SBATCH --ntasks=1\ncat input.dat > out.txt\necho done >> out.txt\n"
+
+
+def new_bucket(devfleet: Any, tag: str = "t") -> str:
+    """A fresh, empty bucket (S3 names: lowercase, digits, dashes)."""
+    name = f"rf-{tag}-{uuid.uuid4().hex[:10]}"
+    devfleet.s3.client().create_bucket(Bucket=name)
+    return name
+
+
+def upload_job(
+    client: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    script: bytes | None = OUT_SCRIPT,
+    files: dict[str, bytes] | None = None,
+    status: bytes | None = b"FILE_UPLOAD\n",
+) -> None:
+    """What an uploader does: the script, the inputs, and last the status object."""
+    if script is not None:
+        client.put_object(Bucket=bucket, Key=f"{prefix}/aws-job-run.sh", Body=script)
+    for name, body in (files if files is not None else {"input.dat": b"hello from the cloud\n"}).items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=body)
+    if status is not None:
+        client.put_object(Bucket=bucket, Key=f"{prefix}/aws-job-stat.txt", Body=status)
+
+
+def read_status(client: Any, bucket: str, prefix: str) -> str:
+    return client.get_object(Bucket=bucket, Key=f"{prefix}/aws-job-stat.txt")["Body"].read().decode()
+
+
+def keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
+    found: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found.extend(o["Key"] for o in page.get("Contents", []))
+    return sorted(found)
