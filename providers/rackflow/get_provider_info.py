@@ -30,11 +30,19 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "libvirt", "tags": ["software"]},
             {"integration-name": "Redfish", "tags": ["protocol"]},
             {"integration-name": "IPMI", "tags": ["protocol"]},
+            {"integration-name": "Batch scheduler", "tags": ["software"]},
         ],
         "hooks": [
             {"integration-name": "libvirt", "python-modules": ["rackflow.hooks.libvirt"]},
             {"integration-name": "Redfish", "python-modules": ["rackflow.hooks.redfish"]},
             {"integration-name": "IPMI", "python-modules": ["rackflow.hooks.ipmi"]},
+            {"integration-name": "Batch scheduler", "python-modules": ["rackflow.hooks.scheduler"]},
+        ],
+        "operators": [
+            {"integration-name": "Batch scheduler", "python-modules": ["rackflow.operators.scheduler"]},
+        ],
+        "triggers": [
+            {"integration-name": "Batch scheduler", "python-modules": ["rackflow.triggers.scheduler"]},
         ],
         "connection-types": [
             {
