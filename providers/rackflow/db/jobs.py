@@ -1,0 +1,202 @@
+"""Batch job records in the rackflow database: job rows, chronological events, termination claims.
+
+Written by the job DAG's tasks (worker), the scheduler trigger (triggerer) and the job API (API
+server); each call is one short transaction. "First one wins" steps (a termination request, the one
+cancel command) are conditional UPDATEs, so concurrent callers cannot both act.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from rackflow.db.models import Job, JobEvent
+from rackflow.db.session import session_scope
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class EventOut:
+    at: datetime
+    state: str
+    message: str
+    scheduler_job_id: str | None
+    node: str | None
+
+
+def ensure_job(dag_id: str, run_id: str, *, url: str | None = None, **fields: Any) -> None:
+    """Create the job row if missing; set ``fields`` that are not None on it."""
+    values = {k: v for k, v in fields.items() if v is not None}
+    try:
+        with session_scope(url) as session:
+            job = session.get(Job, (dag_id, run_id))
+            if job is None:
+                session.add(Job(dag_id=dag_id, run_id=run_id, state=values.pop("state", "QUEUED"), **values))
+                return
+            for key, value in values.items():
+                setattr(job, key, value)
+    except IntegrityError:  # created concurrently: update it
+        if values:
+            with session_scope(url) as session:
+                session.execute(
+                    update(Job).where(Job.dag_id == dag_id, Job.run_id == run_id).values(**values)
+                )
+
+
+def get_job(dag_id: str, run_id: str, *, url: str | None = None) -> Job | None:
+    with session_scope(url) as session:
+        return session.get(Job, (dag_id, run_id))
+
+
+def get_jobs(dag_id: str, run_ids: Iterable[str], *, url: str | None = None) -> dict[str, Job]:
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    with session_scope(url) as session:
+        rows = session.scalars(select(Job).where(Job.dag_id == dag_id, Job.run_id.in_(ids))).all()
+        return {row.run_id: row for row in rows}
+
+
+def record_event(
+    dag_id: str,
+    run_id: str,
+    state: str | None,
+    message: str,
+    *,
+    scheduler_job_id: str | None = None,
+    node: str | None = None,
+    at: datetime | None = None,
+    url: str | None = None,
+    **job_fields: Any,
+) -> None:
+    """Append one event and move the job row to ``state`` (plus any ``job_fields``).
+
+    ``state=None`` notes something without a state change: the event carries the job's current state.
+    A final state also becomes the job's ``message``.
+    """
+    if state in FINAL_STATES:
+        job_fields.setdefault("message", message)
+    ensure_job(dag_id, run_id, url=url, state=state, scheduler_job_id=scheduler_job_id, **job_fields)
+    with session_scope(url) as session:
+        if state is None:
+            job = session.get(Job, (dag_id, run_id))
+            state = job.state if job is not None else "QUEUED"
+        if at is not None:
+            # A time the scheduler reported (whole seconds) never goes before what was already recorded.
+            last = session.scalar(
+                select(JobEvent.at)
+                .where(JobEvent.dag_id == dag_id, JobEvent.run_id == run_id)
+                .order_by(JobEvent.at.desc())
+                .limit(1)
+            )
+            if last is not None and _aware(last) > at:
+                at = _aware(last)
+        session.add(
+            JobEvent(
+                dag_id=dag_id,
+                run_id=run_id,
+                at=at or _now(),
+                state=state,
+                message=message,
+                scheduler_job_id=scheduler_job_id,
+                node=node,
+            )
+        )
+
+
+def events(dag_id: str, run_id: str, *, url: str | None = None) -> list[EventOut]:
+    """The job's events, oldest first (ties in insertion order)."""
+    with session_scope(url) as session:
+        rows = session.scalars(
+            select(JobEvent)
+            .where(JobEvent.dag_id == dag_id, JobEvent.run_id == run_id)
+            .order_by(JobEvent.at, JobEvent.id)
+        ).all()
+        return [EventOut(_aware(r.at), r.state, r.message, r.scheduler_job_id, r.node) for r in rows]
+
+
+def states_seen(dag_id: str, run_id: str, *, url: str | None = None) -> list[str]:
+    """Event states in order with repeats collapsed: ``["QUEUED", "ACTIVE", "FAILED"]``."""
+    seen: list[str] = []
+    for event in events(dag_id, run_id, url=url):
+        if not seen or seen[-1] != event.state:
+            seen.append(event.state)
+    return seen
+
+
+def request_termination(dag_id: str, run_id: str, user: str, *, url: str | None = None) -> bool:
+    """Mark the job for termination; True only for the first request (later ones change nothing)."""
+    ensure_job(dag_id, run_id, url=url)
+    with session_scope(url) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.dag_id == dag_id, Job.run_id == run_id, Job.terminate_requested_at.is_(None))
+            .values(terminate_requested_at=_now(), terminate_requested_by=user)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def termination_requested(dag_id: str, run_id: str, *, url: str | None = None) -> str | None:
+    """Who asked to terminate the job, or None."""
+    job = get_job(dag_id, run_id, url=url)
+    if job is None or job.terminate_requested_at is None:
+        return None
+    return job.terminate_requested_by or "unknown"
+
+
+def claim_cancel(dag_id: str, run_id: str, *, url: str | None = None) -> bool:
+    """True for exactly one caller: the one that runs the scheduler's cancel command."""
+    ensure_job(dag_id, run_id, url=url)
+    with session_scope(url) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.dag_id == dag_id, Job.run_id == run_id, Job.cancel_issued_at.is_(None))
+            .values(cancel_issued_at=_now())
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def pending_terminations(keys: Iterable[tuple[str, str]], *, url: str | None = None) -> set[tuple[str, str]]:
+    """Of ``(dag_id, run_id)`` keys, those asked to terminate whose cancel was not issued yet (one query)."""
+    keys = list(keys)
+    if not keys:
+        return set()
+    with session_scope(url) as session:
+        rows = session.execute(
+            select(Job.dag_id, Job.run_id).where(
+                or_(*(and_(Job.dag_id == d, Job.run_id == r) for d, r in keys)),
+                Job.terminate_requested_at.is_not(None),
+                Job.cancel_issued_at.is_(None),
+            )
+        ).all()
+        return {(d, r) for d, r in rows}
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+__all__ = [
+    "FINAL_STATES",
+    "EventOut",
+    "claim_cancel",
+    "ensure_job",
+    "events",
+    "get_job",
+    "get_jobs",
+    "pending_terminations",
+    "record_event",
+    "request_termination",
+    "states_seen",
+    "termination_requested",
+]

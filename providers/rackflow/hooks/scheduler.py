@@ -1,0 +1,338 @@
+"""LocalSchedulerHook: run a batch scheduler adapter's commands on this host or on a login node over SSH.
+
+The adapters in :mod:`rackflow.core.schedulers` only build command lines and parse output; this hook
+runs them. Without ``ssh_conn_id`` commands run here (``subprocess``, with ``env`` added to the
+process environment); with one they run on the login node through the ssh provider's
+:class:`~airflow.providers.ssh.hooks.ssh.SSHHook` (``env`` is prefixed as ``env K=V``), and files go
+over SFTP. One :meth:`statuses` call asks about any number of jobs with one scheduler command.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import subprocess
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+from airflow.sdk import BaseHook
+
+from rackflow.core.jobspec import JobDescription
+from rackflow.core.schedulers import (
+    JobDetail,
+    JobState,
+    JobStatus,
+    SchedulerAdapter,
+    SchedulerError,
+    get_adapter,
+)
+
+
+class SchedulerCommandError(RuntimeError):
+    """A scheduler command failed; ``stderr`` holds what the scheduler said."""
+
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str) -> None:
+        said = (stderr.strip() or stdout.strip() or f"exit status {returncode}").splitlines()
+        super().__init__(f"{argv[0]} failed ({returncode}): {' '.join(said)[:2000]}")
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class SchedulerRejectedJob(SchedulerCommandError):
+    """The scheduler refused the submission (bad resources, unknown partition...): not worth a retry."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    scheduler_job_id: str
+    job_name: str
+    existing: bool
+    """True when a job of that name already existed and nothing was submitted."""
+
+
+class LocalSchedulerHook(BaseHook):
+    """Talk to the site's batch scheduler (Slurm, PBS Pro, LSF, Grid Engine) locally or over SSH.
+
+    :param scheduler: adapter kind: ``slurm``, ``pbspro``, ``lsf`` or ``sge``.
+    :param ssh_conn_id: SSH connection of a login node; None runs the commands on this host.
+    :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
+    :param command_timeout: seconds before a scheduler command is abandoned.
+    """
+
+    conn_name_attr = "ssh_conn_id"
+    hook_name = "Local batch scheduler"
+
+    # Scheduler status commands run by this process, per cluster key (tests and the bench read it).
+    status_queries: ClassVar[Counter[str]] = Counter()
+    commands_run: ClassVar[Counter[tuple[str, str]]] = Counter()
+    _count_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        scheduler: str = "slurm",
+        ssh_conn_id: str | None = None,
+        env: dict[str, str] | None = None,
+        command_timeout: float = 60.0,
+    ) -> None:
+        super().__init__()
+        self.scheduler = scheduler
+        self.adapter: SchedulerAdapter = get_adapter(scheduler)
+        self.ssh_conn_id = ssh_conn_id or None
+        self.env = dict(env or {})
+        self.command_timeout = command_timeout
+        self._ssh_client: Any = None
+        self._ssh_hook: Any = None
+        self._lock = threading.Lock()
+
+    # -- identity -----------------------------------------------------------------------------------
+
+    @property
+    def cluster_key(self) -> str:
+        """Which cluster this hook talks to: jobs with the same key can be polled together."""
+        return cluster_key(self.adapter.kind, self.ssh_conn_id, self.env)
+
+    # -- running commands ---------------------------------------------------------------------------
+
+    def _ssh(self) -> Any:
+        if self._ssh_client is None:
+            from airflow.providers.ssh.hooks.ssh import SSHHook
+
+            self._ssh_hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=self.command_timeout)
+            self._ssh_client = self._ssh_hook.get_conn()
+        return self._ssh_client
+
+    def close(self) -> None:
+        if self._ssh_client is not None:
+            self._ssh_client.close()
+            self._ssh_client = None
+
+    def run(self, argv: list[str], *, check: bool = True) -> CommandResult:
+        """Run one command (an argv list); raise :class:`SchedulerCommandError` on failure if ``check``."""
+        with self._count_lock:
+            self.commands_run[(self.cluster_key, argv[0])] += 1
+        if self.ssh_conn_id is None:
+            try:
+                proc = subprocess.run(
+                    argv,
+                    env={**os.environ, **self.env},
+                    capture_output=True,
+                    text=True,
+                    timeout=self.command_timeout,
+                )
+            except FileNotFoundError as exc:
+                raise SchedulerCommandError(argv, 127, "", str(exc)) from exc
+            result = CommandResult(proc.returncode, proc.stdout, proc.stderr)
+        else:
+            command = " ".join(shlex.quote(a) for a in argv)
+            if self.env:
+                command = (
+                    "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in self.env.items()) + " " + command
+                )
+            with self._lock:
+                client = self._ssh()
+                assert self._ssh_hook is not None
+                rc, out, err = self._ssh_hook.exec_ssh_client_command(
+                    client, command, get_pty=False, environment=None, timeout=self.command_timeout
+                )
+            result = CommandResult(rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+        if check and result.returncode != 0:
+            raise SchedulerCommandError(argv, result.returncode, result.stdout, result.stderr)
+        return result
+
+    # -- files on the cluster side ------------------------------------------------------------------
+
+    def make_dirs(self, path: str) -> None:
+        if self.ssh_conn_id is None:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        else:
+            self.run(["mkdir", "-p", "--", path])
+
+    def write_text(self, path: str, text: str, mode: int = 0o644) -> None:
+        self.put_fileobj(io.BytesIO(text.encode()), path, mode)
+
+    def put_fileobj(self, fileobj: Any, path: str, mode: int | None = None) -> None:
+        """Write a binary file object to ``path`` on the cluster side (parents must exist)."""
+        if self.ssh_conn_id is None:
+            with open(path, "wb") as out:
+                while chunk := fileobj.read(1 << 20):
+                    out.write(chunk)
+            if mode is not None:
+                os.chmod(path, mode)
+            return
+        with self._lock:
+            sftp = self._ssh().open_sftp()
+            try:
+                sftp.putfo(fileobj, path)
+                if mode is not None:
+                    sftp.chmod(path, mode)
+            finally:
+                sftp.close()
+
+    def get_fileobj(self, path: str, fileobj: Any) -> None:
+        """Copy the cluster-side file ``path`` into a binary file object."""
+        if self.ssh_conn_id is None:
+            with open(path, "rb") as src:
+                while chunk := src.read(1 << 20):
+                    fileobj.write(chunk)
+            return
+        with self._lock:
+            sftp = self._ssh().open_sftp()
+            try:
+                sftp.getfo(path, fileobj)
+            finally:
+                sftp.close()
+
+    def list_files(self, path: str) -> list[str]:
+        """Files under ``path`` (recursively, relative to it); ``[""]`` when ``path`` is a file."""
+        out = self.run(["find", path, "-type", "f"]).stdout
+        root = PurePosixPath(path)
+        files = []
+        for line in out.splitlines():
+            if not line:
+                continue
+            p = PurePosixPath(line)
+            files.append("" if p == root else str(p.relative_to(root)))
+        return sorted(files)
+
+    def remove_tree(self, path: str) -> None:
+        self.run(["rm", "-rf", "--", path])
+
+    # -- scheduler operations -----------------------------------------------------------------------
+
+    def find_by_name(self, job_name: str) -> list[str]:
+        """Ids of the scheduler's jobs named ``job_name`` (finished ones it still remembers too)."""
+        out = self.run(self.adapter.find_by_name_command(job_name))
+        return self.adapter.parse_find_by_name_output(out.stdout, job_name)
+
+    def submit(
+        self, job: JobDescription, *, job_name: str, comment: str, workdir: str, find_existing: bool = True
+    ) -> SubmitResult:
+        """Submit ``job`` once: if a job named ``job_name`` exists already, return it instead.
+
+        The submit script goes to ``<workdir>/<adapter.script_name>``; ``workdir`` is created.
+        """
+        job_name = self.adapter.normalize_job_name(job_name)
+        if find_existing:
+            existing = self.find_by_name(job_name)
+            if existing:
+                self.log.info("Job %s exists already as %s; not submitting again", job_name, existing[0])
+                return SubmitResult(existing[0], job_name, existing=True)
+        script = self.adapter.submit_script(job, job_name, comment, workdir)
+        self.make_dirs(workdir)
+        script_path = str(PurePosixPath(workdir) / self.adapter.script_name)
+        self.write_text(script_path, script, 0o755)
+        argv = self.adapter.submit_command(script_path)
+        result = self.run(argv, check=False)
+        if result.returncode != 0:
+            raise SchedulerRejectedJob(argv, result.returncode, result.stdout, result.stderr)
+        job_id = self.adapter.parse_submit_output(result.stdout)
+        self.log.info("Submitted %s to %s as job %s", job_name, self.cluster_key, job_id)
+        return SubmitResult(job_id, job_name, existing=False)
+
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """The state of every job in ``job_ids`` with ONE status command.
+
+        Jobs the status command no longer lists are asked about one by one (detail command); a job
+        the scheduler does not know at all is reported FAILED with native state ``UNKNOWN``.
+        """
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        with self._count_lock:
+            self.status_queries[self.cluster_key] += 1
+        result = self.run(self.adapter.status_command(ids), check=False)
+        if result.returncode != 0 and not self.adapter.is_unknown_job_error(result.stderr + result.stdout):
+            raise SchedulerCommandError(
+                self.adapter.status_command(ids), result.returncode, result.stdout, result.stderr
+            )
+        found = self.adapter.parse_status_output(result.stdout) if result.returncode == 0 else {}
+        for job_id in ids:
+            if job_id not in found:
+                detail = self.get_detail(job_id)
+                found[job_id] = (
+                    detail.status
+                    if detail is not None
+                    else JobStatus(
+                        state=JobState.FAILED,
+                        native_state="UNKNOWN",
+                        reason=f"{self.adapter.kind} no longer knows job {job_id}",
+                    )
+                )
+        return {job_id: found[job_id] for job_id in ids}
+
+    def get_detail(self, job_id: str) -> JobDetail | None:
+        """Accounting for one job (exit code, times, memory where kept); None if the scheduler forgot it."""
+        result = self.run(self.adapter.detail_command(job_id), check=False)
+        if result.returncode != 0:
+            if self.adapter.is_unknown_job_error(result.stderr + result.stdout):
+                return None
+            raise SchedulerCommandError(
+                self.adapter.detail_command(job_id), result.returncode, result.stdout, result.stderr
+            )
+        try:
+            return self.adapter.parse_detail(result.stdout, job_id)
+        except SchedulerError:
+            if self.adapter.is_unknown_job_error(result.stdout):
+                return None
+            raise
+
+    def get_times(self, job_id: str) -> dict[str, str]:
+        """Start/end times as the scheduler prints them (Slurm ``scontrol``: ISO local time), if known."""
+        if self.adapter.kind != "slurm":
+            return {}
+        from rackflow.core.schedulers.slurm import parse_scontrol_line
+
+        result = self.run(self.adapter.detail_command(job_id), check=False)
+        if result.returncode != 0:
+            return {}
+        fields = parse_scontrol_line(result.stdout)
+        return {
+            k: fields[k]
+            for k in ("SubmitTime", "StartTime", "EndTime")
+            if fields.get(k) not in (None, "Unknown")
+        }
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel ``job_id``; False when the scheduler no longer knows it (already gone)."""
+        argv = self.adapter.cancel_command(job_id)
+        if self.adapter.kind == "slurm":
+            # scancel exits 0 for an unknown id and says so ("Invalid job id specified") only when verbose.
+            argv = [argv[0], "--verbose", *argv[1:]]
+        result = self.run(argv, check=False)
+        if self.adapter.is_unknown_job_error(result.stderr + result.stdout):
+            return False
+        if result.returncode != 0:
+            raise SchedulerCommandError(argv, result.returncode, result.stdout, result.stderr)
+        self.log.info("Cancelled %s job %s", self.cluster_key, job_id)
+        return True
+
+
+def cluster_key(kind: str, ssh_conn_id: str | None, env: dict[str, str] | None = None) -> str:
+    """``slurm@local`` or ``slurm@ssh:<conn>``, plus the extra environment (it can select the cluster)."""
+    where = f"ssh:{ssh_conn_id}" if ssh_conn_id else "local"
+    extra = ",".join(f"{k}={v}" for k, v in sorted((env or {}).items()))
+    return f"{kind}@{where}" + (f"[{extra}]" if extra else "")
+
+
+__all__ = [
+    "CommandResult",
+    "LocalSchedulerHook",
+    "SchedulerCommandError",
+    "SchedulerRejectedJob",
+    "SubmitResult",
+    "cluster_key",
+]

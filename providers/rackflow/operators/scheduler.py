@@ -1,0 +1,398 @@
+"""Submit a batch job to the site's scheduler (Slurm, PBS Pro, LSF, Grid Engine) and wait for it.
+
+Submission is idempotent: the scheduler job is named after the DAG run (and commented with its id),
+and an existing job of that name is taken over instead of submitting again, so a retry, a cleared
+task or a worker crash never runs the job twice. Waiting happens in the triggerer
+(:class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`), holding no worker slot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
+from rackflow.core.schedulers import JobDetail, JobState, JobStatus
+from rackflow.db import jobs
+from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
+from rackflow.triggers.scheduler import LocalSchedulerJobTrigger, cancel_claimed_job
+
+DEFAULT_JOBS_DIRECTORY = "/tmp/rackflow-jobs"
+
+
+def default_poll_interval() -> float:
+    from rackflow import settings
+
+    return settings.poll_interval("scheduler", 5.0)
+
+
+def jobs_directory() -> str:
+    """Where job directories go on the cluster side: ``[rackflow] jobs_directory``."""
+    from airflow.configuration import conf
+
+    return str(
+        conf.get("rackflow", "jobs_directory", fallback=DEFAULT_JOBS_DIRECTORY) or DEFAULT_JOBS_DIRECTORY
+    )
+
+
+def default_job_name(dag_id: str, run_id: str) -> str:
+    """The scheduler job name carrying the run: ``rf.<dag_id>.<run_id>`` (normalised by the adapter)."""
+    return f"rf.{dag_id}.{run_id}"
+
+
+def job_workdir(dag_id: str, run_id: str, scheduler: str = "slurm", base: str | None = None) -> str:
+    """The job directory of one DAG run: ``<jobs_directory>/<normalised job name>``."""
+    from rackflow.core.schedulers import get_adapter
+
+    name = get_adapter(scheduler).normalize_job_name(default_job_name(dag_id, run_id))
+    return str(PurePosixPath(base or jobs_directory()) / name)
+
+
+def _run_keys(context: Any) -> tuple[str, str, str | None]:
+    dag_run = context["dag_run"]
+    return dag_run.dag_id, dag_run.run_id, getattr(dag_run, "triggering_user_name", None)
+
+
+class _SchedulerJobMixin:
+    """What submitting and waiting share: the hook, the trigger, and the completion step."""
+
+    scheduler: str
+    ssh_conn_id: str | None
+    env: dict[str, str] | None
+    poll_interval: float
+    record_events: bool
+    fail_on_job_failure: bool
+    log: Any
+
+    def hook(self) -> LocalSchedulerHook:
+        return LocalSchedulerHook(scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, env=self.env)
+
+    def _trigger(self, job_id: str, context: Any, last_state: str = "QUEUED") -> LocalSchedulerJobTrigger:
+        dag_id, run_id, _ = _run_keys(context)
+        return LocalSchedulerJobTrigger(
+            scheduler_job_id=job_id,
+            scheduler=self.scheduler,
+            ssh_conn_id=self.ssh_conn_id,
+            env=self.env,
+            poll_interval=self.poll_interval,
+            dag_id=dag_id if self.record_events else None,
+            run_id=run_id if self.record_events else None,
+            last_state=last_state,
+        )
+
+    def _poll_in_worker(self, job_id: str, context: Any) -> dict[str, Any]:
+        hook = self.hook()
+        last = "QUEUED"
+        trigger = self._trigger(job_id, context, last)
+        while True:
+            status = hook.statuses([job_id])[job_id]
+            if status.state.value != last and not status.state.is_final:
+                trigger._record(status)
+                last = status.state.value
+            if status.state.is_final:
+                event = {
+                    "status": "done",
+                    "scheduler_job_id": job_id,
+                    "job_status": status.model_dump(mode="json"),
+                }
+                return self._complete(context, event)
+            time.sleep(self.poll_interval)
+
+    def _complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        job_id = str(event.get("scheduler_job_id"))
+        if event.get("status") != "done":
+            raise AirflowException(f"lost track of scheduler job {job_id}: {event.get('message')}")
+        status = JobStatus.model_validate(event["job_status"])
+        hook = self.hook()
+        detail: JobDetail | None = None
+        times: dict[str, str] = {}
+        try:
+            detail = hook.get_detail(job_id)
+            times = hook.get_times(job_id)
+        except Exception as exc:  # accounting is best effort; the state is what matters
+            self.log.warning("No accounting for job %s: %s", job_id, exc)
+        finally:
+            hook.close()
+        exit_code = (
+            status.exit_code if status.exit_code is not None else (detail.exit_code if detail else None)
+        )
+        nodes = status.nodes or (detail.nodes if detail else ())
+        result: dict[str, Any] = {
+            "scheduler_job_id": job_id,
+            "scheduler": self.scheduler,
+            "state": status.state.value,
+            "native_state": status.native_state,
+            "exit_code": exit_code,
+            "signal": status.signal,
+            "reason": status.reason,
+            "nodes": list(nodes),
+            "cpu_time": _seconds(detail.cpu_time) if detail else None,
+            "wall_time": _seconds(detail.wall_time) if detail else None,
+            "max_memory": detail.max_memory if detail else None,
+        }
+        dag_id, run_id, _ = _run_keys(context)
+        terminated_by = None
+        if self.record_events:
+            terminated_by = jobs.termination_requested(dag_id, run_id)
+            seen = jobs.states_seen(dag_id, run_id)
+            start = _scheduler_time(times.get("StartTime"))
+            if "ACTIVE" not in seen and start is not None:
+                # The job ran between two polls: its start is known from the scheduler's record.
+                jobs.record_event(
+                    dag_id,
+                    run_id,
+                    "ACTIVE",
+                    f"{self.scheduler} job {job_id} started" + (f" on {','.join(nodes)}" if nodes else ""),
+                    scheduler_job_id=job_id,
+                    node=",".join(nodes) or None,
+                    at=start,
+                )
+            message = f"{self.scheduler} job {job_id} ended {status.native_state}"
+            if exit_code is not None:
+                message += f", exit code {exit_code}"
+            if status.reason:
+                message += f" ({status.reason})"
+            if terminated_by and status.state == JobState.CANCELED:
+                message += f"; terminated at the request of {terminated_by}"
+            jobs.record_event(
+                dag_id,
+                run_id,
+                status.state.value,
+                message,
+                scheduler_job_id=job_id,
+                node=",".join(nodes) or None,
+                at=_scheduler_time(times.get("EndTime")) if "EndTime" in times else None,
+                exit_code=exit_code,
+                wall_time_s=result["wall_time"],
+                cpu_time_s=result["cpu_time"],
+                max_memory=result["max_memory"],
+                nodes=",".join(nodes) or None,
+            )
+        if status.state == JobState.CANCELED and terminated_by:
+            raise AirflowSkipException(f"job {job_id} canceled at the request of {terminated_by}")
+        if self.fail_on_job_failure and status.state != JobState.COMPLETED:
+            raise AirflowFailException(
+                f"{self.scheduler} job {job_id} {status.state.value} ({status.native_state})"
+                + (f", exit code {exit_code}" if exit_code is not None else "")
+                + (f": {status.reason}" if status.reason else "")
+            )
+        return result
+
+
+class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
+    """Submit a job description to the local batch scheduler once, then wait for it in the triggerer.
+
+    Returns (XCom) a dict: ``scheduler_job_id``, ``state`` (PSI/J), ``native_state``, ``exit_code``,
+    ``signal``, ``reason``, ``nodes``, ``cpu_time``/``wall_time`` (seconds), ``max_memory`` (bytes),
+    plus ``job_name`` and ``workdir``. A job that ends FAILED or CANCELED fails the task (unless
+    ``fail_on_job_failure=False``); one canceled through the job API skips it.
+
+    :param job: the job description: a dict, a :class:`JobDescription`, JSON text or JSDL XML (templated).
+    :param scheduler: ``slurm`` (default), ``pbspro``, ``lsf`` or ``sge``.
+    :param ssh_conn_id: SSH connection of the cluster's login node; None runs commands on the worker.
+    :param env: extra environment for the scheduler commands, e.g. ``{"SLURM_CONF": ...}`` (templated).
+    :param workdir: job directory on the cluster side (templated); default
+        ``<[rackflow] jobs_directory>/<job name>``.
+    :param job_name: scheduler job name (templated); default ``rf.<dag_id>.<run_id>``, normalised.
+        It must be unique per run: it is how a resubmission finds the job.
+    :param poll_interval: seconds between status polls; default ``[rackflow] scheduler_poll_interval``.
+    :param wait_for_completion: False returns right after submitting (state QUEUED).
+    :param deferrable: wait in the triggerer (default) instead of polling in the worker.
+    :param record_events: write the job's record and events to the rackflow database.
+    :param fail_on_job_failure: fail the task when the job ends FAILED/CANCELED.
+    """
+
+    template_fields: Sequence[str] = ("job", "job_name", "workdir", "ssh_conn_id", "env")
+    template_fields_renderers = {"job": "json", "env": "json"}
+    ui_color = "#d9ecf2"
+
+    def __init__(
+        self,
+        *,
+        job: dict[str, Any] | JobDescription | str,
+        scheduler: str = "slurm",
+        ssh_conn_id: str | None = None,
+        env: dict[str, str] | None = None,
+        workdir: str | None = None,
+        job_name: str | None = None,
+        poll_interval: float | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        record_events: bool = True,
+        fail_on_job_failure: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job = job.to_dict() if isinstance(job, JobDescription) else job
+        self.scheduler = scheduler
+        self.ssh_conn_id = ssh_conn_id
+        self.env = env
+        self.workdir = workdir
+        self.job_name = job_name
+        self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.record_events = record_events
+        self.fail_on_job_failure = fail_on_job_failure
+        self._scheduler_job_id: str | None = None
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        try:
+            job = parse_job_description(self.job)  # type: ignore[arg-type]
+        except JobDescriptionError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        dag_id, run_id, owner = _run_keys(context)
+        hook = self.hook()
+        job_name = hook.adapter.normalize_job_name(self.job_name or default_job_name(dag_id, run_id))
+        workdir = self.workdir or str(PurePosixPath(jobs_directory()) / job_name)
+        if self.record_events:
+            jobs.ensure_job(
+                dag_id,
+                run_id,
+                owner=owner,
+                scheduler=self.scheduler,
+                cluster=hook.cluster_key,
+                job_name=job_name,
+                workdir=workdir,
+            )
+            who = jobs.termination_requested(dag_id, run_id)
+            if who:
+                raise AirflowSkipException(f"not submitting: termination requested by {who}")
+        try:
+            submitted = hook.submit(
+                job, job_name=job_name, comment=f"airflow {dag_id} {run_id}", workdir=workdir
+            )
+        except SchedulerRejectedJob as exc:
+            if self.record_events:
+                jobs.record_event(dag_id, run_id, "FAILED", f"{self.scheduler} refused the job: {exc}")
+            raise AirflowFailException(f"{self.scheduler} refused the job: {exc}") from exc
+        job_id = submitted.scheduler_job_id
+        self._scheduler_job_id = job_id
+        context["ti"].xcom_push(key="scheduler_job_id", value=job_id)
+        if self.record_events:
+            jobs.record_event(
+                dag_id,
+                run_id,
+                "QUEUED",
+                f"{'found existing' if submitted.existing else 'submitted'} {self.scheduler} job {job_id}"
+                f" ({job_name})",
+                scheduler_job_id=job_id,
+            )
+            if jobs.termination_requested(dag_id, run_id):  # asked while we were submitting
+                cancel_claimed_job(hook, (dag_id, run_id), job_id, "termination requested")
+        hook.close()
+        if not self.wait_for_completion:
+            return {"scheduler_job_id": job_id, "job_name": job_name, "workdir": workdir, "state": "QUEUED"}
+        if self.deferrable:
+            self.defer(
+                trigger=self._trigger(job_id, context),
+                method_name="execute_complete",
+                kwargs={"job_name": job_name, "workdir": workdir},
+            )
+        return {**self._poll_in_worker(job_id, context), "job_name": job_name, "workdir": workdir}
+
+    def execute_complete(
+        self, context: Any, event: dict[str, Any], job_name: str = "", workdir: str = ""
+    ) -> dict[str, Any]:
+        return {**self._complete(context, event), "job_name": job_name, "workdir": workdir}
+
+    def on_kill(self) -> None:
+        """Cancel the scheduler job this task submitted (the trigger's on_kill covers a deferred task)."""
+        if self._scheduler_job_id is None:
+            return
+        try:
+            self.hook().cancel(self._scheduler_job_id)
+        except Exception:
+            self.log.exception("Could not cancel scheduler job %s", self._scheduler_job_id)
+
+
+class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
+    """Wait (deferred) for a job submitted earlier, e.g. with ``wait_for_completion=False``.
+
+    :param scheduler_job_id: the scheduler's job id (templated).
+    :param scheduler: adapter kind.
+    :param ssh_conn_id: SSH connection of the login node; None: this host.
+    :param env: extra environment for the scheduler commands (templated).
+    :param poll_interval: seconds between status polls.
+    :param deferrable: wait in the triggerer (default) instead of polling in the worker.
+    :param record_events: write state changes to the rackflow job record.
+    :param fail_on_job_failure: fail the task when the job ends FAILED/CANCELED.
+    """
+
+    template_fields: Sequence[str] = ("scheduler_job_id", "ssh_conn_id", "env")
+
+    def __init__(
+        self,
+        *,
+        scheduler_job_id: str,
+        scheduler: str = "slurm",
+        ssh_conn_id: str | None = None,
+        env: dict[str, str] | None = None,
+        poll_interval: float | None = None,
+        deferrable: bool = True,
+        record_events: bool = True,
+        fail_on_job_failure: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.scheduler_job_id = scheduler_job_id
+        self.scheduler = scheduler
+        self.ssh_conn_id = ssh_conn_id
+        self.env = env
+        self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
+        self.deferrable = deferrable
+        self.record_events = record_events
+        self.fail_on_job_failure = fail_on_job_failure
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        job_id = str(self.scheduler_job_id)
+        if not job_id or job_id == "None":
+            raise AirflowFailException("no scheduler job id to wait for")
+        if self.deferrable:
+            last = "QUEUED"
+            if self.record_events:
+                job = jobs.get_job(*_run_keys(context)[:2])
+                last = job.state if job is not None else last
+            self.defer(trigger=self._trigger(job_id, context, last), method_name="execute_complete")
+        return self._poll_in_worker(job_id, context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        return self._complete(context, event)
+
+    def on_kill(self) -> None:
+        try:
+            self.hook().cancel(str(self.scheduler_job_id))
+        except Exception:
+            self.log.exception("Could not cancel scheduler job %s", self.scheduler_job_id)
+
+
+def _seconds(d: timedelta | None) -> int | None:
+    return None if d is None else int(d.total_seconds())
+
+
+def _scheduler_time(text: str | None) -> datetime | None:
+    """Slurm prints local time without a zone (``2024-05-01T10:00:03``)."""
+    if not text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()  # local time of this host (same as the scheduler's for local/SSH)
+    return parsed.astimezone(UTC)
+
+
+__all__ = [
+    "SubmitToLocalSchedulerOperator",
+    "WaitForLocalSchedulerJobOperator",
+    "default_job_name",
+    "job_workdir",
+    "jobs_directory",
+]
