@@ -250,3 +250,13 @@ def login_page(browser, stack: AirflowStack, user: str):  # type: ignore[no-unty
     page.keyboard.press("Enter")
     page.wait_for_url(f"{stack.url}/", timeout=30_000)
     return page
+
+
+@pytest.fixture(scope="session")
+def power_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The power tests' own 3-node fleet (Redfish x2, IPMI) and inventory DB: see tests/power_fleet.py."""
+    from tests.power_fleet import PowerFleet
+
+    fleet = PowerFleet(workdir=tmp_path_factory.mktemp("power-fleet")).start()
+    yield fleet
+    fleet.stop()
