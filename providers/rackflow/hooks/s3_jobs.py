@@ -408,9 +408,10 @@ class S3JobsHook(BaseHook):
                 result.skipped[rel] = f"cannot open: {err.strerror}"
                 log.warning("stage-out of %s: skipping %r: %s", name, rel, err)
                 continue
+            size = os.fstat(fd).st_size
             with os.fdopen(fd, "rb") as src:
                 self.client.upload_fileobj(src, self.bucket_name, key)
-                result.bytes += src.tell()
+            result.bytes += size
             result.keys.append(key)
         return result
 

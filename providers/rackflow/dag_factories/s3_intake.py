@@ -1,0 +1,175 @@
+"""The S3 job intake DAGs: one ``s3_intake_<name>`` per configured bucket, replacing aws-jobmanager's cron.
+
+Each run: :class:`~rackflow.sensors.s3_job_status.S3JobStatusSensor` waits (deferred) for jobs whose
+status says ``FILE_UPLOAD``, then a task group mapped over them runs per job::
+
+    claim -> stage_in -> submit -> wait (deferrable) -> stage_out -> finish
+
+Runs start every ``schedule_seconds``; each sensor gives up after about one interval (the run ends
+skipped) so one or two pollers are live at any time, and jobs are picked up within a poll interval.
+Pausing the DAG is the seed's ``crontab -r``: no task is queued while paused, so a job that is ready
+stays ``FILE_UPLOAD`` and is claimed after unpausing -- once, because every claim is a conditional write.
+
+Configuration: a YAML file (``[rackflow] s3_intake_file``, default ``s3_intake.yaml`` under
+AIRFLOW_HOME)::
+
+    intakes:
+      - name: fleet                 # DAG id s3_intake_fleet
+        bucket: rackflow-jobs
+        aws_conn_id: aws_fleet_s3
+        job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix>
+        scheduler: slurm
+        poll_interval: 2            # seconds between bucket polls
+        schedule_seconds: 30
+
+Without the file, one intake ``rackflow_jobs`` reads bucket ``rackflow-jobs`` on ``aws_fleet_s3`` (the
+demo fleet's).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_INTAKES: list[dict[str, Any]] = [
+    {"name": "rackflow_jobs", "bucket": "rackflow-jobs", "aws_conn_id": "aws_fleet_s3"}
+]
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    """One intake bucket and how it is served."""
+
+    name: str
+    bucket: str
+    aws_conn_id: str = "aws_default"
+    job_base_dir: str = "~/aws-job"
+    scheduler: str = "slurm"
+    poll_interval: float = 2.0
+    scheduler_poll_interval: float = 5.0
+    schedule_seconds: int = 30
+    max_active_runs: int = 16
+    max_jobs_per_run: int = 100
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"intake name {self.name!r}: letters, digits and '_' only")
+        if self.schedule_seconds < 1 or self.poll_interval <= 0:
+            raise ValueError(f"intake {self.name}: schedule_seconds and poll_interval must be positive")
+
+    @property
+    def dag_id(self) -> str:
+        return f"s3_intake_{self.name}"
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> IntakeConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"intake {raw.get('name')!r}: unknown keys {sorted(unknown)}")
+        return cls(**raw)
+
+
+def intake_file() -> Path:
+    from rackflow import settings
+
+    return Path(settings._get("s3_intake_file", str(settings.airflow_home() / "s3_intake.yaml")))
+
+
+def load_intakes(path: Path | None = None) -> list[IntakeConfig]:
+    """The configured intakes (the demo's default when the file does not exist)."""
+    path = path or intake_file()
+    if not path.exists():
+        return [IntakeConfig.from_dict(d) for d in DEFAULT_INTAKES]
+    data = yaml.safe_load(path.read_text()) or {}
+    return [IntakeConfig.from_dict(d) for d in data.get("intakes", [])]
+
+
+def build_s3_intake_dag(config: IntakeConfig) -> Any:
+    """The intake DAG for one bucket."""
+    from airflow.sdk import DAG, TriggerRule, get_current_context, task, task_group
+
+    from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+    from rackflow.operators.s3_intake import (
+        S3JobWaitOperator,
+        claim_job,
+        finish_job,
+        stage_in_job,
+        stage_out_job,
+        submit_job,
+    )
+    from rackflow.sensors.s3_job_status import S3JobStatusSensor
+
+    def hook() -> S3JobsHook:
+        return S3JobsHook(config.aws_conn_id, bucket_name=config.bucket)
+
+    with DAG(
+        dag_id=config.dag_id,
+        description=f"Take jobs from s3://{config.bucket} to {config.scheduler} and back",
+        schedule=timedelta(seconds=config.schedule_seconds),
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=config.max_active_runs,
+        default_args={"retries": 0},
+        tags=["rackflow", "s3-intake"],
+        doc_md=__doc__,
+    ) as dag:
+        ready = S3JobStatusSensor(
+            task_id="wait_for_jobs",
+            bucket_name=config.bucket,
+            aws_conn_id=config.aws_conn_id,
+            max_jobs=config.max_jobs_per_run,
+            poke_interval=config.poll_interval,
+            timeout=config.schedule_seconds + config.poll_interval,
+            soft_fail=True,
+            deferrable=True,
+        )
+
+        @task
+        def claim(job: Any) -> dict[str, Any]:
+            return claim_job(hook(), job)
+
+        @task
+        def stage_in(claimed: Any) -> dict[str, Any]:
+            return stage_in_job(hook(), claimed, config.job_base_dir)
+
+        @task
+        def submit(staged: Any) -> dict[str, Any]:
+            context = get_current_context()
+            return submit_job(hook(), staged, LocalScriptScheduler(config.scheduler), context["run_id"])
+
+        @task
+        def stage_out(waited: Any) -> dict[str, Any]:
+            return stage_out_job(hook(), waited)
+
+        @task(trigger_rule=TriggerRule.ALL_SUCCESS)
+        def finish(staged_out: Any) -> str:
+            return finish_job(hook(), staged_out)
+
+        @task_group(group_id="job")
+        def job_pipeline(job: Any) -> None:
+            submitted = submit(stage_in(claim(job)))
+            waited = S3JobWaitOperator(
+                task_id="wait",
+                job=submitted,
+                bucket_name=config.bucket,
+                aws_conn_id=config.aws_conn_id,
+                scheduler=config.scheduler,
+                poll_interval=config.scheduler_poll_interval,
+                deferrable=True,
+            )
+            finish(stage_out(waited.output))
+
+        job_pipeline.expand(job=ready.output)
+    return dag
+
+
+def build_all(path: Path | None = None) -> dict[str, Any]:
+    """``{dag_id: DAG}`` for every configured intake (a DAG file puts them in its globals)."""
+    return {c.dag_id: build_s3_intake_dag(c) for c in load_intakes(path)}

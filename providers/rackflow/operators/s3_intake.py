@@ -1,0 +1,252 @@
+"""The per-job steps of the S3 intake: claim, stage-in, submit, wait, stage-out, final status.
+
+Each step is a plain function over :class:`~rackflow.hooks.s3_jobs.S3JobsHook` (the intake DAG wraps
+them in tasks), except the wait, which is a deferrable operator. A step that fails for a reason the job
+owner should see writes ``FAILED`` with that reason before raising; a step that finds the status object
+changed or deleted under it (another poller, or the uploader removed the job) stops quietly, so a job
+never runs twice and rackflow never recreates what the uploader deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from airflow.configuration import conf
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from rackflow import settings
+from rackflow.core.s3_protocol import (
+    JOB_SCRIPT_NAME,
+    JobStatus,
+    ManifestEntry,
+    take_manifest,
+    validate_job_prefix,
+)
+from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook, StatusConflict
+from rackflow.triggers.s3_job_status import ScriptJobStateTrigger, job_state_event
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(RuntimeError):
+    """The job cannot go on; its status object already says FAILED with the reason."""
+
+
+@contextmanager
+def failing_job(hook: S3JobsHook, prefix: str, step: str, job_id: str | None = None) -> Iterator[None]:
+    """Turn an unexpected error in ``step`` into ``FAILED`` with a reason; a status conflict into a skip."""
+    try:
+        yield
+    except (AirflowSkipException, JobFailed):
+        raise
+    except StatusConflict as err:
+        raise AirflowSkipException(
+            f"{prefix}: status object changed under rackflow, leaving it: {err}"
+        ) from err
+    except Exception as err:
+        hook.fail(prefix, f"{step} failed: {err}", scheduler_job_id=job_id)
+        raise
+
+
+def job_dir_for(base_dir: str | Path, prefix: str) -> Path:
+    """``<base>/<prefix>``; ``~`` expands to the worker user's home (the seed's ``~/aws-job``)."""
+    return Path(base_dir).expanduser() / validate_job_prefix(prefix)
+
+
+def scheduler_job_name(bucket: str, prefix: str, claim_id: str) -> str:
+    """A name unique per claim (so a retried submit finds its job, and a new upload is a new job)."""
+    digest = hashlib.sha1(f"{bucket}/{prefix}/{claim_id}".encode()).hexdigest()[:8]
+    return f"rf_s3_{prefix}_{digest}"
+
+
+def claim_job(hook: S3JobsHook, job: dict[str, str]) -> dict[str, Any]:
+    """Claim one ready job; skip (AirflowSkipException) when another poller won or it changed."""
+    prefix = job["prefix"]
+    result = hook.claim(prefix, job["etag"])
+    if not result.won:
+        raise AirflowSkipException(f"{prefix}: not claimed here: {result.reason}")
+    assert result.status is not None
+    if result.status.status is JobStatus.FAILED:
+        raise JobFailed(f"{prefix}: refused: {result.status.reason}")
+    log.info("claimed s3://%s/%s (%d objects)", hook.bucket_name, prefix, len(result.keys))
+    return {"prefix": prefix, "keys": result.keys}
+
+
+def stage_in_job(hook: S3JobsHook, claimed: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """Download the job into a fresh ``<base>/<prefix>``; FAILED when that directory already exists
+    (a job of this name ran here before: nothing is deleted automatically) or the script is missing."""
+    prefix = claimed["prefix"]
+    job_dir = job_dir_for(base_dir, prefix)
+    with failing_job(hook, prefix, "stage-in"):
+        if job_dir.exists() or job_dir.is_symlink():
+            hook.fail(prefix, f"local job directory {job_dir} already exists; remove it to run this job")
+            raise JobFailed(f"{prefix}: {job_dir} exists")
+        result = hook.stage_in(prefix, job_dir, list(claimed["keys"]))
+        if not (job_dir / JOB_SCRIPT_NAME).is_file():
+            reason = result.skipped.get(f"{prefix}/{JOB_SCRIPT_NAME}", "not staged")
+            hook.fail(prefix, f"{JOB_SCRIPT_NAME} could not be staged: {reason}")
+            raise JobFailed(f"{prefix}: no job script")
+        manifest = take_manifest(job_dir)
+    log.info(
+        "staged %s: %d object(s), %d byte(s), skipped %s",
+        prefix,
+        len(result.keys),
+        result.bytes,
+        result.skipped,
+    )
+    return {
+        "prefix": prefix,
+        "job_dir": str(job_dir),
+        "manifest": {rel: list(entry) for rel, entry in manifest.items()},
+        "skipped": result.skipped,
+    }
+
+
+def submit_job(
+    hook: S3JobsHook, staged: dict[str, Any], scheduler: LocalScriptScheduler, claim_id: str
+) -> dict[str, Any]:
+    """Submit the job script from its directory (idempotent by job name) and write ``QUEUED <id>``."""
+    prefix = staged["prefix"]
+    with failing_job(hook, prefix, "submit"):
+        name = scheduler_job_name(hook.bucket_name, prefix, claim_id)
+        job_id, new = scheduler.submit(Path(staged["job_dir"]), scheduler.job_name(name))
+        log.info("%s: scheduler job %s (%s)", prefix, job_id, "submitted" if new else "found by name")
+        hook.transition(prefix, JobStatus.QUEUED, scheduler_job_id=job_id)
+    return {**staged, "job_id": job_id, "job_name": name}
+
+
+def _mark_running(hook: S3JobsHook, prefix: str) -> None:
+    current = hook.read_status(prefix)
+    if current is None:
+        raise StatusConflict(f"{prefix}: status object is gone")
+    if current[0].status is JobStatus.QUEUED:
+        hook.transition(prefix, JobStatus.RUNNING)
+
+
+def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
+    """Write STAGING_OUT and upload what the job created or changed; stops if the job was deleted."""
+    prefix = waited["prefix"]
+    with failing_job(hook, prefix, "stage-out", waited.get("job_id")):
+        _mark_running(hook, prefix)  # a job can end between two polls while still QUEUED
+        hook.transition(prefix, JobStatus.STAGING_OUT)
+        manifest = {rel: ManifestEntry(*entry) for rel, entry in waited["manifest"].items()}
+        result = hook.stage_out(prefix, Path(waited["job_dir"]), manifest)
+    log.info(
+        "stage-out of %s: %d key(s), %d byte(s), skipped %s",
+        prefix,
+        len(result.keys),
+        result.bytes,
+        result.skipped,
+    )
+    return {"prefix": prefix, "job_id": waited.get("job_id"), "end": waited["end"], "uploaded": result.keys}
+
+
+def finish_job(hook: S3JobsHook, staged_out: dict[str, Any]) -> str:
+    """The final status from how the scheduler job ended: COMPLETED, FAILED (with reason) or CANCELED."""
+    prefix = staged_out["prefix"]
+    end = staged_out["end"]
+    with failing_job(hook, prefix, "final status", staged_out.get("job_id")):
+        if end["state"] == "COMPLETED" and end.get("exit_code") in (0, None):
+            hook.transition(prefix, JobStatus.COMPLETED)
+            return JobStatus.COMPLETED.value
+        if end["state"] == "CANCELED":
+            hook.transition(prefix, JobStatus.CANCELED, reason=f"scheduler job {end['native_state']}")
+            return JobStatus.CANCELED.value
+        detail = f"exit code {end['exit_code']}" if end.get("exit_code") is not None else end["native_state"]
+        reason = f"scheduler job ended {end['state']} ({detail})"
+        if end.get("reason"):
+            reason += f": {end['reason']}"
+        hook.transition(prefix, JobStatus.FAILED, reason=reason)
+    raise JobFailed(f"{prefix}: {reason}")
+
+
+class S3JobWaitOperator(BaseOperator):
+    """
+    Wait for a submitted intake job to end, writing ``RUNNING`` to its status object when it starts.
+
+    Returns the submitted job's dict with ``end`` set to ``{"state", "native_state", "exit_code",
+    "reason"}`` (PSI/J state names).
+
+    :param job: the submit step's result (``prefix``, ``job_id``, ...). (templated)
+    :param bucket_name: the intake bucket. (templated)
+    :param aws_conn_id: Airflow AWS connection.
+    :param scheduler: local scheduler kind.
+    :param poll_interval: seconds between scheduler polls; default ``[rackflow] scheduler_poll_interval``.
+    :param deferrable: wait in the triggerer. Default from ``[operators] default_deferrable``.
+    """
+
+    template_fields: Sequence[str] = ("job", "bucket_name")
+
+    def __init__(
+        self,
+        *,
+        job: Any,
+        bucket_name: str,
+        aws_conn_id: str = "aws_default",
+        scheduler: str = "slurm",
+        poll_interval: float | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job = job
+        self.bucket_name = bucket_name
+        self.aws_conn_id = aws_conn_id
+        self.scheduler = scheduler
+        self.poll_interval = (
+            poll_interval if poll_interval is not None else settings.poll_interval("scheduler", 5.0)
+        )
+        self.deferrable = deferrable
+
+    def _hook(self) -> S3JobsHook:
+        return S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
+
+    def _handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """The result when the job ended; None to keep waiting (RUNNING written when it started)."""
+        prefix = self.job["prefix"]
+        hook = self._hook()
+        with failing_job(hook, prefix, "wait", self.job["job_id"]):
+            state = event["state"]
+            if state == "ACTIVE":
+                _mark_running(hook, prefix)
+                return None
+            if state in ("COMPLETED", "FAILED", "CANCELED"):
+                return {**self.job, "end": event}
+            if state == "UNKNOWN":
+                raise RuntimeError(f"scheduler no longer knows job {self.job['job_id']}")
+            return None
+
+    def execute(self, context: Any) -> Any:
+        scheduler = LocalScriptScheduler(self.scheduler)
+        while True:
+            event = job_state_event(scheduler, self.job["job_id"])
+            done = self._handle(event)
+            if done is not None:
+                return done
+            if self.deferrable:
+                self._defer(event["state"])
+            time.sleep(self.poll_interval)
+
+    def _defer(self, known_state: str) -> None:
+        self.defer(
+            trigger=ScriptJobStateTrigger(
+                job_id=self.job["job_id"],
+                scheduler=self.scheduler,
+                known_state=known_state,
+                poll_interval=self.poll_interval,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        done = self._handle(event)
+        if done is not None:
+            return done
+        self._defer(event["state"])
