@@ -31,18 +31,25 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Redfish", "tags": ["protocol"]},
             {"integration-name": "IPMI", "tags": ["protocol"]},
             {"integration-name": "Batch scheduler", "tags": ["software"]},
+            {"integration-name": "S3 job intake", "tags": ["protocol"]},
         ],
         "hooks": [
             {"integration-name": "libvirt", "python-modules": ["rackflow.hooks.libvirt"]},
             {"integration-name": "Redfish", "python-modules": ["rackflow.hooks.redfish"]},
             {"integration-name": "IPMI", "python-modules": ["rackflow.hooks.ipmi"]},
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.hooks.scheduler"]},
+            {"integration-name": "S3 job intake", "python-modules": ["rackflow.hooks.s3_jobs"]},
         ],
         "operators": [
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.operators.scheduler"]},
+            {"integration-name": "S3 job intake", "python-modules": ["rackflow.operators.s3_intake"]},
+        ],
+        "sensors": [
+            {"integration-name": "S3 job intake", "python-modules": ["rackflow.sensors.s3_job_status"]},
         ],
         "triggers": [
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.triggers.scheduler"]},
+            {"integration-name": "S3 job intake", "python-modules": ["rackflow.triggers.s3_job_status"]},
         ],
         "connection-types": [
             {
@@ -101,6 +108,12 @@ def get_provider_info() -> dict[str, Any]:
                     "scheduler_poll_interval": _option("Seconds between batch scheduler polls.", "5"),
                     "s3_poll_interval": _option("Seconds between S3 intake polls.", "5"),
                     "power_poll_interval": _option("Seconds between BMC polls.", "60"),
+                    "s3_intake_file": _option(
+                        "YAML file listing the S3 intake buckets (one s3_intake_<name> DAG each). "
+                        "Empty: s3_intake.yaml under AIRFLOW_HOME.",
+                        "",
+                        "/etc/rackflow/s3_intake.yaml",
+                    ),
                 },
             }
         },
