@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="start the demo fleet and airflow standalone")
     demo.add_argument("--repo", type=Path, default=Path.cwd())
     demo.add_argument("--port", type=int, default=int(os.environ.get("RACKFLOW_DEMO_PORT", "8080")))
+    demo.add_argument("--state-dir", type=Path, default=None, help="default: .rackflow/ in the repo")
     up = sub.add_parser("up", help="start only the loopback fleet of a fleet file; Ctrl-C stops it")
     up.add_argument("fleet_file", type=Path)
     up.add_argument("--workdir", type=Path, default=Path(".rackflow/fleet"))
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from rackflow.devfleet.demo import run_demo
 
-        return run_demo(args.repo.resolve(), args.port)
+        try:
+            return run_demo(args.repo.resolve(), args.port, args.state_dir)
+        except KeyboardInterrupt:  # Ctrl-C while starting: everything started is already stopped
+            return 130
 
     from rackflow.core.fleet import Fleet
     from rackflow.devfleet.fleet import DevFleet

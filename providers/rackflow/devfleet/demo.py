@@ -73,8 +73,8 @@ def wait_healthy(port: int, timeout: float, proc: subprocess.Popen) -> bool:
     return False
 
 
-def run_demo(repo: Path, port: int = 8080) -> int:
-    state = repo / ".rackflow"
+def run_demo(repo: Path, port: int = 8080, state: Path | None = None) -> int:
+    state = state or repo / ".rackflow"
     home = state / "airflow"
     fleet_dir = state / "fleet"
     shutil.rmtree(fleet_dir, ignore_errors=True)
@@ -89,6 +89,8 @@ def run_demo(repo: Path, port: int = 8080) -> int:
         )
         return 1
 
+    # SIGTERM (e.g. from `timeout` or systemd) cleans up like Ctrl-C: every `finally` below runs.
+    signal.signal(signal.SIGTERM, _interrupt)
     fleet = Fleet.load(repo / "fleet" / "demo.yaml")
     print("rackflow demo: starting the demo fleet on loopback…", flush=True)
     devfleet = DevFleet(fleet, workdir=fleet_dir).start()
@@ -106,7 +108,7 @@ def run_demo(repo: Path, port: int = 8080) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        if not wait_healthy(port, 180, airflow):
+        if not wait_healthy(port, 240, airflow):
             print(
                 f"rackflow demo: Airflow did not come up; see {state / 'airflow-standalone.log'}", flush=True
             )
@@ -151,19 +153,16 @@ Press Ctrl-C to stop everything.
     )
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _wait_for_signal(airflow: subprocess.Popen) -> bool:
     """Block until Ctrl-C/SIGTERM (True) or until Airflow dies on its own (False)."""
-    stopping = False
-
-    def handler(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not stopping:
-        if airflow.poll() is not None:
-            print("rackflow demo: airflow standalone exited; stopping.", file=sys.stderr, flush=True)
-            return False
-        time.sleep(0.5)
-    return True
+    try:
+        while airflow.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return True
+    print("rackflow demo: airflow standalone exited; stopping.", file=sys.stderr, flush=True)
+    return False

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class Server:
         return self.workdir / f"{self.name}.log"
 
     def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None, log: Path | None = None):
+        if not self.procs and wait_for_port(self.port, 0.2):
+            # Otherwise the readiness check would pass against someone else's server.
+            raise ServerStartError(f"{self.name}: port {LOOPBACK}:{self.port} is already in use")
         log_file = open(log or self.log_path, "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
             list(argv),
@@ -160,8 +164,9 @@ class Libvirtd(Server):
         return f"test+tcp://{LOOPBACK}:{self.port}/default"
 
     def start(self) -> Libvirtd:
-        sock_dir = self.workdir / "sock"
-        sock_dir.mkdir(exist_ok=True)
+        # Unix socket paths are limited to ~108 bytes: keep them out of deep work directories.
+        sock_dir = Path(tempfile.mkdtemp(prefix="rf-lv-"))
+        self._sock_dir = sock_dir
         conf = self.workdir / "libvirtd.conf"
         conf.write_text(
             "listen_tls = 0\nlisten_tcp = 1\n"
@@ -187,6 +192,8 @@ class Libvirtd(Server):
                 self.keeper.close()  # type: ignore[attr-defined]
             self.keeper = None
         super().stop()
+        if getattr(self, "_sock_dir", None):
+            shutil.rmtree(self._sock_dir, ignore_errors=True)
 
 
 def _open_libvirt(libvirt, uri: str, timeout: float):  # type: ignore[no-untyped-def]

@@ -1,0 +1,81 @@
+"""`make demo` end to end: the demo fleet and airflow standalone, reached the way the README says."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from rackflow.devfleet.demo import DEMO_USERS
+from rackflow.devfleet.servers import free_port
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
+    port = free_port()
+    log = tmp_path / "demo.out"
+    with open(log, "wb") as out:
+        # The demo uses the fleet file's fixed ports; its own AIRFLOW_HOME under the state dir.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "SLURM_CONF"))}
+        demo = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rackflow.devfleet",
+                "demo",
+                "--repo",
+                str(REPO),
+                "--port",
+                str(port),
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        url = None
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and demo.poll() is None:
+            match = re.search(r"Airflow UI:\s+(http://127\.0\.0\.1:\d+)/", log.read_text())
+            if match:
+                url = match.group(1)
+                break
+            time.sleep(1)
+        assert url == f"http://127.0.0.1:{port}", log.read_text()[-3000:]
+        text = log.read_text()
+        for user, (role, password) in DEMO_USERS.items():
+            assert re.search(rf"{user}\s+{password}\s+\({role}\)", text)
+
+        token = requests.post(
+            f"{url}/auth/token", json={"username": "admin", "password": DEMO_USERS["admin"][1]}, timeout=30
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        providers = requests.get(
+            f"{url}/api/v2/providers", headers=headers, params={"limit": 100}, timeout=30
+        )
+        assert providers.status_code == 200
+        assert "rackflow" in {p["package_name"] for p in providers.json()["providers"]}
+        plugins = requests.get(f"{url}/api/v2/plugins", headers=headers, timeout=30)
+        assert plugins.status_code == 200
+        assert "rackflow" in {p["name"] for p in plugins.json()["plugins"]}
+        assert requests.get(f"{url}/rackflow/api/status", timeout=30).status_code == 401
+        assert requests.get(f"{url}/rackflow/api/status", headers=headers, timeout=30).status_code == 200
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C
+            demo.wait(90)
+    assert "stopped Airflow and the demo fleet" in log.read_text()
+    # Everything it started is gone: nothing listens on the fleet's ports any more.
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "state")], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""
