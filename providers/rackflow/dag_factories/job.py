@@ -1,0 +1,209 @@
+"""The batch job DAG: stage_in -> submit -> wait -> stage_out -> cleanup, one DAG run per job.
+
+The run's conf is ``{"job": <job description>}`` validated by a JSON-schema ``Param``, so an invalid
+description is refused by ``POST /api/v2/dags/<dag_id>/dagRuns`` (400) before any run is recorded.
+The job id is the run id; the owner is the run's triggering user. Each task is one stage and records
+events in the rackflow database (:mod:`rackflow.db.jobs`); clearing a failed task restarts that stage
+(submit finds a job it submitted already instead of submitting twice).
+
+Job states: QUEUED until the scheduler runs it (also while staging in), ACTIVE while it runs, then
+COMPLETED, FAILED (the job failed, or staging failed, or the scheduler refused it) or CANCELED
+(terminated through the job API). A job that does not end COMPLETED fails the run in ``cleanup``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rackflow.core.jobspec import JobDescription, parse_job_description
+from rackflow.db import jobs
+from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.operators.scheduler import (
+    SubmitToLocalSchedulerOperator,
+    WaitForLocalSchedulerJobOperator,
+    job_workdir,
+)
+
+JOB_DAG_ID = "rackflow_job"
+
+
+def create_job_dag(
+    dag_id: str = JOB_DAG_ID,
+    *,
+    scheduler: str = "slurm",
+    ssh_conn_id: str | None = None,
+    env: dict[str, str] | None = None,
+    aws_conn_id: str | None = "aws_default",
+    poll_interval: float | None = None,
+    max_active_runs: int = 256,
+    tags: list[str] | None = None,
+) -> DAG:
+    """Build the job DAG for one cluster.
+
+    :param dag_id: DAG id (the job API works on ``rackflow_job``).
+    :param scheduler: ``slurm``, ``pbspro``, ``lsf`` or ``sge``.
+    :param ssh_conn_id: SSH connection of the login node; None runs scheduler commands on the worker.
+    :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
+    :param aws_conn_id: AWS connection used for ``s3://`` staging.
+    :param poll_interval: seconds between scheduler status polls.
+    :param max_active_runs: jobs that may be in flight at once.
+    :param tags: DAG tags.
+    """
+
+    def hook() -> LocalSchedulerHook:
+        return LocalSchedulerHook(scheduler=scheduler, ssh_conn_id=ssh_conn_id, env=env)
+
+    def keys(context: Any) -> tuple[str, str, str | None]:
+        run = context["dag_run"]
+        return run.dag_id, run.run_id, getattr(run, "triggering_user_name", None)
+
+    def workdir_of(context: Any) -> str:
+        return job_workdir(context["dag_run"].dag_id, context["dag_run"].run_id, scheduler)
+
+    def description(context: Any) -> JobDescription:
+        return parse_job_description(context["params"]["job"])
+
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        catchup=False,
+        max_active_runs=max_active_runs,
+        max_active_tasks=max_active_runs * 2,
+        tags=tags or ["rackflow", "batch"],
+        doc_md=__doc__,
+        params={
+            "job": Param(
+                **{
+                    **JobDescription.param_schema(),
+                    "description": "The job description (PSI/J JobSpec + staging).",
+                }
+            )
+        },
+        default_args={"retries": 0, "retry_delay": timedelta(seconds=10)},
+    ) as dag:
+
+        @task(task_id="stage_in")
+        def stage_in_task(**context: Any) -> list[str]:
+            from rackflow.staging import StagingError, stage_in
+
+            dag_id_, run_id, owner = keys(context)
+            workdir = workdir_of(context)
+            who = jobs.termination_requested(dag_id_, run_id)
+            if who:
+                raise AirflowSkipException(f"terminated by {who} before staging")
+            job = description(context)
+            h = hook()
+            jobs.record_event(
+                dag_id_,
+                run_id,
+                "QUEUED",
+                f"accepted; staging {len(job.stage_in)} input(s) into {workdir}",
+                owner=owner,
+                scheduler=scheduler,
+                cluster=h.cluster_key,
+                workdir=workdir,
+            )
+            try:
+                return stage_in(job.stage_in, workdir=workdir, hook=h, aws_conn_id=aws_conn_id)
+            except StagingError as exc:
+                jobs.record_event(dag_id_, run_id, "FAILED", f"stage_in failed: {exc}")
+                raise AirflowFailException(f"stage_in failed: {exc}") from exc
+            finally:
+                h.close()
+
+        submit = SubmitToLocalSchedulerOperator(
+            task_id="submit",
+            job="{{ params.job | tojson }}",
+            scheduler=scheduler,
+            ssh_conn_id=ssh_conn_id,
+            env=env,
+            wait_for_completion=False,  # its default workdir is job_workdir(): <jobs_directory>/<job name>
+            poll_interval=poll_interval,
+        )
+
+        wait = WaitForLocalSchedulerJobOperator(
+            task_id="wait",
+            scheduler_job_id="{{ ti.xcom_pull(task_ids='submit', key='scheduler_job_id') }}",
+            scheduler=scheduler,
+            ssh_conn_id=ssh_conn_id,
+            env=env,
+            poll_interval=poll_interval,
+        )
+
+        @task(task_id="stage_out", trigger_rule="all_done")
+        def stage_out_task(**context: Any) -> list[str]:
+            from rackflow.staging import StagingError, stage_out
+
+            dag_id_, run_id, _ = keys(context)
+            job_row = jobs.get_job(dag_id_, run_id)
+            if job_row is None or job_row.scheduler_job_id is None:
+                raise AirflowSkipException("nothing was submitted: nothing to stage out")
+            if job_row.terminate_requested_at is not None:
+                raise AirflowSkipException(
+                    f"terminated by {job_row.terminate_requested_by}: stage_out skipped"
+                )
+            if job_row.state not in jobs.FINAL_STATES:
+                raise AirflowSkipException(f"the job did not finish ({job_row.state}): stage_out skipped")
+            job = description(context)
+            h = hook()
+            try:
+                copied = stage_out(
+                    job.stage_out, workdir=workdir_of(context), hook=h, aws_conn_id=aws_conn_id
+                )
+            except StagingError as exc:
+                jobs.record_event(dag_id_, run_id, "FAILED", f"stage_out failed: {exc}")
+                raise AirflowFailException(f"stage_out failed: {exc}") from exc
+            finally:
+                h.close()
+            if copied:
+                jobs.record_event(dag_id_, run_id, None, "staged out: " + "; ".join(copied))
+            return copied
+
+        @task(task_id="cleanup", trigger_rule="all_done")
+        def cleanup_task(**context: Any) -> str:
+            dag_id_, run_id, _ = keys(context)
+            workdir = workdir_of(context)
+            job_row = jobs.get_job(dag_id_, run_id)
+            state = job_row.state if job_row is not None else "FAILED"
+            if state not in jobs.FINAL_STATES and (job_row is None or job_row.terminate_requested_at is None):
+                # A system failure left the job running or unknown: keep its directory so that clearing
+                # the failed stage resumes it.
+                raise AirflowFailException(
+                    f"job still {state} after a failed stage; clear that task to resume (directory kept)"
+                )
+            h = hook()
+            try:
+                h.remove_tree(workdir)
+            finally:
+                h.close()
+            if (
+                job_row is not None
+                and job_row.terminate_requested_at is not None
+                and state not in ("COMPLETED",)
+            ) and state != "CANCELED":
+                state = "CANCELED"
+                jobs.record_event(
+                    dag_id_,
+                    run_id,
+                    "CANCELED",
+                    f"terminated at the request of {job_row.terminate_requested_by}",
+                )
+            jobs.record_event(dag_id_, run_id, None, f"job directory {workdir} removed")
+            if state != "COMPLETED":
+                message = job_row.message if job_row is not None and job_row.message else "no job record"
+                raise AirflowFailException(f"job {state}: {message}")
+            return state
+
+        staged = stage_in_task()
+        staged >> submit >> wait
+        out = stage_out_task()
+        wait >> out
+        out >> cleanup_task()
+    return dag
+
+
+__all__ = ["JOB_DAG_ID", "create_job_dag"]

@@ -1,0 +1,139 @@
+"""The job DAG and SubmitToLocalSchedulerOperator on the devfleet's real Slurm and SeaweedFS S3."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from rackflow.db import jobs
+from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.operators.scheduler import SubmitToLocalSchedulerOperator, default_job_name
+
+
+def _job_dag() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "rackflow_job_dag", Path(__file__).resolve().parents[2] / "dags" / "rackflow_job.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def test_failing_job_records_exit_code_events_in_order_and_stages_out_to_s3(
+    airflow_db: Path, rackflow_db: str, devfleet: Any
+) -> None:
+    key = f"results/{uuid.uuid4().hex}/out.txt"
+    spec = {
+        "executable": "/bin/sh",
+        "arguments": ["-c", "cat in.txt > out.txt; echo done >> out.txt; sleep 2; exit 3"],
+        "stage_in": [{"source": "s3://rackflow-jobs/inputs/in.txt", "target": "in.txt"}],
+        "stage_out": [{"source": "out.txt", "target": f"s3://rackflow-results/{key}"}],
+    }
+    devfleet.s3.client().put_object(Bucket="rackflow-jobs", Key="inputs/in.txt", Body=b"hello\n")
+    dag = _job_dag()
+    run = dag.test(run_conf={"job": spec})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {
+        "stage_in": "success",
+        "submit": "success",
+        "wait": "failed",
+        "stage_out": "success",
+        "cleanup": "failed",
+    }
+    job = jobs.get_job(dag.dag_id, run.run_id)
+    assert job is not None and job.state == "FAILED" and job.exit_code == 3
+    assert jobs.states_seen(dag.dag_id, run.run_id) == ["QUEUED", "ACTIVE", "FAILED"]
+    body = devfleet.s3.client().get_object(Bucket="rackflow-results", Key=key)["Body"].read()
+    assert body == b"hello\ndone\n"
+    assert not Path(job.workdir or "/nonexistent").exists()
+
+
+def test_stage_in_failure_fails_the_job_with_the_reason_and_submits_nothing(
+    airflow_db: Path, rackflow_db: str, devfleet: Any
+) -> None:
+    spec = {
+        "executable": "/bin/true",
+        "stage_in": [{"source": "s3://rackflow-jobs/missing/nothing.txt", "target": "x"}],
+    }
+    dag = _job_dag()
+    run = dag.test(run_conf={"job": spec})
+    job = jobs.get_job(dag.dag_id, run.run_id)
+    assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
+    assert "no such object" in (job.message or "")
+    hook = LocalSchedulerHook()
+    assert hook.find_by_name(hook.adapter.normalize_job_name(default_job_name(dag.dag_id, run.run_id))) == []
+
+
+def _context(dag_id: str, run_id: str) -> dict[str, Any]:
+    pushed: dict[str, Any] = {}
+    ti = SimpleNamespace(xcom_push=lambda key, value: pushed.__setitem__(key, value))
+    return {"dag_run": SimpleNamespace(dag_id=dag_id, run_id=run_id, triggering_user_name="alice"), "ti": ti}
+
+
+def _submit_and_poll(dag_id: str, run_id: str, workdir: str) -> None:
+    op = SubmitToLocalSchedulerOperator(
+        task_id="submit",
+        job={"executable": "/bin/sleep", "arguments": ["30"]},
+        workdir=workdir,
+        deferrable=False,
+    )
+    op.execute(_context(dag_id, run_id))
+
+
+def test_task_killed_after_submit_then_run_again_leaves_exactly_one_scheduler_job(
+    rackflow_db: str, devfleet: Any, tmp_path: Path
+) -> None:
+    dag_id, run_id = "rackflow_job_kill_test", f"manual__{uuid.uuid4().hex}"
+    workdir = str(tmp_path / "job")
+    # The task process (polling in the worker) is SIGKILLed once its job is submitted: no on_kill runs.
+    child = multiprocessing.get_context("fork").Process(
+        target=_submit_and_poll, args=(dag_id, run_id, workdir)
+    )
+    child.start()
+    deadline = time.monotonic() + 60
+    while (row := jobs.get_job(dag_id, run_id)) is None or row.scheduler_job_id is None:
+        assert time.monotonic() < deadline and child.is_alive(), "the task never submitted"
+        time.sleep(0.1)
+    first_id = row.scheduler_job_id
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+
+    # Cleared: the task runs again from the beginning of its stage and takes the existing job over.
+    op = SubmitToLocalSchedulerOperator(
+        task_id="submit",
+        job={"executable": "/bin/sleep", "arguments": ["30"]},
+        workdir=workdir,
+        wait_for_completion=False,
+    )
+    result = op.execute(_context(dag_id, run_id))
+    hook = LocalSchedulerHook()
+    assert result["scheduler_job_id"] == first_id
+    assert hook.find_by_name(result["job_name"]) == [first_id]
+    messages = [e.message for e in jobs.events(dag_id, run_id)]
+    assert any(m.startswith("found existing slurm job") for m in messages)
+    op._scheduler_job_id = first_id
+    op.on_kill()  # the user kills it: the scheduler job is cancelled
+    deadline = time.monotonic() + 30
+    while hook.statuses([first_id])[first_id].state.value != "CANCELED":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+
+
+def test_invalid_description_fails_without_submitting(rackflow_db: str) -> None:
+    op = SubmitToLocalSchedulerOperator(task_id="submit", job={"executable": 5})
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with pytest.raises(AirflowFailException, match="executable"):
+        op.execute(_context("d", "r"))
