@@ -485,3 +485,111 @@ def _bcrypt(password: str) -> str:
     import bcrypt
 
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@dataclass
+class VirtualBmc(Server):
+    """virtualbmc's ``vbmcd``: one IPMI 2.0 (lanplus) BMC per libvirt domain, each on its own UDP port.
+
+    The daemon gets a private config dir (``VIRTUALBMC_CONFIG``), so its BMC list, pid file and
+    control port (``port``, ZeroMQ on loopback) never touch ``~/.vbmc`` or another daemon. Add a BMC with
+    :meth:`add` (``vbmc add`` + ``vbmc start``); ``bmcs`` maps domain -> UDP port.
+    """
+
+    name = "vbmcd"
+    libvirt_uri: str = ""
+    username: str = "admin"
+    password: str = "rackflow-ipmi"
+    bmcs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "virtualbmc.conf"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"VIRTUALBMC_CONFIG": str(self.config_path)}
+
+    def start(self) -> VirtualBmc:
+        (self.workdir / "bmcs").mkdir(exist_ok=True)
+        self.config_path.write_text(
+            "[default]\n"
+            f"config_dir = {self.workdir / 'bmcs'}\n"
+            f"pid_file = {self.workdir / 'vbmcd.pid'}\n"
+            f"server_port = {self.port}\n"
+            "server_response_timeout = 10000\n"
+            "[log]\n"
+            f"logfile = {self.workdir / 'vbmcd-daemon.log'}\n"
+            "debug = false\n"
+        )
+        self._spawn([venv_bin("vbmcd"), "--foreground"], env=self.env)
+        self._await_port()
+        return self
+
+    def _vbmc(self, *args: str) -> None:
+        out = subprocess.run(
+            [venv_bin("vbmc"), "--no-daemon", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if out.returncode != 0:
+            why = out.stderr.strip() or out.stdout.strip()
+            raise ServerStartError(f"vbmc {' '.join(args)} failed: {why}")
+
+    def add(self, domain: str, port: int = 0, libvirt_uri: str = "") -> int:
+        """Serve IPMI for ``domain`` on UDP ``port`` (free if 0) and wait until the BMC answers."""
+        uri = libvirt_uri or self.libvirt_uri
+        if not uri:
+            raise ServerStartError("VirtualBmc.add needs a libvirt URI (the BMC plane libvirtd)")
+        udp_port = port or free_udp_port()
+        self._vbmc(
+            "add",
+            domain,
+            "--port",
+            str(udp_port),
+            "--address",
+            LOOPBACK,
+            "--libvirt-uri",
+            uri,
+            "--username",
+            self.username,
+            "--password",
+            self.password,
+        )
+        self._vbmc("start", domain)
+        self.bmcs[domain] = udp_port
+        _wait_for_udp_port(udp_port, self.start_timeout)
+        return udp_port
+
+    def connection(self, domain: str) -> dict[str, object]:
+        """Airflow connection (JSON form) of ``domain``'s BMC; cipher suite 3: virtualbmc is SHA-1 only."""
+        return {
+            "conn_type": "ipmi",
+            "host": LOOPBACK,
+            "port": self.bmcs[domain],
+            "login": self.username,
+            "password": self.password,
+            "extra": {"cipher_suite": 3},
+        }
+
+
+def free_udp_port() -> int:
+    """A UDP port on loopback that nothing is bound to now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_udp_port(port: int, timeout: float) -> None:
+    """Wait until something is bound to UDP ``port`` (binding it ourselves then fails)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                return
+        time.sleep(0.1)
+    raise ServerStartError(f"no BMC bound UDP {LOOPBACK}:{port} within {timeout}s")
