@@ -108,6 +108,30 @@ def get_provider_info() -> dict[str, Any]:
                     "scheduler_poll_interval": _option("Seconds between batch scheduler polls.", "5"),
                     "s3_poll_interval": _option("Seconds between S3 intake polls.", "5"),
                     "power_poll_interval": _option("Seconds between BMC polls.", "60"),
+                    "power_off_threshold": _option(
+                        "Power-off control's look-ahead (OffThresholdTime): 90s, 60m, 2h or seconds. "
+                        "Must exceed power_on_threshold, checked at load.",
+                        "60m",
+                    ),
+                    "power_on_threshold": _option(
+                        "Power-on control's look-ahead (OnThresholdTime): nodes a reservation starting "
+                        "within it needs are powered on.",
+                        "30m",
+                    ),
+                    "power_boot_timeout": _option(
+                        "Seconds a node may stay booting before error-stopped.", "600"
+                    ),
+                    "power_stop_timeout": _option(
+                        "Seconds a node may stay stopping before error-stopped.", "600"
+                    ),
+                    "power_bmc_timeout": _option(
+                        "Seconds per BMC call (each poll gets this deadline).", "10"
+                    ),
+                    "placement_policy": _option(
+                        "VM placement policy: packing, an entry point name in rackflow.placement, "
+                        "pkg.mod:Class, or an http(s) URL of a placement service.",
+                        "packing",
+                    ),
                     "s3_intake_file": _option(
                         "YAML file listing the S3 intake buckets (one s3_intake_<name> DAG each). "
                         "Empty: s3_intake.yaml under AIRFLOW_HOME.",
