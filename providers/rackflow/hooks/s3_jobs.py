@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -417,9 +416,9 @@ class S3JobsHook(BaseHook):
 
 
 # -- scheduler bridge ---------------------------------------------------------------------------------
-# Submits the uploader's own job script (with its own #SBATCH lines) from the job directory, idempotently
-# by job name, on the local scheduler client. Kept separate so it can be swapped for the batch-jobs
-# layer's LocalSchedulerHook once that can submit an existing script file.
+# The uploader's own job script (with its own #SBATCH lines) is submitted as-is from the job directory,
+# idempotently by job name, through the batch-jobs layer's LocalSchedulerHook (its submit() writes a
+# script from a job description, so only the sbatch command line is built here).
 
 
 class ScriptSubmitError(RuntimeError):
@@ -430,38 +429,28 @@ class LocalScriptScheduler:
     """
     Submit an existing job script with the local scheduler's client commands and poll its state.
 
-    :param scheduler: scheduler kind (only ``slurm`` can set the job name and directory from outside the
-        script so far).
-    :param env: environment for the client commands (e.g. ``SLURM_CONF``); default: this process's.
+    :param scheduler: scheduler kind (only ``slurm`` can take the job name and directory from the
+        command line so far).
+    :param env: extra environment for the client commands (e.g. ``SLURM_CONF``).
     """
 
     def __init__(self, scheduler: str = "slurm", *, env: Mapping[str, str] | None = None) -> None:
-        from rackflow.core.schedulers import get_adapter
+        from rackflow.hooks.scheduler import LocalSchedulerHook
 
-        self.adapter = get_adapter(scheduler)
+        self.hook = LocalSchedulerHook(scheduler=scheduler, env=dict(env or {}))
+        self.adapter = self.hook.adapter
         if self.adapter.kind != "slurm":
             raise ValueError(f"S3 intake submits job scripts to slurm only so far, not {scheduler!r}")
-        self.env = dict(env) if env is not None else None
-
-    def _run(self, argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self.env} if self.env is not None else None
-        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
     def job_name(self, raw: str) -> str:
         return self.adapter.normalize_job_name(raw)
-
-    def find(self, job_name: str) -> list[str]:
-        out = self._run(self.adapter.find_by_name_command(job_name))
-        if out.returncode != 0:
-            raise ScriptSubmitError(f"looking up job {job_name} failed: {(out.stderr or out.stdout).strip()}")
-        return self.adapter.parse_find_by_name_output(out.stdout, job_name)
 
     def submit(self, job_dir: Path, job_name: str) -> tuple[str, bool]:
         """Submit ``job_dir/aws-job-run.sh`` from ``job_dir`` unless a job ``job_name`` exists.
 
         Returns (job id, newly submitted).
         """
-        existing = self.find(job_name)
+        existing = self.hook.find_by_name(job_name)
         if existing:
             return existing[0], False
         script = job_dir / JOB_SCRIPT_NAME
@@ -471,14 +460,11 @@ class LocalScriptScheduler:
             f"--chdir={job_dir}",
             str(script),
         ]
-        out = self._run(argv, cwd=job_dir)
+        out = self.hook.run(argv, check=False)
         if out.returncode != 0:
             raise ScriptSubmitError(f"sbatch refused the job script: {(out.stderr or out.stdout).strip()}")
         return self.adapter.parse_submit_output(out.stdout), True
 
     def status(self, job_ids: list[str]) -> dict[str, Any]:
-        """``{job_id: JobStatus}`` from one status command."""
-        out = self._run(self.adapter.status_command(job_ids))
-        if out.returncode != 0 and not self.adapter.is_unknown_job_error(out.stderr):
-            raise ScriptSubmitError(f"status of {job_ids} failed: {(out.stderr or out.stdout).strip()}")
-        return dict(self.adapter.parse_status_output(out.stdout))
+        """``{job_id: JobStatus}`` from one status command (a job the scheduler forgot reads FAILED)."""
+        return dict(self.hook.statuses(job_ids))
