@@ -118,3 +118,41 @@ def test_rackflow_inventory_lives_in_postgres(topology: Topology):
         hosts = conn.execute(text("SELECT name FROM rackflow_host ORDER BY name")).scalars().all()
     engine.dispose()
     assert hosts == ["host-a", "host-b", "host-c"]
+
+
+def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topology: Topology, tmp_path):
+    admin = topology.session("admin")
+    deadline = time.monotonic() + 120
+    while admin.get(f"{topology.url}/api/v2/dags/rackflow_job", timeout=30).status_code != 200:
+        assert time.monotonic() < deadline, "rackflow_job was never parsed by the dag-processor"
+        time.sleep(2)
+    admin.patch(f"{topology.url}/api/v2/dags/rackflow_job", json={"is_paused": False}, timeout=30)
+
+    out = tmp_path / "topology.out"
+    job = {"executable": "/bin/sh", "arguments": ["-c", f"sleep 3; echo topology-ok > {out}"]}
+    alice = topology.session("alice")
+    resp = alice.post(
+        f"{topology.url}/api/v2/dags/rackflow_job/dagRuns",
+        json={"logical_date": None, "conf": {"job": job}},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+
+    deadline = time.monotonic() + 240
+    state = ""
+    while time.monotonic() < deadline:
+        state = alice.get(f"{topology.url}/api/v2/dags/rackflow_job/dagRuns/{run_id}", timeout=30).json()[
+            "state"
+        ]
+        if state in ("success", "failed"):
+            break
+        time.sleep(2)
+    assert state == "success", (topology.logs / "scheduler.log").read_text()[-3000:]
+    assert out.read_text().strip() == "topology-ok"
+    # The wait was deferred: the separate triggerer process ran the trigger (and wrote its log), no
+    # worker held a slot for it.
+    run_logs = topology.logs / "logs" / "dag_id=rackflow_job" / f"run_id={run_id}"
+    trigger_logs = list(run_logs.glob("task_id=wait/*.log.trigger.*.log"))
+    assert trigger_logs, sorted(str(p) for p in run_logs.rglob("*.log"))
+    assert "Trigger fired event" in trigger_logs[0].read_text()
