@@ -1,0 +1,514 @@
+"""Jobnets become Airflow DAGs: one task per step, task groups for parallel groups, reverts, a report.
+
+The shape of every jobnet DAG (``jobnet_<name>``)::
+
+    a >> parallel_2[b, c] >> d            forward steps, in stage order
+      (all forward steps) >> revert_plan  trigger all_done: what to undo, from states and end times
+      revert_plan >> revert.d >> revert.parallel_2[b, c] >> revert.a     trigger all_done, reverse order
+      ... >> report                       trigger all_done: the table; fails the run if a step failed
+
+``revert_plan`` runs :func:`rackflow.core.jobnet.plan_revert` on the forward tasks' states and their
+recorded end times; each revert task runs only if the plan lists its step (else it is skipped), and
+the revert tasks are chained in reverse stage order, a parallel group's reverts side by side. A
+failed revert does not stop the others; the report shows it and fails the run. The same function
+(:func:`collect_report`) serves the report task and the plugin's JSON route.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+from airflow.sdk.exceptions import AirflowFailException
+
+from rackflow.core.jobnet import (
+    BoundAction,
+    JobnetLibrary,
+    LaunchedServer,
+    ParamSpec,
+    Reverted,
+    SshServer,
+    Stage,
+    StepResult,
+    StepState,
+    VmServer,
+    build_report,
+    format_report,
+    load_jobnets,
+    plan_revert,
+)
+from rackflow.operators.ssh_step import DEFAULT_SSH_CONN_ID, RESULT_KEY, SSHStepOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+
+DAG_ID_PREFIX = "jobnet_"
+PLAN_TASK_ID = "revert_plan"
+REPORT_TASK_ID = "report"
+REVERT_GROUP_ID = "revert"
+JOBNET_TAG_PREFIX = "jobnet:"
+DEFAULT_STEP_TIMEOUT = 3600.0
+_PARAM_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean"}
+_TASK_STATE_TO_STEP = {
+    "success": StepState.SUCCEEDED,
+    "failed": StepState.FAILED,
+    "skipped": StepState.SKIPPED,
+}
+
+
+def dag_id_for(name: str) -> str:
+    return f"{DAG_ID_PREFIX}{name}"
+
+
+@dataclass(frozen=True)
+class JobnetTaskIds:
+    """Where each step and revert lives in a jobnet DAG; shared by the factory and the report route."""
+
+    steps: dict[str, str]
+    reverts: dict[str, str]
+    plan: str = PLAN_TASK_ID
+    report: str = REPORT_TASK_ID
+
+    @classmethod
+    def for_stages(cls, stages: Sequence[Stage]) -> JobnetTaskIds:
+        steps: dict[str, str] = {}
+        reverts: dict[str, str] = {}
+        for number, stage in enumerate(stages, start=1):
+            group = f"{_group_id(number)}." if len(stage) > 1 else ""
+            for step in stage:
+                steps[step.id] = f"{group}{step.id}"
+                if step.revert is not None:
+                    reverts[step.id] = f"{REVERT_GROUP_ID}.{group}{step.id}"
+        return cls(steps=steps, reverts=reverts)
+
+
+def _group_id(stage_number: int) -> str:
+    return f"parallel_{stage_number}"
+
+
+@dataclass(frozen=True)
+class ServerBinding:
+    """How the servers of a jobnet reach SSH in this DAG.
+
+    :param launch_tasks: ``from_launch`` name -> task id of the launch whose XCom lists the servers.
+    :param server_connections: VM name -> SSH connection id; ``"*"`` is the default for every VM
+        (inventory or launched) not listed.
+    :param use_launch_address: Connect to a launched VM's address, not the connection's host.
+    """
+
+    launch_tasks: Mapping[str, str] = field(default_factory=dict)
+    server_connections: Mapping[str, str] = field(default_factory=lambda: {"*": DEFAULT_SSH_CONN_ID})
+    use_launch_address: bool = False
+
+    def connection_for(self, vm: str) -> str:
+        return self.server_connections.get(vm, self.server_connections.get("*", DEFAULT_SSH_CONN_ID))
+
+    def operator_kwargs(self, action: BoundAction) -> dict[str, Any]:
+        """Constructor arguments of :class:`SSHStepOperator` that say where ``action`` runs."""
+        server = action.server
+        env: dict[str, str] = {}
+        kwargs: dict[str, Any] = {"server_name": action.server_name}
+        if server is None:
+            kwargs["ssh_conn_id"] = None
+        elif isinstance(server, SshServer):
+            kwargs["ssh_conn_id"] = server.ssh_conn_id
+        elif isinstance(server, VmServer):
+            kwargs["ssh_conn_id"] = self.connection_for(server.vm)
+            env["RACKFLOW_SERVER"] = server.vm
+        elif isinstance(server, LaunchedServer):
+            if server.from_launch in self.launch_tasks:
+                kwargs.update(
+                    launch_task_id=self.launch_tasks[server.from_launch],
+                    launch_index=server.index,
+                    server_connections=dict(self.server_connections),
+                    use_launch_address=self.use_launch_address,
+                )
+            else:
+                # No launch in this DAG: the server is the default connection, named for the report.
+                name = f"{server.from_launch}-{server.index}"
+                kwargs["ssh_conn_id"] = self.connection_for(name)
+                env["RACKFLOW_SERVER"] = name
+        kwargs["env"] = {**env, **action.env}
+        return kwargs
+
+
+def dag_params(specs: Mapping[str, ParamSpec]) -> dict[str, Param]:
+    """Airflow params (JSON-schema validated at trigger time) from the jobnet's declarations."""
+    params = {}
+    for name, spec in specs.items():
+        kwargs: dict[str, Any] = {"type": _PARAM_TYPES[spec.type], "description": spec.description or None}
+        if spec.default is not None:
+            params[name] = Param(spec.default, **kwargs)
+        else:
+            params[name] = Param(**kwargs)
+    return params
+
+
+def _step_operator(
+    task_id: str,
+    action: BoundAction,
+    *,
+    step_id: str,
+    specs: Mapping[str, ParamSpec],
+    binding: ServerBinding,
+    default_timeout: float,
+    retry_delay: timedelta,
+    **extra: Any,
+) -> SSHStepOperator:
+    return SSHStepOperator(
+        task_id=task_id,
+        command=action.command,
+        script=action.script,
+        workdir=action.workdir,
+        jobnet_params=specs,
+        step_timeout=action.timeout or default_timeout,
+        step_id=step_id,
+        retries=action.retries,
+        retry_delay=retry_delay,
+        **binding.operator_kwargs(action),
+        **extra,
+    )
+
+
+class JobnetRevertPlanOperator(BaseOperator):
+    """Decide what to undo: :func:`plan_revert` on the forward steps' states and recorded end times.
+
+    Pushes ``{"failed": bool, "groups": [[step ids]], "without_revert": [...], "never_reverted": {...}}``.
+    Nothing failed: no groups, and every revert task skips itself.
+    """
+
+    ui_color = "#fde9d9"
+
+    def __init__(self, *, stages: Sequence[Stage], task_ids: JobnetTaskIds, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.stages = list(stages)
+        self.task_ids = task_ids
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        states = _task_states(context, list(self.task_ids.steps.values()))
+        step_states = {
+            step_id: _TASK_STATE_TO_STEP.get(str(states.get(task_id)), StepState.NOT_RUN)
+            for step_id, task_id in self.task_ids.steps.items()
+        }
+        failed = [step_id for step_id, state in step_states.items() if state is not StepState.SUCCEEDED]
+        if not failed:
+            self.log.info("Every step succeeded: nothing to revert")
+            return {"failed": False, "groups": [], "without_revert": [], "never_reverted": {}}
+        results = _pull_results(ti, self.task_ids.steps)
+        position = {step.id: i for i, stage in enumerate(self.stages) for step in stage}
+        completion = {
+            step_id: float(results.get(step_id, {}).get("finished_at") or position[step_id])
+            for step_id, state in step_states.items()
+            if state is StepState.SUCCEEDED
+        }
+        plan = plan_revert(self.stages, step_states, completion)
+        self.log.info("Steps not succeeded: %s", ", ".join(failed))
+        self.log.info("Revert order (group by group): %s", plan.order() or "nothing to revert")
+        if plan.without_revert:
+            self.log.info("Succeeded without a revert, left in place: %s", ", ".join(plan.without_revert))
+        return {
+            "failed": True,
+            "groups": plan.order(),
+            "without_revert": list(plan.without_revert),
+            "never_reverted": {k: v.value for k, v in plan.never_reverted.items()},
+        }
+
+
+class JobnetReportOperator(BaseOperator):
+    """The run's table (state, server, exit code, duration, output tail, reverted?) in the log and XCom.
+
+    Fails the task, and so the run, when a step did not succeed or a revert failed.
+    """
+
+    ui_color = "#e4ecf7"
+
+    def __init__(self, *, stages: Sequence[Stage], task_ids: JobnetTaskIds, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.stages = list(stages)
+        self.task_ids = task_ids
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        ti = context["ti"]
+        every = [*self.task_ids.steps.values(), *self.task_ids.reverts.values()]
+        states = _task_states(context, every)
+        results = _pull_results(ti, {**self.task_ids.steps})
+        revert_results = _pull_results(ti, self.task_ids.reverts)
+        rows = collect_report(self.stages, self.task_ids, states, results, revert_results)
+        self.log.info("Jobnet report\n%s", format_report(_core_rows(self.stages, rows)))
+        ti.xcom_push(key="report", value=rows)
+        bad = [row["step_id"] for row in rows if row["state"] != StepState.SUCCEEDED.value]
+        revert_failed = [row["step_id"] for row in rows if row["reverted"] == Reverted.FAILED.value]
+        if bad or revert_failed:
+            message = f"jobnet failed: steps not succeeded: {', '.join(bad) or 'none'}"
+            if revert_failed:
+                message += f"; reverts FAILED for: {', '.join(revert_failed)}"
+            raise AirflowFailException(message)
+        return rows
+
+
+def _task_states(context: Context, task_ids: list[str]) -> dict[str, str | None]:
+    ti = context["ti"]
+    answer = ti.get_task_states(dag_id=ti.dag_id, task_ids=task_ids, run_ids=[ti.run_id])
+    per_run = answer.get(ti.run_id, answer) if isinstance(answer, dict) else {}
+    return {task_id: per_run.get(task_id) for task_id in task_ids}
+
+
+def _pull_results(ti: Any, task_ids: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    results = {}
+    for step_id, task_id in task_ids.items():
+        value = ti.xcom_pull(task_ids=task_id, key=RESULT_KEY)
+        if isinstance(value, dict):
+            results[step_id] = value
+    return results
+
+
+def _output(result: Mapping[str, Any] | None) -> str:
+    if not result:
+        return ""
+    parts = [result.get("stdout_tail") or "", result.get("stderr_tail") or ""]
+    return "\n".join(part for part in parts if part)
+
+
+def collect_report(
+    stages: Sequence[Stage],
+    task_ids: JobnetTaskIds,
+    states: Mapping[str, str | None],
+    results: Mapping[str, Mapping[str, Any]],
+    revert_results: Mapping[str, Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Report rows (JSON-ready) from task states by task id and step/revert results by step id."""
+    step_results = {}
+    for step_id, task_id in task_ids.steps.items():
+        result = results.get(step_id)
+        step_results[step_id] = StepResult(
+            state=_TASK_STATE_TO_STEP.get(str(states.get(task_id)), StepState.NOT_RUN),
+            exit_code=(result or {}).get("exit_code"),
+            duration_s=(result or {}).get("duration_s"),
+            output=_output(result),
+        )
+    reverted: dict[str, bool] = {}
+    for step_id, task_id in task_ids.reverts.items():
+        state = states.get(task_id)
+        if state in ("success", "failed"):
+            reverted[step_id] = state == "success"
+    rows = []
+    for row in build_report(stages, step_results, reverted):
+        revert_task = task_ids.reverts.get(row.step_id)
+        revert_result = revert_results.get(row.step_id) or {}
+        rows.append(
+            {
+                **row.model_dump(mode="json"),
+                "task_id": task_ids.steps[row.step_id],
+                "task_state": states.get(task_ids.steps[row.step_id]),
+                "timed_out": bool((results.get(row.step_id) or {}).get("timed_out")),
+                "finished_at": (results.get(row.step_id) or {}).get("finished_at"),
+                "revert_task_id": revert_task,
+                "revert_task_state": states.get(revert_task) if revert_task else None,
+                "revert_exit_code": revert_result.get("exit_code"),
+                "revert_finished_at": revert_result.get("finished_at"),
+                "revert_output_tail": _output(revert_result),
+            }
+        )
+    return rows
+
+
+def _core_rows(stages: Sequence[Stage], rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    from rackflow.core.jobnet import ReportRow
+
+    return [ReportRow(**{k: row[k] for k in ReportRow.model_fields}) for row in rows]
+
+
+@dataclass
+class JobnetTasks:
+    """What :func:`add_jobnet_tasks` built: the entry tasks, the plan, the last revert and the report."""
+
+    task_ids: JobnetTaskIds
+    first: list[BaseOperator]
+    plan: BaseOperator
+    report: BaseOperator
+    forward: list[BaseOperator]
+    last_revert: list[BaseOperator]
+
+
+def add_jobnet_tasks(
+    stages: Sequence[Stage],
+    specs: Mapping[str, ParamSpec],
+    *,
+    binding: ServerBinding | None = None,
+    default_timeout: float = DEFAULT_STEP_TIMEOUT,
+    retry_delay: timedelta = timedelta(seconds=5),
+    before_report: Iterable[BaseOperator] = (),
+) -> JobnetTasks:
+    """Add a jobnet's step, revert, plan and report tasks to the DAG being defined (``with DAG(...)``)."""
+    binding = binding or ServerBinding()
+    ids = JobnetTaskIds.for_stages(stages)
+    common: dict[str, Any] = {
+        "specs": specs,
+        "binding": binding,
+        "default_timeout": default_timeout,
+        "retry_delay": retry_delay,
+    }
+    previous: list[BaseOperator] = []
+    forward: list[BaseOperator] = []
+    first: list[BaseOperator] = []
+    for number, stage in enumerate(stages, start=1):
+        if len(stage) == 1:
+            step = stage[0]
+            current: list[BaseOperator] = [
+                _step_operator(ids.steps[step.id], step.run, step_id=step.id, **common)
+            ]
+        else:
+            with TaskGroup(_group_id(number), tooltip=f"parallel: {', '.join(s.id for s in stage)}"):
+                current = [_step_operator(step.id, step.run, step_id=step.id, **common) for step in stage]
+        for task in current:
+            task.doc_md = f"Step `{task.task_id}` on server `{task.server_name}`."  # type: ignore[attr-defined]
+            task.set_upstream(previous)
+        previous = current
+        forward += current
+        first = first or current
+
+    plan = JobnetRevertPlanOperator(task_id=PLAN_TASK_ID, stages=stages, task_ids=ids)
+    plan.set_upstream(forward)
+    previous = [plan]
+    with TaskGroup(REVERT_GROUP_ID, tooltip="Undo finished steps in reverse order after a failure"):
+        for number in range(len(stages), 0, -1):
+            stage = stages[number - 1]
+            with_revert = [step for step in stage if step.revert is not None]
+            if not with_revert:
+                continue
+            if len(stage) == 1:
+                current = [_revert_operator(with_revert[0].id, with_revert[0], common)]
+            else:
+                with TaskGroup(_group_id(number)):
+                    current = [_revert_operator(step.id, step, common) for step in with_revert]
+            for task in current:
+                task.set_upstream(previous)
+            previous = current
+    last_revert = previous
+    report = JobnetReportOperator(task_id=REPORT_TASK_ID, stages=stages, task_ids=ids)
+    report.set_upstream([*previous, *before_report])
+    return JobnetTasks(ids, first, plan, report, forward, last_revert)
+
+
+def _revert_operator(task_id: str, step: Any, common: Mapping[str, Any]) -> SSHStepOperator:
+    return _step_operator(
+        task_id,
+        step.revert,
+        step_id=step.id,
+        revert_of=step.id,
+        plan_task_id=PLAN_TASK_ID,
+        trigger_rule="all_done",
+        **common,
+    )
+
+
+def jobnet_doc(name: str, description: str, stages: Sequence[Stage]) -> str:
+    lines = [f"# jobnet `{name}`", "", description or "", "", "| # | steps (parallel) | server | revert |"]
+    lines.append("|---|---|---|---|")
+    for number, stage in enumerate(stages, start=1):
+        for step in stage:
+            lines.append(
+                f"| {number} | `{step.id}` | {step.run.server_name} | {'yes' if step.revert else '—'} |"
+            )
+    lines += ["", "A failed step reverts the finished ones in reverse order; see the `report` task."]
+    return "\n".join(lines)
+
+
+def build_jobnet_dag(
+    library: JobnetLibrary,
+    name: str,
+    *,
+    binding: ServerBinding | None = None,
+    default_timeout: float = DEFAULT_STEP_TIMEOUT,
+    retry_delay: timedelta = timedelta(seconds=5),
+    dag_id: str | None = None,
+    tags: Iterable[str] = (),
+) -> DAG:
+    """One jobnet of ``library`` as the DAG ``jobnet_<name>`` (manual runs only; params from the jobnet)."""
+    jobnet = library.jobnets[name]
+    stages = library.stages(name)
+    specs = library.params(name)
+    with DAG(
+        dag_id=dag_id or dag_id_for(name),
+        description=(jobnet.description or f"jobnet {name}")[:200],
+        schedule=None,
+        start_date=datetime(2025, 1, 1),
+        catchup=False,
+        params=dag_params(specs),
+        tags=["rackflow", "jobnet", f"{JOBNET_TAG_PREFIX}{name}", *tags],
+        doc_md=jobnet_doc(name, jobnet.description, stages),
+        max_active_runs=1,
+    ) as dag:
+        add_jobnet_tasks(
+            stages, specs, binding=binding, default_timeout=default_timeout, retry_delay=retry_delay
+        )
+    return dag
+
+
+@dataclass
+class _Cached:
+    key: tuple[tuple[str, float, int], ...]
+    library: JobnetLibrary
+
+
+_CACHE: dict[str, _Cached] = {}
+
+
+def cached_library(folder: str | Path) -> JobnetLibrary:
+    """:func:`load_jobnets`, reused while no YAML file in ``folder`` changed (mtime, size, names).
+
+    The dag-processor often parses the DAG files in one long-lived process per file; this keeps the
+    folder from being re-validated when nothing in it changed.
+    """
+    folder = Path(folder)
+    try:
+        entries = sorted(
+            (entry.name, entry.stat().st_mtime, entry.stat().st_size)
+            for entry in os.scandir(folder)
+            if entry.name.endswith((".yaml", ".yml"))
+        )
+    except FileNotFoundError:
+        return JobnetLibrary()
+    key = tuple(entries)
+    cached = _CACHE.get(str(folder))
+    if cached is None or cached.key != key:
+        cached = _Cached(key, load_jobnets(folder))
+        _CACHE[str(folder)] = cached
+    return cached.library
+
+
+def build_jobnet_dags(
+    folder: str | Path,
+    *,
+    binding: ServerBinding | None = None,
+    retry_delay: timedelta = timedelta(seconds=5),
+) -> dict[str, DAG]:
+    """Every usable jobnet of ``folder`` as a DAG, by dag id. Broken files are left out here; see
+    :func:`raise_jobnet_errors` for how they reach Airflow's import errors."""
+    library = cached_library(folder)
+    return {
+        dag_id_for(name): build_jobnet_dag(library, name, binding=binding, retry_delay=retry_delay)
+        for name in sorted(library.jobnets)
+    }
+
+
+class JobnetFolderError(Exception):
+    """Some jobnet files of the folder cannot be used; the message names each file, line and reason."""
+
+
+def raise_jobnet_errors(folder: str | Path) -> None:
+    """Raise :class:`JobnetFolderError` listing every broken jobnet file (for an import error in the UI)."""
+    library = cached_library(folder)
+    if library.errors:
+        raise JobnetFolderError(
+            f"{len(library.errors)} jobnet file(s) in {folder} cannot be used "
+            "(the other jobnets are DAGs as usual):\n" + "\n".join(str(err) for err in library.errors)
+        )
