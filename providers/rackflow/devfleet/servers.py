@@ -401,7 +401,7 @@ class SeaweedS3(Server):
                 f"-volume.port.grpc={free_port()}",
                 f"-filer.port={filer}",
                 f"-filer.port.grpc={free_port()}",
-                "-volume.max=20",
+                "-volume.max=100",
                 "-master.volumeSizeLimitMB=256",
                 "-s3",
                 f"-s3.port={self.port}",
@@ -409,7 +409,9 @@ class SeaweedS3(Server):
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 f"-s3.config={identities}",
-            ]
+            ],
+            # One volume per new bucket (collection) instead of 7: tests make many small buckets.
+            env={"WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"},
         )
         self._await_port()
         self._create_buckets()
