@@ -9,6 +9,13 @@ from rackflow_plugin.app import URL_PREFIX, create_app
 # Pages shown inside Airflow's UI (nav entries); each is served by the app under /rackflow/ui/.
 PAGES = [
     {"name": "rackflow", "page": "home", "icon": "server"},
+    # A tab on every DAG run: the jobnet report of that run (Airflow fills {DAG_ID} and {RUN_ID}).
+    {
+        "name": "jobnet report",
+        "page": "jobnet_report",
+        "destination": "dag_run",
+        "query": "?dag_id={DAG_ID}&run_id={RUN_ID}",
+    },
 ]
 
 
@@ -18,8 +25,8 @@ class RackflowPlugin(AirflowPlugin):
     external_views = [
         {
             "name": page["name"],
-            "href": f"{URL_PREFIX}/ui/{page['page']}",
-            "destination": "nav",
+            "href": f"{URL_PREFIX}/ui/{page['page']}" + page.get("query", ""),
+            "destination": page.get("destination", "nav"),
             "url_route": f"rackflow-{page['page']}",
             "category": "rackflow",
         }
