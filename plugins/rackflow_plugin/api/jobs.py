@@ -1,0 +1,281 @@
+"""The job API: submit a batch job, list and follow your jobs, terminate one.
+
+A job is a run of the ``rackflow_job`` DAG: its id is the run id and its owner the run's triggering
+user. Owners see their own jobs, admins see all; anyone else's job is 404 (its existence is not
+revealed). Submitting needs the right to trigger ``rackflow_job``, reading the right to read it.
+Termination is asynchronous and idempotent: the first request marks the job, the DAG's stages and
+the scheduler trigger act on it (one cancel command), later requests change nothing and say so.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from airflow.api_fastapi.common.dagbag import create_dag_bag
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+from airflow.models.dagrun import DagRun
+from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from rackflow.core.jobspec import JobDescriptionError, parse_job_description
+from rackflow.dag_factories.job import JOB_DAG_ID
+from rackflow.db import jobs as jobs_db
+from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+FINISHED_RUN_STATES = ("success", "failed")
+
+
+class JobSubmitted(BaseModel):
+    job_id: str = Field(description="The job id (the rackflow_job DAG run id).")
+    state: str
+    owner: str
+
+
+class JobEventOut(BaseModel):
+    time: datetime
+    state: str
+    message: str
+    scheduler_job_id: str | None = None
+    node: str | None = None
+
+
+class JobProperties(BaseModel):
+    scheduler: str | None = None
+    scheduler_job_id: str | None = None
+    exit_code: int | None = None
+    cpu_time: int | None = Field(default=None, description="Seconds of CPU, where the scheduler reports it.")
+    wall_time: int | None = Field(default=None, description="Seconds from start to end.")
+    max_memory: int | None = Field(default=None, description="Peak memory in bytes, where reported.")
+    nodes: list[str] = []
+    workdir: str | None = None
+
+
+class JobOut(BaseModel):
+    job_id: str
+    owner: str | None
+    state: str = Field(description="PSI/J state: QUEUED, ACTIVE, COMPLETED, FAILED or CANCELED.")
+    message: str | None = None
+    submitted_at: datetime | None = None
+    run_state: str | None = Field(default=None, description="The Airflow DAG run's state.")
+    terminate_requested_by: str | None = None
+    properties: JobProperties = JobProperties()
+    events: list[JobEventOut] = []
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+    total: int
+
+
+class TerminateOut(BaseModel):
+    job_id: str
+    state: str
+    acted: bool = Field(description="True only for the request that started the termination.")
+    message: str
+
+
+def _dag_bag(request: Request) -> Any:
+    """Airflow's shared DagBag lives on the main app's state; a mounted plugin app has its own state."""
+    app = request.app
+    if getattr(app.state, "dag_bag", None) is None:
+        app.state.dag_bag = create_dag_bag()
+    return app.state.dag_bag
+
+
+def job_state(run_state: str | None, row: Any) -> str:
+    """The job's PSI/J state from its record and its DAG run's state."""
+    if row is not None and row.state in jobs_db.FINAL_STATES:
+        return str(row.state)
+    if run_state == "success":
+        return "COMPLETED"
+    if run_state == "failed":
+        return "CANCELED" if row is not None and row.terminate_requested_at is not None else "FAILED"
+    return str(row.state) if row is not None else "QUEUED"
+
+
+def _out(run: DagRun, row: Any, with_events: bool = False) -> JobOut:
+    props = JobProperties()
+    if row is not None:
+        props = JobProperties(
+            scheduler=row.scheduler,
+            scheduler_job_id=row.scheduler_job_id,
+            exit_code=row.exit_code,
+            cpu_time=row.cpu_time_s,
+            wall_time=row.wall_time_s,
+            max_memory=row.max_memory,
+            nodes=[n for n in (row.nodes or "").split(",") if n],
+            workdir=row.workdir,
+        )
+    events = []
+    if with_events:
+        events = [
+            JobEventOut(
+                time=e.at, state=e.state, message=e.message, scheduler_job_id=e.scheduler_job_id, node=e.node
+            )
+            for e in jobs_db.events(JOB_DAG_ID, run.run_id)
+        ]
+    return JobOut(
+        job_id=run.run_id,
+        owner=run.triggering_user_name,
+        state=job_state(run.state, row),
+        message=row.message if row is not None else None,
+        submitted_at=run.run_after or run.start_date,
+        run_state=run.state,
+        terminate_requested_by=row.terminate_requested_by if row is not None else None,
+        properties=props,
+        events=events,
+    )
+
+
+def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == JOB_DAG_ID, DagRun.run_id == job_id))
+    if run is None or (run.triggering_user_name != user.get_name() and not is_admin(user)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return run
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=JobSubmitted,
+    summary="Submit a job",
+    description="Body: a job description (PSI/J JobSpec JSON with stage_in/stage_out), or JSDL 1.0 XML "
+    "with the HPC Profile Application extension (Content-Type application/xml). An invalid description "
+    "is refused with 400 naming each field, and no job is recorded.",
+    responses={400: {"description": "Invalid job description"}, 403: {"description": "Not allowed"}},
+    dependencies=[can_trigger(JOB_DAG_ID)],  # type: ignore[list-item]
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/xml": {"schema": {"type": "string"}},
+            },
+            "required": True,
+        }
+    },
+)
+async def submit_job(request: Request, user: CurrentUser, session: SessionDep) -> JobSubmitted:
+    raw = (await request.body()).decode("utf-8", "replace")
+    try:
+        if "xml" not in request.headers.get("content-type", ""):
+            try:
+                data: Any = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not JSON: {exc}") from exc
+            if isinstance(data, dict) and set(data) == {"job"}:
+                data = data["job"]  # also accept the DAG's own conf shape
+            job = parse_job_description(data)
+        else:
+            job = parse_job_description(raw)
+    except JobDescriptionError as exc:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, {"message": str(exc), "problems": exc.problems}
+        ) from exc
+    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
+
+    run_id = f"job__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:12]}"
+    body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf={"job": job.to_dict()})
+    trigger_dag_run(JOB_DAG_ID, body, _dag_bag(request), user, session, request)
+    return JobSubmitted(job_id=run_id, state="QUEUED", owner=user.get_name())
+
+
+@router.get(
+    "",
+    response_model=JobList,
+    summary="List your jobs (admins: everyone's)",
+    dependencies=[can_read(JOB_DAG_ID)],  # type: ignore[list-item]
+)
+def list_jobs(
+    user: CurrentUser,
+    session: SessionDep,
+    state: Annotated[str | None, Query(description="Only jobs in this PSI/J state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    all_users: Annotated[bool, Query(description="Admins: include every user's jobs (default).")] = True,
+) -> JobList:
+    query = select(DagRun).where(DagRun.dag_id == JOB_DAG_ID)
+    if not (is_admin(user) and all_users):
+        query = query.where(DagRun.triggering_user_name == user.get_name())
+    runs = list(session.scalars(query.order_by(DagRun.id.desc())))
+    rows = jobs_db.get_jobs(JOB_DAG_ID, [r.run_id for r in runs])
+    out = [_out(r, rows.get(r.run_id)) for r in runs]
+    if state:
+        out = [j for j in out if j.state == state.upper()]
+    return JobList(jobs=out[offset : offset + limit], total=len(out))
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    summary="One job: state, chronological events and properties",
+    responses={404: {"description": "No such job (or not yours)"}},
+    dependencies=[can_read(JOB_DAG_ID)],  # type: ignore[list-item]
+)
+def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
+    run = _own_run(job_id, user, session)
+    return _out(run, jobs_db.get_job(JOB_DAG_ID, job_id), with_events=True)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_model=list[JobEventOut],
+    summary="A job's events, oldest first",
+    responses={404: {"description": "No such job (or not yours)"}},
+    dependencies=[can_read(JOB_DAG_ID)],  # type: ignore[list-item]
+)
+def get_job_events(job_id: str, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
+    run = _own_run(job_id, user, session)
+    return _out(run, None, with_events=True).events
+
+
+@router.post(
+    "/{job_id}/terminate",
+    response_model=TerminateOut,
+    summary="Terminate a job (asynchronous, idempotent)",
+    description="The first request marks the job for termination and returns 202: the scheduler job is "
+    "cancelled (once), remaining stages are skipped and the job directory is removed. Later requests, "
+    "and requests on a finished job, change nothing and return 200 saying why.",
+    responses={
+        202: {"description": "Termination started"},
+        404: {"description": "No such job (or not yours)"},
+    },
+    dependencies=[can_trigger(JOB_DAG_ID)],  # type: ignore[list-item]
+)
+def terminate_job(
+    job_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    reason: Annotated[str | None, Body(embed=True)] = None,
+) -> Any:
+    from fastapi.responses import JSONResponse
+
+    run = _own_run(job_id, user, session)
+    row = jobs_db.get_job(JOB_DAG_ID, job_id)
+    state = job_state(run.state, row)
+    if state in jobs_db.FINAL_STATES or run.state in FINISHED_RUN_STATES:
+        return TerminateOut(
+            job_id=job_id, state=state, acted=False, message=f"job already finished ({state}): ignored"
+        )
+    if not jobs_db.request_termination(JOB_DAG_ID, job_id, user.get_name()):
+        row = jobs_db.get_job(JOB_DAG_ID, job_id)
+        return TerminateOut(
+            job_id=job_id,
+            state=job_state(run.state, row),
+            acted=False,
+            message=f"already terminating (requested by {row.terminate_requested_by if row else 'someone'})",
+        )
+    jobs_db.record_event(
+        JOB_DAG_ID,
+        job_id,
+        None,
+        f"termination requested by {user.get_name()}" + (f": {reason}" if reason else ""),
+    )
+    out = TerminateOut(job_id=job_id, state=state, acted=True, message="terminating")
+    return JSONResponse(out.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)

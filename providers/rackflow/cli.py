@@ -1,0 +1,163 @@
+"""``rackflow`` command line: batch jobs through the job API (``/rackflow/api/jobs``) with a token.
+
+    rackflow job submit spec.json [--wait]     # JSON job description or JSDL XML; prints the job id
+    rackflow job status JOB_ID
+    rackflow job events JOB_ID
+    rackflow job cancel JOB_ID
+    rackflow job list [--state FAILED]
+
+Server and credentials: ``--url`` (``RACKFLOW_URL``, default http://127.0.0.1:8080) and either
+``--token`` (``RACKFLOW_TOKEN``) or ``--user``/``--password`` (``RACKFLOW_USER``/``RACKFLOW_PASSWORD``,
+exchanged at Airflow's ``POST /auth/token``). Everything goes over plain HTTP+JSON, so any client that
+speaks the same protocol can replace this one. Output is JSON; exit status is 0 on success, 1 when a
+waited-for job did not complete, 2 on a request error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status}: {json.dumps(detail) if not isinstance(detail, str) else detail}")
+        self.status = status
+        self.detail = detail
+
+
+class JobClient:
+    """The job API over HTTP."""
+
+    def __init__(
+        self, url: str, token: str | None = None, user: str | None = None, password: str | None = None
+    ):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        if token is None:
+            if not user or password is None:
+                raise ApiError(
+                    0, "give --token (RACKFLOW_TOKEN) or --user/--password (RACKFLOW_USER/_PASSWORD)"
+                )
+            resp = self.session.post(
+                f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=30
+            )
+            if resp.status_code not in (200, 201):
+                raise ApiError(resp.status_code, _detail(resp))
+            token = resp.json()["access_token"]
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.session.request(method, f"{self.url}/rackflow/api/jobs{path}", timeout=60, **kwargs)
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, _detail(resp))
+        return resp.json()
+
+    def submit(self, spec_text: str) -> dict[str, Any]:
+        xml = spec_text.lstrip().startswith("<")
+        return dict(
+            self._call(
+                "POST",
+                "",
+                data=spec_text.encode(),
+                headers={"Content-Type": "application/xml" if xml else "application/json"},
+            )
+        )
+
+    def status(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/{job_id}"))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/{job_id}/events"))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/{job_id}/terminate", json={}))
+
+    def list(self, state: str | None = None) -> dict[str, Any]:
+        return dict(self._call("GET", "", params={"state": state} if state else None))
+
+    def wait(self, job_id: str, interval: float = 2.0, timeout: float | None = None) -> dict[str, Any]:
+        """Poll until the job is final and its run has finished (stage_out and cleanup done)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.status(job_id)
+            if job["state"] in FINAL_STATES and job.get("run_state") in ("success", "failed"):
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise ApiError(0, f"job {job_id} still {job['state']} after {timeout}s")
+            time.sleep(interval)
+
+
+def _detail(resp: requests.Response) -> Any:
+    try:
+        return resp.json().get("detail", resp.json())
+    except ValueError:
+        return resp.text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rackflow", description="rackflow command line")
+    parser.add_argument("--url", default=os.environ.get("RACKFLOW_URL", "http://127.0.0.1:8080"))
+    parser.add_argument("--token", default=os.environ.get("RACKFLOW_TOKEN"))
+    parser.add_argument("--user", default=os.environ.get("RACKFLOW_USER"))
+    parser.add_argument("--password", default=os.environ.get("RACKFLOW_PASSWORD"))
+    top = parser.add_subparsers(dest="area", required=True)
+    job = top.add_parser("job", help="batch jobs on the local scheduler").add_subparsers(
+        dest="cmd", required=True
+    )
+    submit = job.add_parser("submit", help="submit a job description (JSON or JSDL XML; '-' reads stdin)")
+    submit.add_argument("spec")
+    submit.add_argument(
+        "--wait", action="store_true", help="wait until the job ends; exit 1 unless COMPLETED"
+    )
+    submit.add_argument("--interval", type=float, default=2.0)
+    submit.add_argument("--timeout", type=float, default=None)
+    for name, text in (
+        ("status", "state and properties"),
+        ("events", "chronological events"),
+        ("cancel", "terminate"),
+    ):
+        sub = job.add_parser(name, help=text)
+        sub.add_argument("job_id")
+    listing = job.add_parser("list", help="your jobs")
+    listing.add_argument("--state", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        client = JobClient(args.url, args.token, args.user, args.password)
+        rc = 0
+        if args.cmd == "submit":
+            text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
+            result: Any = client.submit(text)
+            if args.wait:
+                result = client.wait(result["job_id"], args.interval, args.timeout)
+                rc = 0 if result["state"] == "COMPLETED" else 1
+        elif args.cmd == "status":
+            result = client.status(args.job_id)
+        elif args.cmd == "events":
+            result = client.events(args.job_id)
+        elif args.cmd == "cancel":
+            result = client.cancel(args.job_id)
+        else:
+            result = client.list(args.state)
+    except (ApiError, OSError, requests.RequestException) as exc:
+        print(json.dumps({"error": str(exc)}), file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

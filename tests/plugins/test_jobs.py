@@ -1,0 +1,106 @@
+"""The job API in Airflow's real API app (in process): validation, ownership, termination bookkeeping."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
+
+JOBS = "/rackflow/api/jobs"
+RUNS = "/api/v2/dags/rackflow_job/dagRuns"
+
+
+@pytest.fixture(scope="module")
+def job_dag(airflow_db: Path, rackflow_db: str) -> str:
+    """The dags folder parsed into the metadata DB, as the dag-processor would (rackflow_job among them)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    for bundle in manager.get_all_dag_bundles():
+        if not bundle.is_initialized:
+            bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        assert "rackflow_job" in bag.dags, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+    return "rackflow_job"
+
+
+def _runs(api: Any, auth: Any) -> int:
+    resp = api.get(RUNS, headers=auth("admin"))
+    assert resp.status_code == 200, resp.text
+    return int(resp.json()["total_entries"])
+
+
+def test_invalid_description_is_400_naming_the_field_and_records_nothing(
+    api: Any, auth: Any, job_dag: str
+) -> None:
+    before = _runs(api, auth)
+    resp = api.post(JOBS, json={"executable": 5}, headers=auth("alice"))
+    assert resp.status_code == 400, resp.text
+    assert any(p.startswith("executable") for p in resp.json()["detail"]["problems"])
+    raw = api.post(
+        RUNS, json={"logical_date": None, "conf": {"job": {"executable": 5}}}, headers=auth("alice")
+    )
+    assert raw.status_code == 400
+    assert api.post(JOBS, content=b"{not json", headers=auth("alice")).status_code == 400
+    assert _runs(api, auth) == before
+
+
+def test_submit_list_get_and_ownership(api: Any, auth: Any, job_dag: str) -> None:
+    resp = api.post(JOBS, json={"executable": "/bin/true"}, headers=auth("alice"))
+    assert resp.status_code == 201, resp.text
+    job_id = resp.json()["job_id"]
+    assert resp.json()["owner"] == "alice"
+
+    mine = api.get(JOBS, headers=auth("alice")).json()["jobs"]
+    assert job_id in [j["job_id"] for j in mine]
+    assert all(j["owner"] == "alice" for j in mine)
+    assert job_id not in [j["job_id"] for j in api.get(JOBS, headers=auth("bob")).json()["jobs"]]
+    assert job_id in [j["job_id"] for j in api.get(JOBS, headers=auth("admin")).json()["jobs"]]
+
+    job = api.get(f"{JOBS}/{job_id}", headers=auth("alice")).json()
+    assert job["state"] == "QUEUED" and job["owner"] == "alice"
+    assert api.get(f"{JOBS}/{job_id}", headers=auth("admin")).status_code == 200
+    # bob can neither see nor cancel alice's job, nor learn that it exists.
+    assert api.get(f"{JOBS}/{job_id}", headers=auth("bob")).status_code == 404
+    assert api.get(f"{JOBS}/{job_id}/events", headers=auth("bob")).status_code == 404
+    assert api.post(f"{JOBS}/{job_id}/terminate", json={}, headers=auth("bob")).status_code == 404
+    assert api.get(f"{JOBS}/no-such-job", headers=auth("alice")).status_code == 404
+    assert api.get(JOBS).status_code == 401
+    assert api.post(JOBS, json={"executable": "/bin/true"}, headers=auth("victor")).status_code == 403
+
+
+def test_terminate_first_request_acts_later_ones_say_already_terminating(
+    api: Any, auth: Any, job_dag: str
+) -> None:
+    from rackflow.db import jobs
+
+    job_id = api.post(
+        JOBS, json={"executable": "/bin/sleep", "arguments": ["60"]}, headers=auth("bob")
+    ).json()["job_id"]
+    first = api.post(f"{JOBS}/{job_id}/terminate", json={"reason": "wrong input"}, headers=auth("bob"))
+    second = api.post(f"{JOBS}/{job_id}/terminate", json={}, headers=auth("bob"))
+    assert first.status_code == 202 and first.json()["acted"] is True
+    assert second.status_code == 200 and second.json()["acted"] is False
+    assert "already terminating" in second.json()["message"]
+    assert jobs.termination_requested("rackflow_job", job_id) == "bob"
+    events = api.get(f"{JOBS}/{job_id}/events", headers=auth("bob")).json()
+    assert [e["message"] for e in events] == ["termination requested by bob: wrong input"]
+
+
+def test_openapi_documents_the_job_routes(api: Any) -> None:
+    paths = api.get("/rackflow/openapi.json").json()["paths"]
+    assert {
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/events",
+        "/api/jobs/{job_id}/terminate",
+    } <= set(paths)
