@@ -133,6 +133,9 @@ class S3JobsHook(BaseHook):
     :param aws_conn_id: Airflow connection of type Amazon Web Services.
     :param bucket_name: the intake bucket.
     :param page_size: keys per listing page (S3 caps it at 1,000).
+    :param transfer_chunk_mib: part size of multipart transfers; memory held per file is about
+        ``transfer_chunk_mib * transfer_concurrency`` whatever the file size.
+    :param transfer_concurrency: parallel parts per file transfer.
     """
 
     conn_name_attr = "aws_conn_id"
@@ -146,9 +149,24 @@ class S3JobsHook(BaseHook):
         *,
         bucket_name: str,
         page_size: int = 1000,
+        transfer_chunk_mib: int = 8,
+        transfer_concurrency: int = 2,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        from boto3.s3.transfer import TransferConfig
+
+        chunk = transfer_chunk_mib * 1024 * 1024
+        self.transfer_config = TransferConfig(
+            multipart_threshold=chunk,
+            multipart_chunksize=chunk,
+            max_concurrency=transfer_concurrency,
+            max_io_queue=transfer_concurrency * 4,
+            io_chunksize=256 * 1024,
+        )
+        # s3transfer's read-ahead bounds (defaults: 10 upload parts, 1,000 download io chunks).
+        self.transfer_config.max_in_memory_upload_chunks = transfer_concurrency
+        self.transfer_config.max_in_memory_download_chunks = transfer_concurrency * 8
         self.aws_conn_id = aws_conn_id
         self.bucket_name = bucket_name
         self.page_size = page_size
@@ -377,7 +395,7 @@ class S3JobsHook(BaseHook):
                 result.skipped[key] = reason
                 continue
             with os.fdopen(fd, "wb") as out:
-                self.client.download_fileobj(self.bucket_name, key, out)
+                self.client.download_fileobj(self.bucket_name, key, out, Config=self.transfer_config)
                 result.bytes += out.tell()
             result.keys.append(key)
         if f"{name}/{JOB_SCRIPT_NAME}" in keys and not (base / JOB_SCRIPT_NAME).is_file():
@@ -409,7 +427,7 @@ class S3JobsHook(BaseHook):
                 continue
             size = os.fstat(fd).st_size
             with os.fdopen(fd, "rb") as src:
-                self.client.upload_fileobj(src, self.bucket_name, key)
+                self.client.upload_fileobj(src, self.bucket_name, key, Config=self.transfer_config)
             result.bytes += size
             result.keys.append(key)
         return result
