@@ -43,6 +43,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.operators.scheduler"]},
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.operators.s3_intake"]},
+            {"integration-name": "Redfish", "python-modules": ["rackflow.operators.power"]},
         ],
         "sensors": [
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.sensors.s3_job_status"]},
