@@ -1,0 +1,143 @@
+"""The VM DAGs: ``rackflow_launch_vms`` (N VMs from an image on one chosen host) and its reverse.
+
+Both take validated params, so a bad host, count or pattern is refused by the UI form and by
+``POST /api/v2/dags/<dag_id>/dagRuns`` (400, no run recorded). The host list comes from the rackflow
+inventory when the file is parsed (the fleet file if the inventory cannot be read).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+
+from rackflow.core.vm_naming import MAX_COUNT
+from rackflow.hooks.libvirt import DEFAULT_POOL
+from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOnHostOperator
+
+LAUNCH_DAG_ID = "rackflow_launch_vms"
+DESTROY_DAG_ID = "rackflow_destroy_vms"
+# One {seq} field with optional zero padding, DNS-label characters around it.
+PATTERN_RE = r"^[a-z0-9-]*\{seq(:0?[0-9]{0,2}d?)?\}[a-z0-9-]*$"
+NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+IMAGE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$"
+
+
+def inventory_host_names() -> list[str]:
+    """Host names for the params' enum: the inventory, else the fleet file, else none (no enum)."""
+    try:
+        from sqlalchemy import select
+
+        from rackflow.db.models import Host
+        from rackflow.db.session import session_scope
+
+        with session_scope() as session:
+            names = sorted(session.scalars(select(Host.name)))
+        if names:
+            return names
+    except Exception:  # no inventory yet: fall back to the fleet file
+        pass
+    try:
+        from rackflow import settings
+        from rackflow.core.fleet import Fleet
+
+        return sorted(h.name for h in Fleet.load(settings.fleet_file()).hosts)
+    except Exception:
+        return []
+
+
+def _host_param(hosts: list[str]) -> Param:
+    extra = {"enum": hosts} if hosts else {"pattern": NAME_RE}
+    return Param(
+        hosts[0] if hosts else "",
+        type="string",
+        title="Physical host",
+        description="Host from the rackflow inventory.",
+        **extra,
+    )
+
+
+def create_launch_dag(
+    dag_id: str = LAUNCH_DAG_ID,
+    *,
+    hosts: list[str] | None = None,
+    timeout: timedelta = timedelta(minutes=10),
+    storage_pool: str = DEFAULT_POOL,
+    tags: list[str] | None = None,
+) -> DAG:
+    """Build the launch DAG.
+
+    :param dag_id: DAG id (the layout page triggers ``rackflow_launch_vms``).
+    :param hosts: allowed host names; default: the inventory's.
+    :param timeout: how long the VMs may take to run before the launch is rolled back.
+    :param storage_pool: libvirt pool holding images and clones.
+    :param tags: DAG tags.
+    """
+    hosts = inventory_host_names() if hosts is None else hosts
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        catchup=False,
+        tags=tags or ["rackflow", "vms"],
+        doc_md=__doc__,
+        render_template_as_native_obj=True,
+        params={
+            "host": _host_param(hosts),
+            "image": Param("debian-12.qcow2", type="string", pattern=IMAGE_RE, title="Base image"),
+            "count": Param(1, type="integer", minimum=1, maximum=MAX_COUNT, title="Number of VMs"),
+            "pattern": Param(
+                "vm-{seq:02d}",
+                type="string",
+                pattern=PATTERN_RE,
+                title="Name pattern",
+                description="One {seq} field, e.g. hadoop-{seq:02d}.",
+            ),
+            "start": Param(None, type=["null", "integer"], minimum=0, title="First number (empty: continue)"),
+            "vcpus": Param(1, type="integer", minimum=1, maximum=256, title="vCPUs per VM"),
+            "memory_mib": Param(512, type="integer", minimum=16, maximum=4_194_304, title="MiB per VM"),
+            "network": Param(None, type=["null", "string"], title="libvirt network (empty: none)"),
+            "keep_on_failure": Param(False, type="boolean", title="Keep VMs of a failed launch"),
+        },
+    ) as dag:
+        LaunchVMsOnHostOperator(
+            task_id="launch",
+            host="{{ params.host }}",
+            image="{{ params.image }}",
+            count="{{ params.count }}",
+            name_pattern="{{ params.pattern }}",
+            start="{{ params.start }}",
+            vcpus="{{ params.vcpus }}",
+            memory_mib="{{ params.memory_mib }}",
+            network="{{ params.network or '' }}",
+            storage_pool=storage_pool,
+            timeout=timeout,
+            keep_on_failure="{{ params.keep_on_failure }}",  # type: ignore[arg-type]
+            deferrable=True,
+        )
+    return dag
+
+
+def create_destroy_dag(dag_id: str = DESTROY_DAG_ID, *, hosts: list[str] | None = None) -> DAG:
+    """Build the destroy DAG (``host`` + ``names``)."""
+    hosts = inventory_host_names() if hosts is None else hosts
+    with DAG(
+        dag_id=dag_id,
+        schedule=None,
+        catchup=False,
+        tags=["rackflow", "vms"],
+        doc_md="Destroy VMs on one host: power off, undefine, delete the disks rackflow cloned.",
+        render_template_as_native_obj=True,
+        params={
+            "host": _host_param(hosts),
+            "names": Param(
+                [],
+                type="array",
+                items={"type": "string", "pattern": NAME_RE},
+                minItems=1,
+                maxItems=MAX_COUNT,
+                title="VM names",
+            ),
+        },
+    ) as dag:
+        DestroyVMsOperator(task_id="destroy", host="{{ params.host }}", names="{{ params.names }}")
+    return dag
