@@ -41,6 +41,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.hooks.s3_jobs"]},
         ],
         "operators": [
+            {"integration-name": "libvirt", "python-modules": ["rackflow.operators.libvirt"]},
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.operators.scheduler"]},
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.operators.s3_intake"]},
             {"integration-name": "Redfish", "python-modules": ["rackflow.operators.power"]},
@@ -49,6 +50,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.sensors.s3_job_status"]},
         ],
         "triggers": [
+            {"integration-name": "libvirt", "python-modules": ["rackflow.triggers.libvirt"]},
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.triggers.scheduler"]},
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.triggers.s3_job_status"]},
         ],
