@@ -1,4 +1,4 @@
-"""Broken jobnet files show up as this file's import error (file, line, reason); the good ones are DAGs.
+"""Broken jobnet files show up as this file's Airflow import error (file, line, reason); good ones are DAGs.
 
 Kept apart from ``rackflow_jobnets.py`` so one bad YAML file never hides the other jobnets' DAGs.
 """

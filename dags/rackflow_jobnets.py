@@ -1,4 +1,4 @@
-"""One DAG ``jobnet_<name>`` per jobnet YAML in ``[rackflow] jobnets_folder``."""
+"""One Airflow DAG ``jobnet_<name>`` per jobnet YAML in ``[rackflow] jobnets_folder``."""
 
 from __future__ import annotations
 
