@@ -28,6 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from rackflow.core.jobnet import (
     BoundAction,
+    Jobnet,
     JobnetLibrary,
     LaunchedServer,
     ParamSpec,
@@ -451,6 +452,15 @@ def build_jobnet_dag(
             stages, specs, binding=binding, default_timeout=default_timeout, retry_delay=retry_delay
         )
     return dag
+
+
+def jobnet_dag(jobnet: Jobnet, *, includes: Iterable[Jobnet] = (), **kwargs: Any) -> DAG:
+    """A jobnet written in Python (``Jobnet(...).then(...)``) as its DAG; same DAG as from YAML.
+
+    ``includes`` are the jobnets it includes by name; ``kwargs`` go to :func:`build_jobnet_dag`.
+    """
+    library = JobnetLibrary(jobnets={j.name: j for j in [*includes, jobnet]})
+    return build_jobnet_dag(library, jobnet.name, **kwargs)
 
 
 @dataclass
