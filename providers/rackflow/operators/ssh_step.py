@@ -340,7 +340,7 @@ class SSHStepOperator(BaseOperator):
                 f"step {self.step_id!r} needs server #{self.launch_index}"
             )
         server = launched[self.launch_index]
-        name, address = str(server["name"]), str(server.get("address") or "")
+        name, address = str(server["name"]), _first_address(server)
         self.ssh_conn_id = self.server_connections.get(
             name, self.server_connections.get("*", DEFAULT_SSH_CONN_ID)
         )
@@ -526,6 +526,16 @@ class SSHStepOperator(BaseOperator):
     def on_kill(self) -> None:
         """The task is being stopped (run marked failed, task cleared): stop the remote step too."""
         self._kill_remote(reason="task killed")
+
+
+def _first_address(server: Mapping[str, Any]) -> str:
+    """``address``, or the first of ``addresses`` (a list, or a mapping of interface -> address(es))."""
+    if server.get("address"):
+        return str(server["address"])
+    found: Any = server.get("addresses") or ""
+    while isinstance(found, Mapping | list | tuple) and found:
+        found = next(iter(found.values())) if isinstance(found, Mapping) else found[0]
+    return str(found) if found else ""
 
 
 class _Env:

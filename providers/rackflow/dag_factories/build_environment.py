@@ -1,0 +1,184 @@
+"""Build an environment: launch N VMs on a host, run a jobnet on them, undo it all on failure.
+
+``build_env_<jobnet>`` for every jobnet whose servers come ``from_launch`` (one launch name)::
+
+    launch (LaunchVMsOnHostOperator: N VMs named by a pattern, waits until they run)
+      >> jobnet steps (servers bound to the launched VMs by index) >> revert_plan >> reverts
+      >> destroy_vms (only if the jobnet failed and destroy_on_failure) >> report
+
+A launched VM reaches SSH through a connection chosen by its name (``server_connections``; by default
+every VM maps to ``ssh_fleet``), its name exported as ``RACKFLOW_SERVER`` and its first address as
+``RACKFLOW_SERVER_ADDRESS``; ``use_launch_address`` connects to that address instead (real VMs).
+In the demo the VMs are libvirt test-driver domains, so the steps run over SSH on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Param
+from airflow.sdk.exceptions import AirflowSkipException
+
+from rackflow.core.jobnet import JobnetLibrary, LaunchedServer, Stage
+from rackflow.dag_factories.jobnet import (
+    JOBNET_TAG_PREFIX,
+    PLAN_TASK_ID,
+    ServerBinding,
+    add_jobnet_tasks,
+    cached_library,
+    dag_params,
+    jobnet_doc,
+)
+from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOnHostOperator
+from rackflow.operators.ssh_step import DEFAULT_SSH_CONN_ID
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.context import Context
+
+DAG_ID_PREFIX = "build_env_"
+DESTROY_TASK_ID = "destroy_vms"
+_LAUNCH_PARAMS = ("host", "image", "count", "pattern", "vcpus", "memory_mib", "destroy_on_failure")
+
+
+def launch_names(stages: Sequence[Stage]) -> dict[str, int]:
+    """``from_launch`` name -> how many servers of it the jobnet uses (highest index + 1)."""
+    needed: dict[str, int] = {}
+    for stage in stages:
+        for step in stage:
+            for action in (step.run, step.revert):
+                server = action.server if action is not None else None
+                if isinstance(server, LaunchedServer):
+                    needed[server.from_launch] = max(needed.get(server.from_launch, 0), server.index + 1)
+    return needed
+
+
+class DestroyVMsOnFailureOperator(DestroyVMsOperator):
+    """Destroy the launched VMs, but only when the jobnet failed and the run asks for it."""
+
+    def __init__(self, *, launch_task_id: str, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.launch_task_id = launch_task_id
+
+    def execute(self, context: Context) -> dict[str, list[str]]:
+        plan = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID) or {}
+        if not plan.get("failed"):
+            raise AirflowSkipException("the jobnet succeeded: the VMs stay")
+        if not context["params"].get("destroy_on_failure"):
+            raise AirflowSkipException("destroy_on_failure is off: the VMs stay for inspection")
+        if not self.names:
+            raise AirflowSkipException("the launch produced no VMs (it rolls its own back)")
+        return super().execute(context)
+
+
+def build_environment_dag(
+    library: JobnetLibrary,
+    name: str,
+    *,
+    host: str = "host-a",
+    image: str = "debian-12.qcow2",
+    name_pattern: str | None = None,
+    server_connections: Mapping[str, str] | None = None,
+    use_launch_address: bool = False,
+    launch_timeout: timedelta = timedelta(minutes=10),
+    retry_delay: timedelta = timedelta(seconds=5),
+    dag_id: str | None = None,
+) -> DAG:
+    """The build-environment DAG of jobnet ``name``, whose servers come from one launch.
+
+    :param library: the jobnets (see :func:`rackflow.dag_factories.jobnet.cached_library`).
+    :param name: the jobnet to run on the launched VMs.
+    :param host: default physical host to launch on (a run param).
+    :param image: default base image (a run param).
+    :param name_pattern: default VM name pattern (a run param); default ``<name>-{seq:02d}``.
+    :param server_connections: VM name -> SSH connection id, ``"*"`` the default (``ssh_fleet``).
+    :param use_launch_address: connect to each VM's address rather than the connection's host.
+    :param launch_timeout: how long the VMs may take to run.
+    :param retry_delay: delay between a step's retries.
+    :param dag_id: default ``build_env_<name>``.
+    """
+    jobnet = library.jobnets[name]
+    stages = library.stages(name)
+    specs = library.params(name)
+    launches = launch_names(stages)
+    if len(launches) != 1:
+        raise ValueError(
+            f"jobnet {name!r} must take its servers from exactly one launch, not {sorted(launches)}"
+        )
+    ((launch_name, needed),) = launches.items()
+    clash = sorted(set(specs) & set(_LAUNCH_PARAMS))
+    if clash:
+        raise ValueError(f"jobnet {name!r} params {clash} clash with the launch's params")
+    binding = ServerBinding(
+        launch_tasks={launch_name: launch_name},
+        server_connections=dict(server_connections or {"*": DEFAULT_SSH_CONN_ID}),
+        use_launch_address=use_launch_address,
+    )
+    params: dict[str, Param] = {
+        "host": Param(host, type="string", title="Physical host", description="Host to launch the VMs on."),
+        "image": Param(image, type="string", title="Base image"),
+        "count": Param(
+            needed,
+            type="integer",
+            minimum=needed,
+            maximum=100,
+            title="Number of VMs",
+            description=f"At least {needed}: the jobnet uses that many launched servers.",
+        ),
+        "pattern": Param(name_pattern or f"{name}-{{seq:02d}}", type="string", title="VM name pattern"),
+        "vcpus": Param(1, type="integer", minimum=1, title="vCPUs per VM"),
+        "memory_mib": Param(256, type="integer", minimum=16, title="MiB per VM"),
+        "destroy_on_failure": Param(
+            True, type="boolean", title="Destroy the VMs when the jobnet fails (after its reverts)"
+        ),
+        **dag_params(specs),
+    }
+    with DAG(
+        dag_id=dag_id or f"{DAG_ID_PREFIX}{name}",
+        description=f"Launch VMs, run jobnet {name} on them, revert and destroy on failure"[:200],
+        schedule=None,
+        start_date=datetime(2025, 1, 1),
+        catchup=False,
+        params=params,
+        render_template_as_native_obj=True,
+        tags=["rackflow", "jobnet", "build-environment", f"{JOBNET_TAG_PREFIX}{name}"],
+        doc_md=__doc__ + "\n\n" + jobnet_doc(name, jobnet.description, stages),
+        max_active_runs=1,
+    ) as dag:
+        launch = LaunchVMsOnHostOperator(
+            task_id=launch_name,
+            host="{{ params.host }}",
+            image="{{ params.image }}",
+            count="{{ params.count }}",
+            name_pattern="{{ params.pattern }}",
+            vcpus="{{ params.vcpus }}",
+            memory_mib="{{ params.memory_mib }}",
+            timeout=launch_timeout,
+            deferrable=True,
+        )
+        destroy = DestroyVMsOnFailureOperator(
+            task_id=DESTROY_TASK_ID,
+            launch_task_id=launch_name,
+            host="{{ params.host }}",
+            names=f"{{{{ ti.xcom_pull(task_ids='{launch_name}', key='names') or [] }}}}",
+        )
+        tasks = add_jobnet_tasks(
+            stages, specs, binding=binding, retry_delay=retry_delay, before_report=[destroy]
+        )
+        launch.set_downstream(tasks.first)
+        destroy.set_upstream(tasks.last_revert)
+    return dag
+
+
+def build_environment_dags(folder: str | Path, **kwargs: Any) -> dict[str, DAG]:
+    """A build-environment DAG for every usable jobnet of ``folder`` that takes servers from one launch."""
+    library = cached_library(folder)
+    dags = {}
+    for name in sorted(library.jobnets):
+        if len(launch_names(library.stages(name))) == 1:
+            dag = build_environment_dag(library, name, **kwargs)
+            dags[dag.dag_id] = dag
+    return dags
