@@ -6,7 +6,8 @@ status says ``FILE_UPLOAD``, then a task group mapped over them runs per job::
     claim -> stage_in -> submit -> wait (deferrable) -> stage_out -> finish
 
 Runs start every ``schedule_seconds``; each sensor gives up after about one interval (the run ends
-skipped) so one or two pollers are live at any time, and jobs are picked up within a poll interval.
+skipped) and only one sensor of the DAG is active at a time, so one poller is live and jobs are picked up
+within a poll interval.
 Pausing the DAG is the seed's ``crontab -r``: no task is queued while paused, so a job that is ready
 stays ``FILE_UPLOAD`` and is claimed after unpausing -- once, because every claim is a conditional write.
 
@@ -129,6 +130,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
             timeout=config.schedule_seconds + config.poll_interval,
             soft_fail=True,
             deferrable=True,
+            # One poller per DAG at a time: the next run's sensor starts when this one fires or gives up.
+            max_active_tis_per_dag=1,
         )
 
         @task

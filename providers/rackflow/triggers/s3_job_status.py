@@ -15,6 +15,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from rackflow.core.s3_protocol import StatusCache
 
+# Imported here, not in run(): importing boto3 and the amazon provider inside run() would block the
+# triggerer's event loop for seconds on first use.
+from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+
 
 class S3JobStatusTrigger(BaseTrigger):
     """
@@ -60,8 +64,6 @@ class S3JobStatusTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from rackflow.hooks.s3_jobs import S3JobsHook
-
         hook = S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
         cache = StatusCache()
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -116,8 +118,6 @@ class ScriptJobStateTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from rackflow.hooks.s3_jobs import LocalScriptScheduler
-
         scheduler = LocalScriptScheduler(self.scheduler)
         while True:
             event = await asyncio.to_thread(job_state_event, scheduler, self.job_id)
