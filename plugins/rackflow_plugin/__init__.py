@@ -9,6 +9,7 @@ from rackflow_plugin.app import URL_PREFIX, create_app
 # Pages shown inside Airflow's UI (nav entries); each is served by the app under /rackflow/ui/.
 PAGES = [
     {"name": "rackflow", "page": "home", "icon": "server"},
+    {"name": "power", "page": "power", "icon": "power"},
     {"name": "server layout", "page": "layout", "icon": "layout"},
     # A tab on every DAG run: the jobnet report of that run (Airflow fills {DAG_ID} and {RUN_ID}).
     {

@@ -8,14 +8,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
 from rackflow import __version__
-from rackflow_plugin.api import fleet, jobnets, jobs, status
+from rackflow_plugin.api import fleet, jobnets, jobs, power, status
 from rackflow_plugin.security import CurrentUser
 
 STATIC = Path(__file__).parent / "static"
 URL_PREFIX = "/rackflow"
 
 # Each capability adds its router here; one list, one place.
-ROUTERS: list[APIRouter] = [status.router, jobnets.router, jobs.router, fleet.router]
+ROUTERS: list[APIRouter] = [status.router, jobnets.router, jobs.router, power.router, fleet.router]
 
 
 def _page(name: str):  # type: ignore[no-untyped-def]

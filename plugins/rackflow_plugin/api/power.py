@@ -1,0 +1,357 @@
+"""Power routes: node status and history, power on/off with refusals, reservations, the planner's plan.
+
+Reading needs read access to the ``rackflow_power`` DAG; acting (power on/off, reservations) needs the
+right to trigger it. Power on/off is checked here first — a refused power off answers 409 with the
+reason and the VM names, and nothing is changed or recorded — then carried out as a ``rackflow_power``
+DAG run triggered as the caller, so every action is a run with its log and its user.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from airflow.api_fastapi.common.dagbag import create_dag_bag
+from airflow.api_fastapi.common.db.common import SessionDep
+from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from sqlalchemy import select
+
+from rackflow.dag_factories.power import CONTROL_DAG_ID
+from rackflow.db.models import Host, HostTransition
+from rackflow.db.models import Reservation as ReservationRow
+from rackflow.db.session import session_scope
+from rackflow_plugin.security import CurrentUser, can_read, can_trigger
+
+router = APIRouter(prefix="/power", tags=["power"])
+
+
+class TransitionOut(BaseModel):
+    at: datetime
+    field: str
+    from_value: str | None
+    to_value: str
+    actor: str
+    reason: str | None
+
+
+class NodeOut(BaseModel):
+    name: str
+    group: str
+    rack: str | None
+    bmc_kind: str | None
+    mode: str
+    status: str | None
+    status_since: datetime | None
+    last_seen: datetime | None
+    last_error: str | None
+    last_transition: TransitionOut | None
+
+
+class PowerRequest(BaseModel):
+    migrate: bool = Field(default=False, description="Power off: migrate running VMs within the group first.")
+    hard: bool = Field(default=False, description="Power off: force off instead of a graceful shutdown.")
+    reason: str = Field(default="", max_length=500, description="Recorded in the node's history.")
+
+
+class PowerAccepted(BaseModel):
+    node: str
+    action: str
+    run_id: str
+    dag_id: str = CONTROL_DAG_ID
+    decision: str
+    migrations: dict[str, str] = {}
+
+
+class ReservationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=250)
+    start: AwareDatetime
+    end: AwareDatetime
+    vm_count: int = Field(gt=0, le=100_000)
+    vcpus_per_vm: int = Field(gt=0)
+    memory_mib_per_vm: int = Field(gt=0)
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> ReservationIn:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class ReservationOut(ReservationIn):
+    id: int
+    key: str
+    state: str
+    created_by: str
+    created_at: datetime
+
+
+class PlanActionOut(BaseModel):
+    node: str
+    action: str
+    reason: str
+
+
+class PlanOut(BaseModel):
+    now: datetime
+    off_threshold_s: float
+    on_threshold_s: float
+    actions: list[PlanActionOut]
+    skipped: list[PlanActionOut]
+    notes: list[str]
+    unplaced_reservations: list[str]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _transition(t: HostTransition) -> TransitionOut:
+    return TransitionOut(
+        at=_aware(t.at),  # type: ignore[arg-type]
+        field=t.field,
+        from_value=t.from_value,
+        to_value=t.to_value,
+        actor=t.actor,
+        reason=t.reason,
+    )
+
+
+def _reservation(r: ReservationRow) -> ReservationOut:
+    from rackflow.power_service import reservation_id
+
+    return ReservationOut(
+        id=r.id,
+        key=reservation_id(r),
+        name=r.name,
+        start=_aware(r.start),  # type: ignore[arg-type]
+        end=_aware(r.end),  # type: ignore[arg-type]
+        vm_count=r.vm_count,
+        vcpus_per_vm=r.vcpus_per_vm,
+        memory_mib_per_vm=r.memory_mib_per_vm,
+        group=r.group,
+        state=r.state,
+        created_by=r.created_by,
+        created_at=_aware(r.created_at),  # type: ignore[arg-type]
+    )
+
+
+def _config() -> Any:
+    from rackflow.power_service import PowerConfigError, load_power_config
+
+    try:
+        return load_power_config()
+    except PowerConfigError as err:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(err)) from err
+
+
+@router.get(
+    "/nodes",
+    response_model=list[NodeOut],
+    summary="Every node's power mode, status, last error and last transition",
+    dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def list_nodes() -> list[NodeOut]:
+    out: list[NodeOut] = []
+    with session_scope() as session:
+        for host in session.scalars(select(Host).order_by(Host.name)):
+            last = session.scalars(
+                select(HostTransition)
+                .where(HostTransition.host == host.name)
+                .order_by(HostTransition.id.desc())
+                .limit(1)
+            ).first()
+            out.append(
+                NodeOut(
+                    name=host.name,
+                    group=host.group,
+                    rack=host.rack,
+                    bmc_kind=host.bmc_kind,
+                    mode=host.mode,
+                    status=host.status,
+                    status_since=_aware(host.status_since),
+                    last_seen=_aware(host.last_seen),
+                    last_error=host.last_error,
+                    last_transition=_transition(last) if last is not None else None,
+                )
+            )
+    return out
+
+
+@router.get(
+    "/nodes/{node}/history",
+    response_model=list[TransitionOut],
+    summary="A node's mode/status transitions, newest first",
+    dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def node_history(node: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[TransitionOut]:
+    with session_scope() as session:
+        if session.get(Host, node) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node {node!r}")
+        rows = session.scalars(
+            select(HostTransition)
+            .where(HostTransition.host == node)
+            .order_by(HostTransition.id.desc())
+            .limit(limit)
+        )
+        return [_transition(t) for t in rows]
+
+
+def _trigger(request: Request, user: Any, session: Any, conf: dict[str, Any]) -> str:
+    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
+
+    dag_bag = getattr(request.app.state, "dag_bag", None)
+    if dag_bag is None:
+        dag_bag = request.app.state.dag_bag = create_dag_bag()
+    run_id = (
+        f"power__{conf['node']}__{conf['action']}__{datetime.now(UTC):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:8]}"
+    )
+    body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf=conf)
+    trigger_dag_run(CONTROL_DAG_ID, body, dag_bag, user, session, request)
+    return run_id
+
+
+@router.post(
+    "/nodes/{node}/{action}",
+    response_model=PowerAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Power a node on (always allowed) or off (refused while VMs run or boot, unless migrated)",
+    responses={
+        404: {"description": "No such node"},
+        409: {"description": "Power off refused: the reason and the VMs"},
+    },
+    dependencies=[can_trigger(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def power(
+    node: str,
+    action: str,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    body: PowerRequest | None = None,
+) -> PowerAccepted:
+    from rackflow.power_service import check_power_off
+
+    body = body or PowerRequest()
+    if action not in ("on", "off"):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown power action {action!r}; use on or off")
+    with session_scope() as db:
+        if db.get(Host, node) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node {node!r}")
+    decision_text, migrations = "power on is always allowed", {}
+    if action == "off":
+        decision = check_power_off(node, migrate=body.migrate, config=_config())
+        if not decision.allowed:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                {"message": decision.reason, "node": node, "vms": list(decision.blocking_vms)},
+            )
+        decision_text, migrations = decision.reason, dict(decision.migrations)
+    conf = {"node": node, "action": action, "migrate": body.migrate, "hard": body.hard, "reason": body.reason}
+    run_id = _trigger(request, user, session, conf)
+    return PowerAccepted(
+        node=node, action=action, run_id=run_id, decision=decision_text, migrations=migrations
+    )
+
+
+@router.get(
+    "/reservations",
+    response_model=list[ReservationOut],
+    summary="Reservations of virtual clusters (active by default)",
+    dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def list_reservations(
+    include_canceled: Annotated[bool, Query()] = False, include_past: Annotated[bool, Query()] = False
+) -> list[ReservationOut]:
+    now = datetime.now(UTC)
+    with session_scope() as session:
+        query = select(ReservationRow).order_by(ReservationRow.start, ReservationRow.id)
+        if not include_canceled:
+            query = query.where(ReservationRow.state == "active")
+        if not include_past:
+            query = query.where(ReservationRow.end > now)
+        return [_reservation(r) for r in session.scalars(query)]
+
+
+@router.post(
+    "/reservations",
+    response_model=ReservationOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Reserve a virtual cluster (start, end, VM count and size, network group)",
+    dependencies=[can_trigger(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def create_reservation(body: ReservationIn, user: CurrentUser) -> ReservationOut:
+    with session_scope() as session:
+        if (
+            body.group is not None
+            and session.scalars(select(Host).where(Host.group == body.group)).first() is None
+        ):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"no node in network group {body.group!r}")
+        row = ReservationRow(**body.model_dump(), state="active", created_by=user.get_name())
+        session.add(row)
+        session.flush()
+        return _reservation(row)
+
+
+@router.delete(
+    "/reservations/{reservation_id}",
+    response_model=ReservationOut,
+    summary="Cancel a reservation (kept, state canceled)",
+    responses={404: {"description": "No such reservation"}},
+    dependencies=[can_trigger(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def cancel_reservation(reservation_id: int) -> ReservationOut:
+    with session_scope() as session:
+        row = session.get(ReservationRow, reservation_id)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reservation {reservation_id}")
+        row.state = "canceled"
+        session.flush()
+        return _reservation(row)
+
+
+@router.get(
+    "/plan",
+    response_model=PlanOut,
+    summary="The planner's next actions with reasons (a dry run: nothing is changed)",
+    dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def plan() -> PlanOut:
+    from rackflow.power_service import plan_cycle
+
+    config = _config()
+    report = plan_cycle(config=config, dry_run=True)
+    p = report.plan
+    return PlanOut(
+        now=p.now,
+        off_threshold_s=config.thresholds.off_threshold.total_seconds(),
+        on_threshold_s=config.thresholds.on_threshold.total_seconds(),
+        actions=[PlanActionOut(node=a.node, action=a.action.value, reason=a.reason) for a in p.actions],
+        skipped=[PlanActionOut(node=s.node, action="skip", reason=s.reason) for s in p.skipped],
+        notes=list(p.notes),
+        unplaced_reservations=list(p.unplaced_reservations),
+    )
+
+
+class CanAct(BaseModel):
+    user: str
+    can_act: bool
+
+
+@router.get(
+    "/can-act",
+    response_model=CanAct,
+    summary="Whether the caller may power nodes and manage reservations (trigger rackflow_power)",
+    dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def can_act(user: CurrentUser) -> CanAct:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+
+    allowed = get_auth_manager().is_authorized_dag(
+        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=CONTROL_DAG_ID), user=user
+    )
+    return CanAct(user=user.get_name(), can_act=bool(allowed))
