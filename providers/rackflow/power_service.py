@@ -196,13 +196,14 @@ class CallResult:
 
 
 def run_bounded(
-    calls: Mapping[str, Callable[[], Any]], *, timeout: float, max_workers: int = 64
+    calls: Mapping[str, Callable[[], Any]], *, timeout: float, max_workers: int = 512
 ) -> dict[str, CallResult]:
     """Run ``calls`` concurrently; each gets ``timeout`` seconds from the start, whatever the others do.
 
     A call still running at the deadline is reported as an error and abandoned (its thread finishes on
-    its own; the hooks' own HTTP/IPMI timeouts bound it). The whole batch takes about the slowest call
-    or ``timeout``, whichever is smaller — not the sum.
+    its own; the hooks' own HTTP/IPMI timeouts bound it). With a thread per call (up to
+    ``max_workers``) the whole batch takes about the slowest call or ``timeout``, whichever is
+    smaller — not the sum.
     """
     if not calls:
         return {}

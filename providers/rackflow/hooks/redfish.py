@@ -84,6 +84,10 @@ class RedfishHook(BaseHook):
                 server_side_retries=1,
                 server_side_retries_delay=0.01,
             )
+            # BMCs sit on the management network, never behind the HTTP proxy of the environment;
+            # skipping requests' per-call scan of os.environ for proxy settings also saves CPU when
+            # hundreds of BMCs are polled at once.
+            self._root._conn._session.trust_env = False
         return self._root
 
     def _call(self, what: str, fn: Callable[[sushy.Sushy], T]) -> T:
@@ -110,11 +114,14 @@ class RedfishHook(BaseHook):
 
     @staticmethod
     def _find(root: sushy.Sushy, system: str) -> Any:
-        collection = root.get_system_collection()
-        for path in collection.members_identities:
-            if path.rstrip("/").rsplit("/", 1)[-1] == system:
-                return collection.get_member(path)
-        for member in collection.get_members():
+        """The system whose id is ``system`` (one GET), else the member whose name or UUID matches."""
+        systems_path = getattr(root, "_systems_path", None)
+        if systems_path:
+            try:
+                return root.get_system(f"{str(systems_path).rstrip('/')}/{system}")
+            except sushy.exceptions.ResourceNotFoundError:
+                pass
+        for member in root.get_system_collection().get_members():
             if system in (member.identity, member.name, member.uuid):
                 return member
         raise KeyError(f"Redfish BMC has no system {system!r}")
