@@ -1,0 +1,141 @@
+"""Jobnets end to end on a real Airflow standalone (scheduler, LocalExecutor, triggerer) and the
+devfleet: the hadoop example's parallel installs run at once and a run marked failed through the REST
+API leaves no remote process; the build-environment DAG launches VMs, fails its smoke test on
+purpose, reverts in order, destroys the VMs and serves the report to the UI page."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from tests.conftest import SCREENSHOTS, login_page
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float = 180, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def _sleeps(seconds: int) -> list[str]:
+    """PIDs of ``sleep <seconds>`` processes (the sshd is on loopback: the server is this machine)."""
+    out = subprocess.run(["pgrep", "-x", "-f", f"sleep {seconds}"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def _run_state(stack: Any, session: Any, dag_id: str, run_id: str) -> str:
+    return str(session.get(f"{stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30).json()["state"])
+
+
+def _task_states(stack: Any, session: Any, dag_id: str, run_id: str) -> dict[str, str]:
+    tis = session.get(
+        f"{stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100", timeout=30
+    ).json()["task_instances"]
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def test_parallel_installs_run_at_once_and_marking_the_run_failed_kills_them_on_the_server(
+    airflow_stack: Any, tmp_path: Path
+) -> None:
+    dag_id = "jobnet_hadoop-cluster"
+    airflow_stack.wait_for_dag(dag_id)
+    operator = airflow_stack.session("operator")
+    seconds = 600 + secrets.randbelow(300)  # a value no other process sleeps for
+    resp = operator.post(
+        f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns",
+        json={"logical_date": None, "conf": {"root": str(tmp_path / "root"), "install_seconds": seconds}},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+
+    # The three install steps of the parallel group are on the server at the same time.
+    _wait("three concurrent installs", lambda: len(_sleeps(seconds)) == 3, timeout=180)
+
+    resp = operator.patch(
+        f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}, timeout=30
+    )
+    assert resp.status_code == 200, resp.text
+    # on_kill kills each step's process group over SSH: nothing of the run is left on the server.
+    _wait("the remote installs to be killed", lambda: not _sleeps(seconds), timeout=60)
+    assert _run_state(airflow_stack, operator, dag_id, run_id) == "failed"
+    assert not list(Path("/tmp/rackflow-steps").glob(f"{dag_id}-{run_id}-*"))
+
+
+def test_build_environment_launches_vms_reverts_in_order_destroys_them_and_reports(
+    airflow_stack: Any, devfleet: Any, tmp_path: Path, browser: Any
+) -> None:
+    from rackflow.hooks.libvirt import LibvirtHook
+
+    dag_id = "build_env_hadoop-cluster"
+    airflow_stack.wait_for_dag(dag_id)
+    admin = airflow_stack.session("admin")
+    root = tmp_path / "root"
+    resp = admin.post(
+        f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns",
+        json={
+            "logical_date": None,
+            "conf": {
+                "host": "host-b",
+                "pattern": "e2e-hd-{seq:02d}",
+                "root": str(root),
+                "fail_smoke_test": True,
+            },
+        },
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    _wait(
+        "the build run to finish",
+        lambda: _run_state(airflow_stack, admin, dag_id, run_id) in ("success", "failed"),
+        timeout=400,
+        every=2,
+    )
+    assert _run_state(airflow_stack, admin, dag_id, run_id) == "failed"
+    states = _task_states(airflow_stack, admin, dag_id, run_id)
+    assert states["launch"] == "success" and states["smoke-test"] == "failed"
+    assert states["destroy_vms"] == "success" and states["report"] == "failed"
+
+    report = admin.get(f"{airflow_stack.url}/rackflow/api/jobnets/{dag_id}/runs/{run_id}/report", timeout=30)
+    assert report.status_code == 200, report.text
+    rows = {row["step_id"]: row for row in report.json()["steps"]}
+    assert {row["reverted"] for step, row in rows.items() if step != "smoke-test"} == {"yes"}
+    # Steps ran on the launched VMs, by name.
+    assert "java installed on nn" in rows["install-java-nn"]["output_tail"]
+    assert not any(root.glob("*/opt")) and not any(root.glob("*/run"))
+
+    # The VMs were destroyed after the reverts.
+    launched = admin.get(
+        f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/launch/xcomEntries/names",
+        timeout=30,
+    ).json()["value"]
+    assert sorted(launched) == ["e2e-hd-01", "e2e-hd-02", "e2e-hd-03"]
+    with LibvirtHook("libvirt_host_b") as hook:
+        names = {vm.name for vm in hook.list_domains()}
+    assert not names & set(launched)
+
+    # The report page, as a DAG-run tab would show it, for a viewer.
+    page = login_page(browser, airflow_stack, "victor")
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    query = urlencode({"dag_id": dag_id, "run_id": run_id})  # as the UI fills {RUN_ID}: encoded
+    page.goto(f"{airflow_stack.url}/rackflow/ui/jobnet_report?{query}")
+    try:
+        page.wait_for_selector("#report tr[data-step='smoke-test']", timeout=30_000)
+    except Exception as err:
+        raise AssertionError(f"report page: {page.inner_text('body')!r}; console: {errors}") from err
+    assert "failed" in page.inner_text("#report tr[data-step='smoke-test']")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "jobnet_report.png"), full_page=True)
+    page.close()
