@@ -32,6 +32,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "IPMI", "tags": ["protocol"]},
             {"integration-name": "Batch scheduler", "tags": ["software"]},
             {"integration-name": "S3 job intake", "tags": ["protocol"]},
+            {"integration-name": "Jobnets", "tags": ["software"]},
         ],
         "hooks": [
             {"integration-name": "libvirt", "python-modules": ["rackflow.hooks.libvirt"]},
@@ -45,6 +46,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.operators.scheduler"]},
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.operators.s3_intake"]},
             {"integration-name": "Redfish", "python-modules": ["rackflow.operators.power"]},
+            {"integration-name": "Jobnets", "python-modules": ["rackflow.operators.ssh_step"]},
         ],
         "sensors": [
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.sensors.s3_job_status"]},
