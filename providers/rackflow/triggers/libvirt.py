@@ -19,9 +19,9 @@ class LibvirtDomainsRunningTrigger(BaseTrigger):
     """
     Poll one host until every named domain is running, one is lost, or the deadline passes.
 
-    Events carry ``names`` and ``status``: ``success`` with ``vms`` (name, state, addresses); ``failed`` when a
-    domain crashed or disappeared; ``timeout`` when ``deadline`` passed first; ``error`` when the host
-    could not be asked. Every event carries ``states`` (name -> last state seen).
+    Events carry ``names``, ``states`` (name -> last state seen) and ``status``: ``success`` with
+    ``vms`` (name, state, addresses); ``failed`` when a domain crashed or disappeared; ``timeout`` when
+    ``deadline`` passed first; ``error`` when the host could not be asked.
 
     :param libvirt_conn_id: connection of the host's libvirt.
     :param names: domains to wait for.
