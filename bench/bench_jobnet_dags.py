@@ -1,0 +1,77 @@
+"""How long the jobnet DAG file takes for 200 jobnets: folder load + building every DAG.
+
+The dag-processor runs ``dags/rackflow_jobnets.py`` on every parse, so this is the cost Airflow pays
+per parse. Prints, best of a few runs: ``load_jobnets`` (the 0.5 s goal is for this part), the DAG
+build, the whole file, and the re-parse when no YAML changed (the factory's mtime cache), each as a
+ratio to a baseline measured in the same run (bare ``yaml.load`` of the same files).
+Run ``python bench/bench_jobnet_dags.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_jobnet_parse import GOAL_SECONDS, jobnet_yaml
+from rackflow.core.jobnet import load_jobnets
+from rackflow.dag_factories import jobnet as factory
+
+_YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def best_of(runs: int, action: Callable[[], object]) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="rackflow-jobnet-dags-bench-") as tmp:
+        folder = Path(tmp)
+        for index in range(args.files):
+            (folder / f"jobnet-{index:03d}.yaml").write_text(jobnet_yaml(index))
+        paths = sorted(folder.glob("*.yaml"))
+        library = load_jobnets(folder)
+        assert not library.errors and len(library.jobnets) == args.files
+
+        def cold() -> object:
+            factory._CACHE.clear()
+            return factory.build_jobnet_dags(folder)
+
+        dags = cold()
+        tasks = sum(len(dag.tasks) for dag in dags.values())  # type: ignore[attr-defined]
+        baseline = best_of(args.runs, lambda: [yaml.load(p.read_text(), Loader=_YamlLoader) for p in paths])
+        loaded = best_of(args.runs, lambda: load_jobnets(folder))
+        built = best_of(
+            args.runs,
+            lambda: [factory.build_jobnet_dag(library, name) for name in sorted(library.jobnets)],
+        )
+        whole = best_of(args.runs, cold)
+        warm = best_of(args.runs, lambda: factory.cached_library(folder))
+
+    print(f"jobnets: {args.files} files -> {len(dags)} DAGs, {tasks} tasks (best of {args.runs} runs)")
+    print(f"baseline yaml.load ({_YamlLoader.__name__}): {baseline:.3f} s")
+    share = loaded / GOAL_SECONDS
+    print(f"load_jobnets: {loaded:.3f} s = {loaded / baseline:.1f}x baseline; {share:.0%} of the goal")
+    print(f"build DAGs: {built:.3f} s = {built / baseline:.1f}x baseline ({built / tasks * 1e6:.0f} us/task)")
+    print(f"whole DAG file, cold: {whole:.3f} s = {whole / baseline:.1f}x baseline")
+    print(f"folder unchanged (mtime cache hit): {warm * 1000:.2f} ms = {warm / baseline:.3f}x baseline")
+
+
+if __name__ == "__main__":
+    main()
