@@ -22,8 +22,8 @@ def fleet(power_fleet, airflow_db, monkeypatch):
     return power_fleet
 
 
-def _power_dags() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("rackflow_power_dags", REPO / "dags" / "rackflow_power.py")
+def _power_dags(file: str = "rackflow_power.py") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"dags_{file[:-3]}", REPO / "dags" / file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -70,6 +70,6 @@ def test_monitor_and_planner_dags_run_one_cycle(fleet):
     assert run.state == "success"
     assert run.get_task_instance("monitor").xcom_pull(task_ids="monitor")["pw-a"] == "booting"
     assert fleet.powered("pw-a")  # mode on + status off -> powered on
-    plan = dags.planner_dag.test(run_conf={"dry_run": True})
+    plan = _power_dags("rackflow_power_planner.py").planner_dag.test(run_conf={"dry_run": True})
     assert plan.state == "success"
     assert plan.get_task_instance("plan").xcom_pull(task_ids="plan")["actions"] == []

@@ -3,8 +3,10 @@
 - ``rackflow_power_monitor`` — every ``[rackflow] power_poll_interval`` seconds (default 60): poll all
   BMCs and libvirtds concurrently, record statuses, reconcile mode vs status.
 - ``rackflow_power_planner`` — the autonomous planner (reservation-driven power on/off); param
-  ``dry_run`` prints the plan without acting. Its thresholds are checked when the file is parsed, so
-  ``power_off_threshold <= power_on_threshold`` shows up as this file's import error with the reason.
+  ``dry_run`` prints the plan without acting. Its thresholds are checked when its DAG file
+  (``dags/rackflow_power_planner.py``, kept apart from the other two) is parsed, so
+  ``power_off_threshold <= power_on_threshold`` shows up as that file's import error with the reason
+  while the monitor and manual DAGs keep working.
 - ``rackflow_power`` — manual power on/off of one node (params node, action, migrate, hard, reason),
   what the power page and external applications trigger.
 """
