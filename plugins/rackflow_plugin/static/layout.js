@@ -1,12 +1,26 @@
 // Server layout page: hosts and their VMs from ../api/hosts, refreshed every few seconds.
 // "Launch VMs" triggers the launch DAG through Airflow's own REST API (same cookie), then follows
 // the run: each VM of the launch is pending until libvirt reports it, then shows its state.
+// Power: each host shows its power status, mode, last transition (../api/power/nodes) and, for users
+// allowed to trigger rackflow_power (../api/power/can-act), power on/off buttons; a refused power off
+// (409) shows the reason and the VMs that block it.
 "use strict";
 
 const REFRESH_MS = 5000;
 const AIRFLOW_API = "../../api/v2"; // this page is served at <airflow>/rackflow/ui/layout
 const launches = {}; // host name -> {runId, count, state}
 let launchDagId = "rackflow_launch_vms";
+let canPower = false; // may the user trigger rackflow_power? asked once at load
+let powerNodes = {}; // host name -> node from ../api/power/nodes (last transition)
+const powerRuns = {}; // host name -> {text, cls, runId, state} of the last power request
+const POWER_DAG_ID = "rackflow_power";
+
+// Inventory times come from SQLite without a zone: they are UTC.
+function when(t) {
+  if (!t) return "";
+  const zoned = /[zZ]|[+-]\d\d:?\d\d$/.test(t) ? t : `${t}Z`;
+  return new Date(zoned).toLocaleString();
+}
 
 async function getJson(url, options) {
   const resp = await fetch(url, { credentials: "same-origin", ...options });
@@ -30,7 +44,10 @@ function renderHost(host) {
   card.classList.toggle("unreachable", host.hypervisor !== "ok");
   card.querySelector(".host-name").textContent = host.name;
   card.querySelector(".group").textContent = host.group;
-  card.querySelector(".power").textContent = `power ${host.status || "unknown"} (mode ${host.mode || "?"})`;
+  const power = card.querySelector(".power");
+  power.textContent = `power ${host.status || "unknown"}`;
+  power.classList.add(`power-${host.status || "unknown"}`);
+  renderPower(card, host);
   const hv = card.querySelector(".hypervisor");
   hv.textContent = host.hypervisor;
   hv.classList.add(host.hypervisor);
@@ -56,6 +73,76 @@ function renderHost(host) {
   });
   renderLaunch(card, host);
   return card;
+}
+
+function renderPower(card, host) {
+  card.querySelector(".power-mode").textContent = `mode ${host.mode || "?"}`;
+  card.querySelector(".power-since").textContent = host.status_since ? `status since ${when(host.status_since)}` : "";
+  const t = (powerNodes[host.name] || {}).last_transition;
+  card.querySelector(".power-transition").textContent = t
+    ? `last: ${t.field} ${t.from_value || "none"} → ${t.to_value} by ${t.actor}, ${when(t.at)}${t.reason ? ` (${t.reason})` : ""}`
+    : "";
+  card.querySelector(".power-error").textContent = host.last_error ? `last error: ${host.last_error}` : "";
+  const actions = card.querySelector(".power-actions");
+  if (canPower) {
+    actions.hidden = false;
+    for (const button of actions.querySelectorAll("button")) {
+      button.addEventListener("click", () => requestPower(host.name, button.dataset.action));
+    }
+  } else {
+    actions.remove(); // no buttons at all for users who may not power nodes
+  }
+  const run = powerRuns[host.name];
+  const message = card.querySelector(".power-message");
+  if (run) {
+    message.textContent = run.runId ? `${run.text} — run ${run.runId}: ${run.state}` : run.text;
+    message.classList.add(run.cls);
+  }
+}
+
+async function requestPower(hostName, action) {
+  powerRuns[hostName] = { text: `Asking to power ${action} ${hostName}…`, cls: "pending" };
+  refresh();
+  const resp = await fetch(`../api/power/nodes/${encodeURIComponent(hostName)}/${action}`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ migrate: false }),
+  });
+  const body = await resp.json().catch(() => ({}));
+  if (resp.ok) {
+    powerRuns[hostName] = { text: `Power ${action} accepted: ${body.decision}`, cls: "accepted", runId: body.run_id, state: "queued" };
+  } else if (resp.status === 409) {
+    const d = body.detail || {};
+    const vms = (d.vms || []).length ? ` — VMs: ${d.vms.join(", ")}` : "";
+    powerRuns[hostName] = { text: `Power ${action} refused: ${d.message}${vms}`, cls: "refused" };
+  } else {
+    const d = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || body);
+    powerRuns[hostName] = { text: `Power ${action} failed (${resp.status}): ${d}`, cls: "refused" };
+  }
+  refresh();
+}
+
+async function followPower() {
+  for (const run of Object.values(powerRuns)) {
+    if (!run.runId || ["success", "failed"].includes(run.state)) continue;
+    try {
+      const r = await getJson(`${AIRFLOW_API}/dags/${POWER_DAG_ID}/dagRuns/${encodeURIComponent(run.runId)}`);
+      run.state = r.state;
+    } catch (err) {
+      run.state = `unknown (${err.message})`;
+    }
+  }
+}
+
+async function loadPowerNodes() {
+  // Last transitions need read access to rackflow_power; without it the cards simply omit them.
+  try {
+    const nodes = await getJson("../api/power/nodes");
+    powerNodes = Object.fromEntries(nodes.map((n) => [n.name, n]));
+  } catch (err) {
+    powerNodes = {};
+  }
 }
 
 function renderLaunch(card, host) {
@@ -131,8 +218,11 @@ async function refresh() {
   const group = document.getElementById("group").value;
   const errorBox = document.getElementById("error");
   try {
-    await followLaunches();
-    const layout = await getJson(`../api/hosts${group ? `?group=${encodeURIComponent(group)}` : ""}`);
+    await Promise.all([followLaunches(), followPower()]);
+    const [layout] = await Promise.all([
+      getJson(`../api/hosts${group ? `?group=${encodeURIComponent(group)}` : ""}`),
+      loadPowerNodes(),
+    ]);
     launchDagId = layout.launch_dag_id;
     const select = document.getElementById("group");
     for (const g of layout.groups) {
@@ -162,6 +252,15 @@ async function refresh() {
   }
 }
 
-document.getElementById("group").addEventListener("change", refresh);
-refresh();
-setInterval(refresh, REFRESH_MS);
+async function start() {
+  try {
+    canPower = !!(await getJson("../api/power/can-act")).can_act;
+  } catch (err) {
+    canPower = false;
+  }
+  document.getElementById("group").addEventListener("change", refresh);
+  refresh();
+  setInterval(refresh, REFRESH_MS);
+}
+
+start();
