@@ -19,6 +19,7 @@ from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
 from airflow.models.dagrun import DagRun
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -163,6 +164,12 @@ def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
 )
 async def submit_job(request: Request, user: CurrentUser, session: SessionDep) -> JobSubmitted:
     raw = (await request.body()).decode("utf-8", "replace")
+    # Everything else touches the metadata DB synchronously: never on the event loop (a SQLite lock
+    # wait there would stall every request of the API server).
+    return await run_in_threadpool(_submit, raw, request, user, session)
+
+
+def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted:
     try:
         if "xml" not in request.headers.get("content-type", ""):
             try:
@@ -183,6 +190,7 @@ async def submit_job(request: Request, user: CurrentUser, session: SessionDep) -
     run_id = f"job__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:12]}"
     body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf={"job": job.to_dict()})
     trigger_dag_run(JOB_DAG_ID, body, _dag_bag(request), user, session, request)
+    session.commit()
     return JobSubmitted(job_id=run_id, state="QUEUED", owner=user.get_name())
 
 

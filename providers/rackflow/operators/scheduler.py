@@ -86,6 +86,21 @@ class _SchedulerJobMixin:
             last_state=last_state,
         )
 
+    def _finished_already(self, job_id: str, context: Any) -> dict[str, Any] | None:
+        """Check once before deferring: a job that already ended is completed here, not in the triggerer.
+
+        (A trigger that fires before the executor has reported the deferral can race the scheduler.)
+        """
+        hook = self.hook()
+        try:
+            status = hook.statuses([job_id])[job_id]
+        finally:
+            hook.close()
+        if not status.state.is_final:
+            return None
+        event = {"status": "done", "scheduler_job_id": job_id, "job_status": status.model_dump(mode="json")}
+        return self._complete(context, event)
+
     def _poll_in_worker(self, job_id: str, context: Any) -> dict[str, Any]:
         hook = self.hook()
         last = "QUEUED"
@@ -290,6 +305,9 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         if not self.wait_for_completion:
             return {"scheduler_job_id": job_id, "job_name": job_name, "workdir": workdir, "state": "QUEUED"}
         if self.deferrable:
+            done = self._finished_already(job_id, context)
+            if done is not None:
+                return {**done, "job_name": job_name, "workdir": workdir}
             self.defer(
                 trigger=self._trigger(job_id, context),
                 method_name="execute_complete",
@@ -355,6 +373,9 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
         if not job_id or job_id == "None":
             raise AirflowFailException("no scheduler job id to wait for")
         if self.deferrable:
+            done = self._finished_already(job_id, context)
+            if done is not None:
+                return done
             last = "QUEUED"
             if self.record_events:
                 job = jobs.get_job(*_run_keys(context)[:2])

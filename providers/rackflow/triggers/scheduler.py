@@ -71,8 +71,9 @@ class ClusterPoller:
             self.hook.close()
 
     async def _run(self) -> None:
-        # Let every trigger that starts in the same tick subscribe before the first query.
-        await asyncio.sleep(0)
+        # The deferring task checked its job just before deferring: the first query waits one interval
+        # (and every trigger that starts meanwhile joins it).
+        await asyncio.sleep(min((s.interval for s in self.subscriptions), default=0))
         while self.subscriptions:
             subs = list(self.subscriptions)
             try:
