@@ -39,9 +39,15 @@ class JobClient:
     """The job API over HTTP."""
 
     def __init__(
-        self, url: str, token: str | None = None, user: str | None = None, password: str | None = None
+        self,
+        url: str,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        timeout: float = 180.0,
     ):
         self.url = url.rstrip("/")
+        self.timeout = timeout
         self.session = requests.Session()
         if token is None:
             if not user or password is None:
@@ -49,7 +55,7 @@ class JobClient:
                     0, "give --token (RACKFLOW_TOKEN) or --user/--password (RACKFLOW_USER/_PASSWORD)"
                 )
             resp = self.session.post(
-                f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=30
+                f"{self.url}/auth/token", json={"username": user, "password": password}, timeout=self.timeout
             )
             if resp.status_code not in (200, 201):
                 raise ApiError(resp.status_code, _detail(resp))
@@ -57,7 +63,9 @@ class JobClient:
         self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.session.request(method, f"{self.url}/rackflow/api/jobs{path}", timeout=60, **kwargs)
+        resp = self.session.request(
+            method, f"{self.url}/rackflow/api/jobs{path}", timeout=self.timeout, **kwargs
+        )
         if resp.status_code >= 400:
             raise ApiError(resp.status_code, _detail(resp))
         return resp.json()
@@ -110,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token", default=os.environ.get("RACKFLOW_TOKEN"))
     parser.add_argument("--user", default=os.environ.get("RACKFLOW_USER"))
     parser.add_argument("--password", default=os.environ.get("RACKFLOW_PASSWORD"))
+    parser.add_argument("--http-timeout", type=float, default=180.0, help="seconds per HTTP request")
     top = parser.add_subparsers(dest="area", required=True)
     job = top.add_parser("job", help="batch jobs on the local scheduler").add_subparsers(
         dest="cmd", required=True
@@ -136,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        client = JobClient(args.url, args.token, args.user, args.password)
+        client = JobClient(args.url, args.token, args.user, args.password, args.http_timeout)
         rc = 0
         if args.cmd == "submit":
             text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
