@@ -6,11 +6,15 @@ migrations) and records every mode/status change with who asked and why in ``Hos
 
 BMCs are polled concurrently, each call bounded by a per-BMC deadline: a BMC that hangs or is gone
 costs the cycle at most that deadline and turns its node ``error-stopped`` with the error, while the
-other nodes are read, recorded and reconciled as usual.
+other nodes are read, recorded and reconciled as usual. Redfish BMCs are read on one event loop (one
+plain GET each, see :func:`redfish_power_states`), so a cycle over hundreds of them costs about the
+slowest BMC, not hundreds of thread starts and sushy logins; IPMI BMCs and libvirtds get a thread
+per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -237,6 +241,42 @@ def run_bounded(
     return results
 
 
+def redfish_power_states(
+    nodes: Sequence[NodeRef], *, timeout: float, deadline: float
+) -> dict[str, CallResult]:
+    """The raw power state of every Redfish node, read concurrently on one asyncio loop.
+
+    Each node gets :meth:`RedfishHook.aget_power_state` (one GET, ``timeout`` per attempt, one retry)
+    under its own ``deadline`` from the start of the poll: a BMC that hangs only fails its own node.
+    Runs its own event loop, so call it from a thread without one (the monitor runs it in a worker
+    of :func:`run_bounded`). Keyed by node name; ``seconds`` count from the start of the poll.
+    """
+    import aiohttp
+
+    async def poll() -> list[CallResult]:
+        started = time.monotonic()
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+
+            async def one(node: NodeRef) -> CallResult:
+                hook = RedfishHook(str(node.bmc_conn_id), timeout=timeout, retries=1, retry_delay=0.2)
+                try:
+                    value = await asyncio.wait_for(
+                        hook.aget_power_state(node.bmc_system or node.name, session=session), deadline
+                    )
+                except TimeoutError:
+                    return CallResult(error=f"no answer within {deadline:g}s", seconds=deadline)
+                except Exception as err:  # one BMC's failure is that node's error
+                    return CallResult(
+                        error=str(err) or type(err).__name__, seconds=time.monotonic() - started
+                    )
+                return CallResult(value=value, seconds=time.monotonic() - started)
+
+            return await asyncio.gather(*(one(n) for n in nodes))
+
+    return {n.name: r for n, r in zip(nodes, asyncio.run(poll()), strict=True)}
+
+
 def _vms_of(node: NodeRef) -> tuple[list[VmRequest], list[VmRequest]]:
     """(running, booting) VMs on the node, from its libvirtd."""
     with LibvirtHook(node.libvirt_conn_id) as hook:
@@ -394,11 +434,24 @@ def monitor_cycle(
         hosts = list(session.scalars(query))
         refs = {h.name: NodeRef.of(h) for h in hosts}
     timeout = config.bmc_timeout
+    deadline = timeout * 2 + 1  # hooks retry once: two attempts per BMC
+    redfish = [ref for ref in refs.values() if ref.bmc_kind == "redfish" and ref.bmc_conn_id]
+    on_loop = {ref.name for ref in redfish}
     calls: dict[str, Callable[[], Any]] = {}
+    if redfish:  # first, so the loop starts before the per-call threads
+        calls["redfish"] = partial(redfish_power_states, redfish, timeout=timeout, deadline=deadline)
     for name, ref in refs.items():
-        calls[f"bmc:{name}"] = partial(bmc_power_state, ref, timeout=timeout)
+        if name not in on_loop:
+            calls[f"bmc:{name}"] = partial(bmc_power_state, ref, timeout=timeout)
         calls[f"vms:{name}"] = partial(_vms_of, ref)
-    results = run_bounded(calls, timeout=timeout * 2 + 1)  # hooks retry once: two attempts per BMC
+    # The Redfish poll enforces each BMC's deadline itself; the margin covers starting its loop.
+    results = run_bounded(calls, timeout=deadline + 0.5)
+    if redfish:
+        batch = results.pop("redfish")
+        for ref in redfish:
+            results[f"bmc:{ref.name}"] = (
+                batch.value[ref.name] if batch.ok else CallResult(error=batch.error, seconds=batch.seconds)
+            )
 
     steps: dict[str, tuple[NodeRef, ReconcileAction, PowerStatus | None, str]] = {}
     with session_scope(url) as session:

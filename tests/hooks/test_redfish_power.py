@@ -67,3 +67,44 @@ def test_redfish_bmc_that_is_gone_raises_after_retries(monkeypatch):
     hook = RedfishHook("pw_gone", timeout=1, retries=2, retry_delay=0)
     with pytest.raises(RedfishError, match=f"127.0.0.1:{port}"):
         hook.get_power_state("pw-a")
+
+
+def test_redfish_power_states_reads_many_bmcs_on_one_loop_and_a_gone_bmc_fails_only_its_node(
+    fleet, monkeypatch
+):
+    """The monitor's poll: real sushy-emulators for pw-a/pw-b, a port nobody listens on for a third."""
+    import json
+
+    from rackflow.power_service import NodeRef, redfish_power_states
+
+    fleet.set_powered("pw-b", False)
+    port = free_port()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PW_GONE_LOOP",
+        json.dumps({"conn_type": "redfish", "host": "127.0.0.1", "port": port, "schema": "http"}),
+    )
+    nodes = [
+        NodeRef("pw-a", "g", 1, 1, "x", "redfish", "pw_redfish_a", "pw-a"),
+        NodeRef("pw-b", "g", 1, 1, "x", "redfish", "pw_redfish_b", "pw-b"),
+        NodeRef("gone", "g", 1, 1, "x", "redfish", "pw_gone_loop", "gone"),
+    ]
+    results = redfish_power_states(nodes, timeout=1, deadline=3)
+    assert (results["pw-a"].value, results["pw-b"].value) == ("On", "Off")
+    assert not results["gone"].ok and f"127.0.0.1:{port}" in str(results["gone"].error)
+
+
+def test_redfish_async_read_unknown_system_names_it(fleet):
+    import asyncio
+
+    import aiohttp
+
+    from rackflow.hooks.redfish import RedfishHook
+
+    async def read() -> str:
+        async with aiohttp.ClientSession(trust_env=False) as session:
+            return await RedfishHook("pw_redfish_a", timeout=5).aget_power_state(
+                "no-such-node", session=session
+            )
+
+    with pytest.raises(KeyError, match="no-such-node"):
+        asyncio.run(read())
