@@ -2,15 +2,16 @@
 
 Run it as ``python bench/bench_power_monitoring.py [--bmcs N] [--max-delay-ms D] [--seed S]``.
 
-A tiny threaded Redfish server on loopback (real HTTP, real sushy client) serves N systems; reading a
-system's PowerState is delayed by that system's own delay (uniform 5 ms .. D ms, one system at D ms).
-Each node has its own Airflow connection (its own "BMC"), and ``test:///default`` as hypervisor (the
-real libvirt test driver, in process). Then one real :func:`rackflow.power_service.monitor_cycle`
-runs on a temporary SQLite inventory of N nodes.
+A tiny asyncio Redfish server in a separate process on loopback (real HTTP) serves N systems;
+reading a system's PowerState is delayed by that system's own delay (uniform 5 ms .. D ms, one system
+at D ms). Each node has its own Airflow connection (its own "BMC"), and ``test:///default`` as
+hypervisor (the real libvirt test driver, in process). Then real
+:func:`rackflow.power_service.monitor_cycle` runs on a temporary SQLite inventory of N nodes.
 
-Printed: the cycle's wall time, the slowest single BMC call and the sum of all BMC calls (both
-measured in the same run, from the per-call timings), and the ratios cycle/slowest and cycle/sum.
-A second cycle with one BMC that never answers shows the cycle bounded by the per-BMC deadline.
+Printed (medians of 3): the cycle's wall time against one BMC read alone, the Redfish poll and the
+libvirt listings each alone, and the same cycle with the previous poll (a sushy client and a thread
+per BMC) as the baseline measured in the same run. A last cycle with one BMC that never answers
+shows the cycle bounded by the per-BMC deadline.
 Nothing here asserts on time.
 """
 
