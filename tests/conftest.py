@@ -164,17 +164,25 @@ class AirflowStack:
 
 @pytest.fixture(scope="session")
 def airflow_stack(
-    airflow_db: Path, rackflow_db: str, devfleet: object, airflow_home: Path
+    rackflow_db: str, devfleet: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AirflowStack]:
-    """Airflow standalone on a free loopback port, wired to the devfleet, sharing the session's DBs."""
+    """Airflow standalone on a free loopback port, wired to the devfleet and the session's rackflow DB.
+
+    It has its own AIRFLOW_HOME and metadata DB: a live scheduler sharing the DB that ``dag.test()``
+    runs use would pick up and kill those runs' task instances.
+    """
     import signal
     import urllib.request
 
     from rackflow.devfleet.servers import free_port
 
     port = free_port()
+    home = tmp_path_factory.mktemp("stack-airflow-home")
+    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
     env = {
         **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__RACKFLOW__DATABASE_URL": rackflow_db,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -183,7 +191,14 @@ def airflow_stack(
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
     }
-    log = airflow_home / f"standalone-{port}.log"
+    migrate = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
+    log = home / f"standalone-{port}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "standalone"],
@@ -216,9 +231,13 @@ def airflow_stack(
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Debian's headless Chromium driven by Playwright (no browser download)."""
+    """Debian's headless Chromium driven by Playwright (no browser download).
+
+    Module scope: Playwright's sync API keeps an asyncio loop running in the main thread while it is
+    open, which would make every later ``asyncio.run()`` (trigger tests) fail.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
