@@ -28,7 +28,15 @@ def can_trigger(dag_id: str) -> object:
 
 
 def is_admin(user: BaseUser) -> bool:
-    """Admins see every user's objects (jobs, reports)."""
-    from airflow.api_fastapi.app import get_auth_manager
+    """Admins see every user's objects (jobs, reports); everyone else sees their own.
 
-    return bool(get_auth_manager().is_authorized_configuration(method="PUT", user=user))
+    With Airflow's simple auth manager that is the Admin role only (Op may edit config but is no
+    admin); with another auth manager, whoever may change Airflow's configuration.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    manager = get_auth_manager()
+    if isinstance(manager, SimpleAuthManager):
+        return str(getattr(user, "role", None) or "").upper() == "ADMIN"
+    return bool(manager.is_authorized_configuration(method="PUT", user=user))

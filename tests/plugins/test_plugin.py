@@ -31,7 +31,9 @@ def test_rackflow_api_refuses_forged_token(api):
 def test_status_names_the_caller_and_admin_flag(api, auth):
     alice = api.get("/rackflow/api/status", headers=auth("alice")).json()
     admin = api.get("/rackflow/api/status", headers=auth("admin")).json()
+    operator = api.get("/rackflow/api/status", headers=auth("operator")).json()
     assert (alice["user"], alice["admin"]) == ("alice", False)
+    assert (operator["user"], operator["admin"]) == ("operator", False)
     assert (admin["user"], admin["admin"]) == ("admin", True)
 
 
