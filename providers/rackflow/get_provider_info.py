@@ -137,6 +137,23 @@ def get_provider_info() -> dict[str, Any]:
                         "pkg.mod:Class, or an http(s) URL of a placement service.",
                         "packing",
                     ),
+                    "job_scheduler": _option(
+                        "Batch scheduler of the rackflow_job DAG: slurm, pbspro, lsf or sge.", "slurm"
+                    ),
+                    "job_ssh_conn_id": _option(
+                        "SSH connection of the scheduler's login node. Empty: run scheduler commands "
+                        "on the Airflow worker.",
+                        "",
+                        "hpc_login",
+                    ),
+                    "job_aws_conn_id": _option(
+                        "AWS connection used for s3:// stage_in/stage_out of batch jobs.", "aws_default"
+                    ),
+                    "jobs_directory": _option(
+                        "Where job directories are made on the scheduler side. Empty: /tmp/rackflow-jobs.",
+                        "",
+                        "/shared/rackflow-jobs",
+                    ),
                     "s3_intake_file": _option(
                         "YAML file listing the S3 intake buckets (one s3_intake_<name> DAG each). "
                         "Empty: s3_intake.yaml under AIRFLOW_HOME.",

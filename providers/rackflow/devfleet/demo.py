@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from rackflow.core.fleet import Fleet
-from rackflow.devfleet.fleet import DevFleet
+from rackflow.devfleet.fleet import S3_CONN_ID, DevFleet
 from rackflow.devfleet.servers import venv_bin, wait_for_port
 
 # Demo logins of Airflow's simple auth manager: user -> (role, password). Loopback only.
@@ -48,6 +48,7 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(repo / "fleet" / "demo.yaml"),
         "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(repo / "jobnets"),
+        "AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID": S3_CONN_ID,  # batch jobs stage s3:// through the demo S3
     }
 
 
