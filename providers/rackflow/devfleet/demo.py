@@ -39,6 +39,8 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The demo is live from the start: power monitoring, S3 intake and the other DAGs run unpaused.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _p) in DEMO_USERS.items()),
