@@ -11,6 +11,11 @@ within a poll interval.
 Pausing the DAG is the seed's ``crontab -r``: no task is queued while paused, so a job that is ready
 stays ``FILE_UPLOAD`` and is claimed after unpausing -- once, because every claim is a conditional write.
 
+Killing the ``wait`` task (mark failed/clear, deferred or not) cancels the scheduler job and writes
+``CANCELED``; a per-job task that fails without ending its job (a crash, a lost worker) gets ``FAILED``
+with the reason from the DAG's ``on_failure_callback``. Neither overwrites a terminal status or
+resubmits anything.
+
 Configuration: a YAML file (``[rackflow] s3_intake_file``, default ``s3_intake.yaml`` under
 AIRFLOW_HOME)::
 
@@ -101,6 +106,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         S3JobWaitOperator,
         claim_job,
         finish_job,
+        job_task_failed,
         stage_in_job,
         stage_out_job,
         submit_job,
@@ -117,7 +123,11 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=config.max_active_runs,
-        default_args={"retries": 0},
+        # A per-job task that dies without ending its job (crash, lost worker) writes FAILED for it.
+        default_args={
+            "retries": 0,
+            "on_failure_callback": job_task_failed(config.bucket, config.aws_conn_id, config.scheduler),
+        },
         tags=["rackflow", "s3-intake"],
         doc_md=__doc__,
     ) as dag:

@@ -33,6 +33,7 @@ from rackflow.core.s3_protocol import (
     JOB_SCRIPT_NAME,
     MAX_STATUS_BYTES,
     STATUS_FILE_NAME,
+    TERMINAL_STATUSES,
     JobStatus,
     JobStatusFile,
     Manifest,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 # Error codes S3 servers answer a conditional write with when the object moved (or vanished) under us.
 _CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "NoSuchKey", "404", "ConditionalRequestConflict"})
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# Statuses only rackflow writes, between its claim and the end: the ones it may end itself.
+_OWNED_STATUSES = frozenset({JobStatus.ACCEPTED, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.STAGING_OUT})
 
 
 class StatusConflict(RuntimeError):
@@ -346,6 +349,45 @@ class S3JobsHook(BaseHook):
             return False
         return True
 
+    def end_unless_terminal(
+        self,
+        prefix: str,
+        new: JobStatus,
+        *,
+        reason: str,
+        scheduler_job_id: str | None = None,
+        attempts: int = 3,
+    ) -> JobStatusFile | None:
+        """Write terminal ``new`` with ``reason`` over a job rackflow owns (ACCEPTED .. STAGING_OUT).
+
+        Never overwrites a terminal status, and leaves alone a status object that is gone, back to
+        ``FILE_UPLOAD`` (the uploader started over) or unreadable. A conditional write that loses to a
+        concurrent one is retried from a fresh read. Returns what the object says afterwards (None when
+        it is gone).
+        """
+        if new not in TERMINAL_STATUSES:
+            raise ValueError(f"{new} is not a terminal status")
+        for _ in range(attempts):
+            current = self.read_status(prefix)
+            if current is None:
+                log.info("%s: status object is gone; not writing %s", prefix, new)
+                return None
+            seen, etag = current
+            if seen.status not in _OWNED_STATUSES:
+                log.info("%s: status is %s; not writing %s (%s)", prefix, seen.status, new, reason)
+                return seen
+            written = JobStatusFile(
+                new, scheduler_job_id=scheduler_job_id or seen.scheduler_job_id, reason=reason
+            )
+            try:
+                self.put_status(prefix, written, if_match=etag)
+            except StatusConflict as err:
+                log.info("%s: status changed while writing %s, reading again: %s", prefix, new, err)
+                continue
+            log.info("%s: wrote %s: %s", prefix, new, reason)
+            return written
+        raise StatusConflict(f"{prefix}: status kept changing; {new} not written after {attempts} tries")
+
     # -- claim --------------------------------------------------------------------------------------
 
     def claim(self, prefix: str, seen_etag: str) -> ClaimResult:
@@ -483,6 +525,25 @@ class LocalScriptScheduler:
             raise ScriptSubmitError(f"sbatch refused the job script: {(out.stderr or out.stdout).strip()}")
         return self.adapter.parse_submit_output(out.stdout), True
 
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the scheduler job; False when the scheduler no longer knows it."""
+        return self.hook.cancel(job_id)
+
     def status(self, job_ids: list[str]) -> dict[str, Any]:
         """``{job_id: JobStatus}`` from one status command (a job the scheduler forgot reads FAILED)."""
         return dict(self.hook.statuses(job_ids))
+
+
+def cancel_intake_job(
+    hook: S3JobsHook, scheduler: LocalScriptScheduler, prefix: str, job_id: str, why: str
+) -> JobStatusFile | None:
+    """Cancel a submitted intake job and write ``CANCELED`` with ``why`` unless its status is terminal.
+
+    The scheduler job is cancelled first (so a status reading CANCELED never hides a live job); what the
+    status object says afterwards is returned (None when it is gone).
+    """
+    known = scheduler.cancel(job_id)
+    log.info("%s: scheduler job %s %s", prefix, job_id, "cancelled" if known else "was already gone")
+    return hook.end_unless_terminal(
+        prefix, JobStatus.CANCELED, reason=f"{why}; scheduler job {job_id} cancelled", scheduler_job_id=job_id
+    )

@@ -24,12 +24,18 @@ from airflow.sdk.exceptions import AirflowSkipException
 from rackflow import settings
 from rackflow.core.s3_protocol import (
     JOB_SCRIPT_NAME,
+    TERMINAL_STATUSES,
     JobStatus,
     ManifestEntry,
     take_manifest,
     validate_job_prefix,
 )
-from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook, StatusConflict
+from rackflow.hooks.s3_jobs import (
+    LocalScriptScheduler,
+    S3JobsHook,
+    StatusConflict,
+    cancel_intake_job,
+)
 from rackflow.triggers.s3_job_status import ScriptJobStateTrigger, job_state_event
 
 log = logging.getLogger(__name__)
@@ -167,6 +173,55 @@ def finish_job(hook: S3JobsHook, staged_out: dict[str, Any]) -> str:
     raise JobFailed(f"{prefix}: {reason}")
 
 
+def fail_unfinished_job(
+    hook: S3JobsHook, prefix: str, reason: str, scheduler: LocalScriptScheduler | None = None
+) -> str | None:
+    """After a per-job task died without ending the job: ``FAILED`` with ``reason``, never over a
+    terminal status; a scheduler job still on record is cancelled (nothing is ever resubmitted).
+
+    Returns the status the object reads afterwards (None when it is gone).
+    """
+    current = hook.read_status(prefix)
+    if current is None:
+        return None
+    job_id = current[0].scheduler_job_id
+    if job_id and scheduler is not None and current[0].status not in TERMINAL_STATUSES:
+        try:
+            if scheduler.cancel(job_id):
+                reason += f"; scheduler job {job_id} cancelled"
+        except Exception as err:  # the status must still say FAILED
+            log.warning("%s: could not cancel scheduler job %s: %s", prefix, job_id, err)
+    after = hook.end_unless_terminal(prefix, JobStatus.FAILED, reason=reason)
+    return None if after is None else after.status.value
+
+
+def job_task_failed(bucket_name: str, aws_conn_id: str, scheduler: str) -> Any:
+    """An ``on_failure_callback`` for the per-job tasks of an intake run (see :func:`fail_unfinished_job`).
+
+    It acts only for a job this run claimed (the ``claim`` task's XCom of the same map index), so a
+    task that failed before or without the claim never touches another poller's job.
+    """
+
+    def callback(context: Any) -> None:
+        ti = context["ti"]
+        group = ti.task_id.rpartition(".")[0]
+        claim_task = f"{group}.claim" if group else "claim"
+        claimed = ti.xcom_pull(task_ids=claim_task, map_indexes=ti.map_index)
+        if not claimed or "prefix" not in claimed:
+            log.info("%s failed before this run claimed a job; no status to write", ti.task_id)
+            return
+        step = ti.task_id.rpartition(".")[2]
+        error = context.get("exception")
+        reason = f"{step} task failed: {error or 'no error reported (task process lost)'}"
+        hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
+        try:
+            fail_unfinished_job(hook, claimed["prefix"], reason, LocalScriptScheduler(scheduler))
+        except Exception:
+            log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
+
+    return callback
+
+
 class S3JobWaitOperator(BaseOperator):
     """
     Wait for a submitted intake job to end, writing ``RUNNING`` to its status object when it starts.
@@ -234,6 +289,22 @@ class S3JobWaitOperator(BaseOperator):
                 self._defer(event["state"])
             time.sleep(self.poll_interval)
 
+    def on_kill(self) -> None:
+        """The task was killed (marked failed, cleared): cancel the scheduler job and write CANCELED.
+
+        While the task is deferred, the trigger's ``on_kill`` does the same in the triggerer.
+        """
+        if not isinstance(self.job, dict) or not self.job.get("job_id"):
+            self.log.info("on_kill: no submitted job known; nothing to cancel")
+            return
+        cancel_intake_job(
+            self._hook(),
+            LocalScriptScheduler(self.scheduler),
+            self.job["prefix"],
+            self.job["job_id"],
+            f"Airflow task {self.task_id} was killed",
+        )
+
     def _defer(self, known_state: str) -> None:
         self.defer(
             trigger=ScriptJobStateTrigger(
@@ -241,6 +312,11 @@ class S3JobWaitOperator(BaseOperator):
                 scheduler=self.scheduler,
                 known_state=known_state,
                 poll_interval=self.poll_interval,
+                cancel_on_kill={
+                    "prefix": self.job["prefix"],
+                    "bucket_name": self.bucket_name,
+                    "aws_conn_id": self.aws_conn_id,
+                },
             ),
             method_name="execute_complete",
         )

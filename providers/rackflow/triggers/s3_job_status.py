@@ -17,7 +17,7 @@ from rackflow.core.s3_protocol import StatusCache
 
 # Imported here, not in run(): importing boto3 and the amazon provider inside run() would block the
 # triggerer's event loop for seconds on first use.
-from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook, cancel_intake_job
 
 
 class S3JobStatusTrigger(BaseTrigger):
@@ -99,12 +99,21 @@ class ScriptJobStateTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     """
 
-    def __init__(self, *, job_id: str, scheduler: str, known_state: str, poll_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        scheduler: str,
+        known_state: str,
+        poll_interval: float = 5.0,
+        cancel_on_kill: dict[str, str] | None = None,
+    ) -> None:
         super().__init__()
         self.job_id = job_id
         self.scheduler = scheduler
         self.known_state = known_state
         self.poll_interval = poll_interval
+        self.cancel_on_kill = cancel_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -114,7 +123,23 @@ class ScriptJobStateTrigger(BaseTrigger):
                 "scheduler": self.scheduler,
                 "known_state": self.known_state,
                 "poll_interval": self.poll_interval,
+                "cancel_on_kill": self.cancel_on_kill,
             },
+        )
+
+    async def on_kill(self) -> None:
+        """The deferred task was killed by a user: cancel the job and write CANCELED to its status."""
+        if not self.cancel_on_kill:
+            return
+        where = self.cancel_on_kill
+        hook = S3JobsHook(where["aws_conn_id"], bucket_name=where["bucket_name"])
+        await asyncio.to_thread(
+            cancel_intake_job,
+            hook,
+            LocalScriptScheduler(self.scheduler),
+            where["prefix"],
+            self.job_id,
+            "the Airflow task waiting for it was killed",
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
