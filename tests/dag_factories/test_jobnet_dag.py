@@ -138,3 +138,46 @@ def test_step_retries_until_it_succeeds(tmp_path: Path) -> None:
     assert counter.read_text().strip() == "3"
     ti = next(ti for ti in result.get_task_instances() if ti.task_id == "flaky")
     assert ti.try_number == 3
+
+
+def test_a_failed_revert_is_reported_and_the_earlier_reverts_still_run(tmp_path: Path) -> None:
+    """b succeeds, c fails, b's revert exits non-zero: a is still reverted (an operator wants the servers
+    back where they were as far as possible), and the report shows b's revert failed, with its output."""
+    text = """
+    name: bad-revert
+    params:
+      log: {type: string}
+    servers:
+      box: {ssh_conn_id: ssh_fleet}
+    steps:
+      - id: a
+        server: box
+        command: echo "run a" >> "$RACKFLOW_PARAM_LOG"
+        revert: {command: 'echo "revert a" >> "$RACKFLOW_PARAM_LOG"'}
+      - id: b
+        server: box
+        command: echo "run b" >> "$RACKFLOW_PARAM_LOG"
+        revert:
+          command: echo "revert b" >> "$RACKFLOW_PARAM_LOG"; echo "cannot undo b" >&2; exit 7
+      - id: c
+        server: box
+        command: echo "run c" >> "$RACKFLOW_PARAM_LOG"; exit 3
+        revert: {command: 'echo "revert c" >> "$RACKFLOW_PARAM_LOG"'}
+    """
+    library = _library(tmp_path, text)
+    log = tmp_path / "actions.log"
+    result = run_dag(_dag(library, "bad-revert", "jobnet_test_bad_revert"), {"log": str(log)})
+
+    assert str(result.state) == "failed"
+    assert log.read_text().splitlines() == ["run a", "run b", "run c", "revert b", "revert a"]
+    states = task_states(result)
+    assert states["c"] == "failed" and states["revert.c"] == "skipped"
+    assert states["revert.b"] == "failed" and states["revert.a"] == "success"
+    assert states["report"] == "failed"
+
+    rows = {row["step_id"]: row for row in _report(result, library)["steps"]}
+    assert {k: rows[k]["state"] for k in rows} == {"a": "succeeded", "b": "succeeded", "c": "failed"}
+    assert {k: rows[k]["reverted"] for k in rows} == {"a": "yes", "b": "failed", "c": "no"}
+    assert rows["b"]["revert_exit_code"] == 7
+    assert "cannot undo b" in rows["b"]["revert_output_tail"]
+    assert rows["b"]["revert_task_state"] == "failed"
