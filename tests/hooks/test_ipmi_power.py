@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -34,6 +35,31 @@ def test_ipmi_reads_on_and_powers_domain_off_and_on(fleet):
     hook.set_power("on")
     assert _wait_power(hook, "on") == "on"
     assert fleet.powered("pw-c")
+
+
+def test_ipmi_answers_after_the_bmc_restarted_between_calls(fleet):
+    """pyghmi caches logged-in sessions per BMC; a BMC that restarted (or expired the session while
+    the monitor slept) must not be asked through the dead one."""
+    from rackflow.hooks.ipmi import IpmiHook
+
+    hook = IpmiHook("pw_ipmi_c", timeout=5, retries=0)
+    assert hook.get_power_state() == "on"
+    fleet.vbmc.restart("pw-c")
+    assert hook.get_power_state() == "on"
+
+
+def test_ipmi_answers_in_a_process_holding_over_1024_files(fleet):
+    """pyghmi's I/O thread used select(), blind to descriptors >= 1024: in a long-lived process every
+    call hung until its timeout. The hook has it poll() instead."""
+    from rackflow.hooks.ipmi import IpmiHook
+
+    held = [open(os.devnull) for _ in range(1100)]  # noqa: SIM115 - closed below
+    try:
+        assert max(f.fileno() for f in held) >= 1024
+        assert IpmiHook("pw_ipmi_c", timeout=5, retries=0).get_power_state() == "on"
+    finally:
+        for f in held:
+            f.close()
 
 
 def test_ipmi_soft_off(fleet):

@@ -565,6 +565,12 @@ class VirtualBmc(Server):
         _wait_for_udp_port(udp_port, self.start_timeout)
         return udp_port
 
+    def restart(self, domain: str) -> None:
+        """Restart ``domain``'s BMC, as a real BMC reboot would: it forgets every open IPMI session."""
+        self._vbmc("stop", domain)
+        self._vbmc("start", domain)
+        _wait_for_udp_port(self.bmcs[domain], self.start_timeout)
+
     def connection(self, domain: str) -> dict[str, object]:
         """Airflow connection (JSON form) of ``domain``'s BMC; cipher suite 3: virtualbmc is SHA-1 only."""
         return {

@@ -12,6 +12,7 @@ accept the SHA-256 request and then answer RAKP 2 with a 20-byte SHA-1 HMAC, and
 
 from __future__ import annotations
 
+import select
 import time
 from typing import Any
 
@@ -38,10 +39,39 @@ def _sha1_session_class() -> type:
     return Sha1Session
 
 
+class _PollSelect:
+    """``select.select()`` done with ``poll()``, for pyghmi's I/O thread.
+
+    pyghmi waits on its UDP sockets with ``select()``, which cannot watch a file descriptor numbered
+    1024 or more: in a process holding many files (a long-running worker, the test suite) its thread
+    then never sees a reply and every IPMI call hangs until it times out. ``poll()`` has no such limit.
+    """
+
+    error = select.error
+
+    @staticmethod
+    def select(
+        rlist: list, wlist: list, xlist: list, timeout: float | None = None
+    ) -> tuple[list, list, list]:
+        poller = select.poll()
+        for sock in rlist:
+            poller.register(sock, select.POLLIN)
+        for sock in wlist:
+            poller.register(sock, select.POLLOUT)
+        ready = {fd for fd, _events in poller.poll(None if timeout is None else max(0, int(timeout * 1000)))}
+
+        def fileno(sock: Any) -> int:
+            return sock if isinstance(sock, int) else sock.fileno()
+
+        return [s for s in rlist if fileno(s) in ready], [s for s in wlist if fileno(s) in ready], []
+
+
 def _open_command(*, bmc: str, userid: str, password: str, port: int, cipher_suite: int) -> Any:
     """A logged-in ``pyghmi.ipmi.command.Command`` on the given cipher suite."""
     from pyghmi.ipmi import command
     from pyghmi.ipmi.private import session
+
+    session.select = _PollSelect  # type: ignore[attr-defined]
 
     if cipher_suite == 17:
         return command.Command(bmc=bmc, userid=userid, password=password, port=port, keepalive=False)
