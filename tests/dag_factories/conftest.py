@@ -37,9 +37,10 @@ def _intake(name: str, bucket: str) -> dict[str, object]:
     }
 
 
-(Path(os.environ["AIRFLOW_HOME"]) / "s3_intake.yaml").write_text(
-    yaml.safe_dump({"intakes": [_intake(n, b) for n, b in INTAKES.items()]})
-)
+INTAKE_FILE = Path(os.environ["AIRFLOW_HOME"]) / "s3_intake.yaml"
+INTAKE_FILE.write_text(yaml.safe_dump({"intakes": [_intake(n, b) for n, b in INTAKES.items()]}))
+# Named explicitly so the Airflow stack, which has an AIRFLOW_HOME of its own, reads the same file.
+os.environ["AIRFLOW__RACKFLOW__S3_INTAKE_FILE"] = str(INTAKE_FILE)
 
 
 @pytest.fixture(scope="session")
