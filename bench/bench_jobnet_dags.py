@@ -12,27 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_jobnet_parse import GOAL_SECONDS, jobnet_yaml
+from bench_jobnet_parse import GOAL_SECONDS, best_of, jobnet_yaml
 from rackflow.core.jobnet import load_jobnets
 from rackflow.dag_factories import jobnet as factory
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def best_of(runs: int, action: Callable[[], object]) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

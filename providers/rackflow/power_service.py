@@ -320,18 +320,7 @@ def record_status(
         return False
     host.status = status.value
     host.status_since = now
-    session.add(
-        HostTransition(
-            host=host.name,
-            at=now,
-            field="status",
-            from_value=old,
-            to_value=status.value,
-            actor=actor,
-            reason=reason,
-        )
-    )
-    log.info("%s status %s -> %s (%s: %s)", host.name, old, status.value, actor, reason)
+    _record_transition(session, host, "status", old, status.value, actor=actor, reason=reason, now=now)
     return True
 
 
@@ -343,19 +332,28 @@ def record_mode(
     if old == mode.value:
         return False
     host.mode = mode.value
+    _record_transition(session, host, "mode", old, mode.value, actor=actor, reason=reason, now=now)
+    return True
+
+
+def _record_transition(
+    session: Session,
+    host: Host,
+    field: str,
+    old: str | None,
+    new: str,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """One row of a host's history: who or what changed ``field`` from ``old`` to ``new``, and why."""
     session.add(
         HostTransition(
-            host=host.name,
-            at=now,
-            field="mode",
-            from_value=old,
-            to_value=mode.value,
-            actor=actor,
-            reason=reason,
+            host=host.name, at=now, field=field, from_value=old, to_value=new, actor=actor, reason=reason
         )
     )
-    log.info("%s mode %s -> %s (%s: %s)", host.name, old, mode.value, actor, reason)
-    return True
+    log.info("%s %s %s -> %s (%s: %s)", host.name, field, old, new, actor, reason)
 
 
 def _view(host: Host, vms: tuple[list[VmRequest], list[VmRequest]] | None, *, now: datetime) -> NodeView:
