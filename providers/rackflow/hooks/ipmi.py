@@ -1,6 +1,10 @@
-"""Drive a BMC's power through IPMI 2.0 over LAN (RMCP+), with pyghmi.
+"""Drive a BMC's power through IPMI 2.0 over LAN (RMCP+).
 
-Cipher suites. pyghmi (1.5+) opens every RMCP+ session asking for cipher suite 17 (RAKP-HMAC-SHA256)
+Power reads and actions run ``ipmitool -I lanplus`` (one process per call, see ``IpmiHook._ipmitool``);
+``IpmiHook.get_conn()`` gives a pyghmi ``Command`` for anything else.
+
+Cipher suites (the same choice, ``-C`` for ipmitool). pyghmi (1.5+) opens every RMCP+ session asking
+for cipher suite 17 (RAKP-HMAC-SHA256)
 and only falls back to suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES) when the BMC *rejects* the open
 request. Some BMCs — virtualbmc among them, whose server side is pyghmi's own SHA-1-only session —
 accept the SHA-256 request and then answer RAKP 2 with a 20-byte SHA-1 HMAC, and pyghmi dies in
