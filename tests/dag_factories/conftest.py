@@ -33,7 +33,6 @@ def _intake(name: str, bucket: str) -> dict[str, object]:
         "job_base_dir": str(JOB_BASE / name),
         "poll_interval": 0.5,
         "scheduler_poll_interval": 0.5,
-        "schedule_seconds": 20,
     }
 
 

@@ -114,12 +114,13 @@ def test_killing_the_deferred_wait_task_cancels_through_its_trigger(devfleet, tm
     assert lines[0] == "CANCELED" and lines[1] == submitted["job_id"], lines
 
 
-def test_a_crashed_stage_in_task_leaves_failed_with_a_reason_and_submits_nothing(
+def test_a_crash_after_the_claim_leaves_failed_with_a_reason_and_submits_nothing(
     devfleet, airflow_db, intake_buckets, monkeypatch
 ):
-    """The stage-in task dies without writing any status. Injected fault: the real SeaweedFS cannot make
-    the worker process die mid-task (an OOM kill, a lost worker), so the step function is replaced by
-    one that raises before touching S3 -- bypassing the step's own FAILED handling."""
+    """The accept task dies in stage-in, after its claim, without writing any status. Injected fault: the
+    real SeaweedFS cannot make the worker process die mid-task (an OOM kill, a lost worker), so the step
+    function is replaced by one that raises before touching S3 -- bypassing the step's own FAILED
+    handling."""
     import rackflow.operators.s3_intake as intake_ops
 
     def crash(hook: S3JobsHook, claimed: dict[str, Any], base_dir: Any) -> dict[str, Any]:
@@ -137,5 +138,5 @@ def test_a_crashed_stage_in_task_leaves_failed_with_a_reason_and_submits_nothing
 
     lines = read_status(client, bucket, prefix).splitlines()
     assert lines[0] == "FAILED", lines
-    assert "stage_in task failed" in lines[2] and "simulated worker crash" in lines[2], lines
+    assert "accept task failed" in lines[2] and "simulated worker crash" in lines[2], lines
     assert _slurm_jobs_named(devfleet, prefix) == []

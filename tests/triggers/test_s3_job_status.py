@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import threading
 import time
 
 from rackflow.hooks.s3_jobs import LocalScriptScheduler
-from rackflow.triggers.s3_job_status import S3JobStatusTrigger, ScriptJobStateTrigger
+from rackflow.triggers.s3_job_status import (
+    S3JobsReadyEventTrigger,
+    S3JobStatusTrigger,
+    ScriptJobStateTrigger,
+)
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, upload_job
 
 
@@ -43,6 +49,60 @@ def test_status_trigger_fires_when_an_upload_finishes_while_it_waits(devfleet):
     uploader.join()
     assert event["status"] == "ready"
     assert [j["prefix"] for j in event["jobs"]] == ["job0001"]
+
+
+async def _events_within(trigger, seconds: float, on_event=None) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Every event an endless trigger yields within ``seconds``; ``on_event(payload)`` runs after each."""
+    events: list[dict] = []
+
+    async def collect() -> None:
+        async for event in trigger.run():
+            events.append(event.payload)
+            if on_event is not None:
+                on_event(event.payload)
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(collect(), timeout=seconds)
+    return events
+
+
+def _prefixes(events: list[dict]) -> list[list[str]]:
+    return [sorted(j["prefix"] for j in e["jobs"]) for e in events]
+
+
+def test_event_trigger_announces_each_new_upload_once_and_never_a_claimed_job(devfleet):
+    client = devfleet.s3.client()
+    bucket = new_bucket(devfleet, "watch")
+    upload_job(client, bucket, "job0001")
+    upload_job(client, bucket, "done0001", status=b"COMPLETED\n")
+    trigger = S3JobsReadyEventTrigger(bucket_name=bucket, aws_conn_id=CONN_ID, poll_interval=0.2)
+    path, kwargs = trigger.serialize()
+    assert path == "rackflow.triggers.s3_job_status.S3JobsReadyEventTrigger"
+    assert S3JobsReadyEventTrigger(**kwargs).serialize() == (path, kwargs)
+
+    def after(payload: dict) -> None:
+        if _prefixes([payload]) == [["job0001"]]:
+            # a run claims job0001; then a new job arrives
+            client.put_object(Bucket=bucket, Key="job0001/aws-job-stat.txt", Body=b"ACCEPTED\n")
+            upload_job(client, bucket, "job0002")
+
+    events = asyncio.run(_events_within(trigger, 4, after))
+    assert _prefixes(events) == [["job0001"], ["job0002"]], events
+    assert all(e["status"] == "ready" for e in events)
+
+
+def test_event_trigger_announces_a_job_again_while_nobody_takes_it(devfleet):
+    client = devfleet.s3.client()
+    bucket = new_bucket(devfleet, "watch")
+    upload_job(client, bucket, "job0001")
+    trigger = S3JobsReadyEventTrigger(
+        bucket_name=bucket, aws_conn_id=CONN_ID, poll_interval=0.2, refire_after=1.5
+    )
+    times: list[float] = []
+    events = asyncio.run(_events_within(trigger, 5, lambda _: times.append(time.monotonic())))
+    # its run crashed before the claim: the job is announced again, but not on every poll
+    assert len(events) >= 2 and set(map(tuple, _prefixes(events))) == {("job0001",)}, events
+    assert all(later - earlier >= 1.5 for earlier, later in itertools.pairwise(times)), times
 
 
 def test_script_job_trigger_fires_on_each_state_change_of_a_real_slurm_job(devfleet, tmp_path):

@@ -1,15 +1,21 @@
 """The S3 job intake DAGs: one ``s3_intake_<name>`` per configured bucket, replacing aws-jobmanager's cron.
 
-Each run: :class:`~rackflow.sensors.s3_job_status.S3JobStatusSensor` waits (deferred) for jobs whose
-status says ``FILE_UPLOAD``, then a task group mapped over them runs per job::
+Event-driven: the DAG is scheduled on an asset ``s3://<bucket>/`` whose
+:class:`~airflow.sdk.AssetWatcher` runs :class:`~rackflow.triggers.s3_job_status.S3JobsReadyEventTrigger`
+in the triggerer. The trigger polls the bucket every ``poll_interval`` seconds (listing pages, a GET only
+for a changed status object) and each time jobs become ready (``FILE_UPLOAD``) a run starts::
 
-    claim -> stage_in -> submit -> wait (deferrable) -> stage_out -> finish
+    wait_for_jobs (S3JobStatusSensor) -> per job (mapped):
+        accept (claim -> stage-in -> submit) -> wait (deferrable) -> stage_out -> finish
 
-Runs start every ``schedule_seconds``; each sensor gives up after about one interval (the run ends
-skipped) and only one sensor of the DAG is active at a time, so one poller is live and jobs are picked up
-within a poll interval.
-Pausing the DAG is the seed's ``crontab -r``: no task is queued while paused, so a job that is ready
-stays ``FILE_UPLOAD`` and is claimed after unpausing -- once, because every claim is a conditional write.
+The sensor takes the jobs still ready when the run starts (another run may have claimed some: then it
+skips). Claim, stage-in and submit are one task because every Airflow task start costs about a second and
+``FILE_UPLOAD`` -> submitted should take seconds; each step still writes its status (``ACCEPTED``,
+``QUEUED``) and fails the job with its own reason. Nothing runs while the bucket is idle.
+
+Pausing the DAG is the seed's ``crontab -r``: a paused DAG gets no runs (its watcher stops with the next
+parse of the DAG file), so a job that is ready stays ``FILE_UPLOAD``; after unpausing, the watcher's first
+poll sees it and it is claimed -- once, because every claim is a conditional write.
 
 Killing the ``wait`` task (mark failed/clear, deferred or not) cancels the scheduler job and writes
 ``CANCELED``; a per-job task that fails without ending its job (a crash, a lost worker) gets ``FAILED``
@@ -25,8 +31,7 @@ AIRFLOW_HOME)::
         aws_conn_id: aws_fleet_s3
         job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix>
         scheduler: slurm
-        poll_interval: 2            # seconds between bucket polls
-        schedule_seconds: 30
+        poll_interval: 1            # seconds between bucket polls
 
 Without the file, one intake ``rackflow_jobs`` reads bucket ``rackflow-jobs`` on ``aws_fleet_s3`` (the
 demo fleet's).
@@ -36,7 +41,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +62,16 @@ class IntakeConfig:
     aws_conn_id: str = "aws_default"
     job_base_dir: str = "~/aws-job"
     scheduler: str = "slurm"
-    poll_interval: float = 2.0
+    poll_interval: float = 1.0
     scheduler_poll_interval: float = 5.0
-    schedule_seconds: int = 30
     max_active_runs: int = 16
     max_jobs_per_run: int = 100
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"intake name {self.name!r}: letters, digits and '_' only")
-        if self.schedule_seconds < 1 or self.poll_interval <= 0:
-            raise ValueError(f"intake {self.name}: schedule_seconds and poll_interval must be positive")
+        if self.poll_interval <= 0 or self.scheduler_poll_interval <= 0:
+            raise ValueError(f"intake {self.name}: poll intervals must be positive")
 
     @property
     def dag_id(self) -> str:
@@ -99,27 +103,43 @@ def load_intakes(path: Path | None = None) -> list[IntakeConfig]:
 
 def build_s3_intake_dag(config: IntakeConfig) -> Any:
     """The intake DAG for one bucket."""
-    from airflow.sdk import DAG, TriggerRule, get_current_context, task, task_group
+    from airflow.sdk import DAG, Asset, AssetWatcher, TriggerRule, get_current_context, task, task_group
 
     from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
     from rackflow.operators.s3_intake import (
+        ACCEPT_TASK_ID,
+        CLAIMED_XCOM_KEY,
         S3JobWaitOperator,
-        claim_job,
+        accept_job,
         finish_job,
         job_task_failed,
-        stage_in_job,
         stage_out_job,
-        submit_job,
     )
     from rackflow.sensors.s3_job_status import S3JobStatusSensor
+    from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger
 
     def hook() -> S3JobsHook:
         return S3JobsHook(config.aws_conn_id, bucket_name=config.bucket)
 
+    bucket_asset = Asset(
+        name=config.dag_id,
+        uri=f"s3://{config.bucket}/",
+        watchers=[
+            AssetWatcher(
+                name=f"{config.dag_id}_ready_jobs",
+                trigger=S3JobsReadyEventTrigger(
+                    bucket_name=config.bucket,
+                    aws_conn_id=config.aws_conn_id,
+                    poll_interval=config.poll_interval,
+                ),
+            )
+        ],
+    )
+
     with DAG(
         dag_id=config.dag_id,
         description=f"Take jobs from s3://{config.bucket} to {config.scheduler} and back",
-        schedule=timedelta(seconds=config.schedule_seconds),
+        schedule=[bucket_asset],
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=config.max_active_runs,
@@ -131,31 +151,31 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         tags=["rackflow", "s3-intake"],
         doc_md=__doc__,
     ) as dag:
+        # The jobs ready when the run starts (one synchronous poll); none left -> the run ends skipped.
         ready = S3JobStatusSensor(
             task_id="wait_for_jobs",
             bucket_name=config.bucket,
             aws_conn_id=config.aws_conn_id,
             max_jobs=config.max_jobs_per_run,
             poke_interval=config.poll_interval,
-            timeout=config.schedule_seconds + config.poll_interval,
+            timeout=config.poll_interval,
+            mode="poke",
+            deferrable=False,
             soft_fail=True,
-            deferrable=True,
-            # One poller per DAG at a time: the next run's sensor starts when this one fires or gives up.
-            max_active_tis_per_dag=1,
         )
 
-        @task
-        def claim(job: Any) -> dict[str, Any]:
-            return claim_job(hook(), job)
-
-        @task
-        def stage_in(claimed: Any) -> dict[str, Any]:
-            return stage_in_job(hook(), claimed, config.job_base_dir)
-
-        @task
-        def submit(staged: Any) -> dict[str, Any]:
+        @task(task_id=ACCEPT_TASK_ID)
+        def accept(job: Any) -> dict[str, Any]:
             context = get_current_context()
-            return submit_job(hook(), staged, LocalScriptScheduler(config.scheduler), context["run_id"])
+            ti = context["ti"]
+            return accept_job(
+                hook(),
+                job,
+                config.job_base_dir,
+                LocalScriptScheduler(config.scheduler),
+                context["run_id"],
+                on_claimed=lambda claimed: ti.xcom_push(key=CLAIMED_XCOM_KEY, value=claimed),
+            )
 
         @task
         def stage_out(waited: Any) -> dict[str, Any]:
@@ -167,10 +187,9 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
 
         @task_group(group_id="job")
         def job_pipeline(job: Any) -> None:
-            submitted = submit(stage_in(claim(job)))
             waited = S3JobWaitOperator(
                 task_id="wait",
-                job=submitted,
+                job=accept(job),
                 bucket_name=config.bucket,
                 aws_conn_id=config.aws_conn_id,
                 scheduler=config.scheduler,

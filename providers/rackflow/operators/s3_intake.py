@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,11 @@ from rackflow.hooks.s3_jobs import (
 from rackflow.triggers.s3_job_status import ScriptJobStateTrigger, job_state_event
 
 log = logging.getLogger(__name__)
+
+
+# The intake DAG's per-job task that claims, stages in and submits, and the XCom key of its claim.
+ACCEPT_TASK_ID = "accept"
+CLAIMED_XCOM_KEY = "claimed"
 
 
 class JobFailed(RuntimeError):
@@ -128,6 +133,24 @@ def submit_job(
     return {**staged, "job_id": job_id, "job_name": name}
 
 
+def accept_job(
+    hook: S3JobsHook,
+    job: dict[str, str],
+    base_dir: str | Path,
+    scheduler: LocalScriptScheduler,
+    claim_id: str,
+    on_claimed: Callable[[dict[str, Any]], None] = lambda claimed: None,
+) -> dict[str, Any]:
+    """Claim -> stage-in -> submit one ready job, in one task: each Airflow task start costs about a
+    second, and this keeps ``FILE_UPLOAD`` -> ``QUEUED`` within seconds. ``on_claimed`` records the claim
+    (the intake DAG pushes it to XCom) before anything else can fail, so a crash later in the task still
+    ends this job with ``FAILED`` (see :func:`job_task_failed`)."""
+    claimed = claim_job(hook, job)
+    on_claimed(claimed)
+    staged = stage_in_job(hook, claimed, base_dir)
+    return submit_job(hook, staged, scheduler, claim_id)
+
+
 def _mark_running(hook: S3JobsHook, prefix: str) -> None:
     current = hook.read_status(prefix)
     if current is None:
@@ -198,15 +221,16 @@ def fail_unfinished_job(
 def job_task_failed(bucket_name: str, aws_conn_id: str, scheduler: str) -> Any:
     """An ``on_failure_callback`` for the per-job tasks of an intake run (see :func:`fail_unfinished_job`).
 
-    It acts only for a job this run claimed (the ``claim`` task's XCom of the same map index), so a
-    task that failed before or without the claim never touches another poller's job.
+    It acts only for a job this run claimed (the ``accept`` task's ``claimed`` XCom of the same map
+    index, pushed right after the claim), so a task that failed before or without the claim never
+    touches another poller's job.
     """
 
     def callback(context: Any) -> None:
         ti = context["ti"]
         group = ti.task_id.rpartition(".")[0]
-        claim_task = f"{group}.claim" if group else "claim"
-        claimed = ti.xcom_pull(task_ids=claim_task, map_indexes=ti.map_index)
+        accept_task = f"{group}.{ACCEPT_TASK_ID}" if group else ACCEPT_TASK_ID
+        claimed = ti.xcom_pull(task_ids=accept_task, key=CLAIMED_XCOM_KEY, map_indexes=ti.map_index)
         if not claimed or "prefix" not in claimed:
             log.info("%s failed before this run claimed a job; no status to write", ti.task_id)
             return

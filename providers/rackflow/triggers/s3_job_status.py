@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseEventTrigger, BaseTrigger, TriggerEvent
 
 from rackflow.core.s3_protocol import StatusCache
 
@@ -70,11 +70,7 @@ class S3JobStatusTrigger(BaseTrigger):
         reported: dict[str, str] = {}
         while True:
             result = await asyncio.to_thread(hook.poll, cache)
-            problems = {**result.invalid, **result.rejected}
-            for job, problem in problems.items():
-                if reported.get(job) != problem:
-                    self.log.warning("s3://%s: ignoring %s: %s", self.bucket_name, job, problem)
-            reported = problems
+            reported = _log_problems(self, result, reported)
             if result.ready:
                 jobs = result.ready[: self.max_jobs] if self.max_jobs else result.ready
                 self.log.info("s3://%s: %d job(s) ready: %s", self.bucket_name, len(jobs), jobs)
@@ -84,6 +80,88 @@ class S3JobStatusTrigger(BaseTrigger):
                 yield TriggerEvent({"status": "timeout", "timeout": self.timeout})
                 return
             await asyncio.sleep(self.poll_interval)
+
+
+class S3JobsReadyEventTrigger(BaseEventTrigger):
+    """
+    Watch an intake bucket from the triggerer and fire whenever jobs become ready (``FILE_UPLOAD``).
+
+    The event trigger of the intake DAG's :class:`~airflow.sdk.AssetWatcher`: each event makes an asset
+    event, which starts a DAG run -- so a run exists only when there is work, and a job is seen within
+    one ``poll_interval`` of its upload however long the previous run takes. Runs forever; one poll is a
+    paginated listing plus a GET per new or changed status object (ETag cache).
+
+    A ready job is announced once per ETag. If it is still ``FILE_UPLOAD`` ``refire_after`` seconds later
+    (its run crashed before the claim, or took only ``max_jobs`` of many) it is announced again; the
+    conditional claim makes a repeated announcement harmless.
+
+    Events: ``{"status": "ready", "jobs": [{"prefix", "etag"}, ...]}`` (the newly ready jobs).
+
+    :param bucket_name: the intake bucket.
+    :param aws_conn_id: Airflow AWS connection.
+    :param poll_interval: seconds between polls.
+    :param refire_after: seconds after which a job still waiting is announced again.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket_name: str,
+        aws_conn_id: str,
+        poll_interval: float = 1.0,
+        refire_after: float = 20.0,
+    ) -> None:
+        super().__init__()
+        self.bucket_name = bucket_name
+        self.aws_conn_id = aws_conn_id
+        self.poll_interval = poll_interval
+        self.refire_after = refire_after
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "bucket_name": self.bucket_name,
+                "aws_conn_id": self.aws_conn_id,
+                "poll_interval": self.poll_interval,
+                "refire_after": self.refire_after,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
+        cache = StatusCache()
+        announced: dict[tuple[str, str], float] = {}  # (prefix, etag) -> when it was last announced
+        reported: dict[str, str] = {}
+        while True:
+            try:
+                result = await asyncio.to_thread(hook.poll, cache)
+            except Exception as err:  # S3 down for a moment: keep watching, say so once per poll
+                self.log.warning("s3://%s: poll failed, retrying: %s", self.bucket_name, err)
+                await asyncio.sleep(self.poll_interval)
+                continue
+            reported = _log_problems(self, result, reported)
+            now = time.monotonic()
+            ready = {(j.prefix, j.etag): j for j in result.ready}
+            announced = {k: t for k, t in announced.items() if k in ready}  # forget claimed/removed jobs
+            due = [
+                j for k, j in ready.items() if now - announced.get(k, -self.refire_after) >= self.refire_after
+            ]
+            if due:
+                for job in due:
+                    announced[(job.prefix, job.etag)] = now
+                self.log.info("s3://%s: %d job(s) ready: %s", self.bucket_name, len(due), due)
+                yield TriggerEvent({"status": "ready", "jobs": [j.to_dict() for j in due]})
+            await asyncio.sleep(self.poll_interval)
+
+
+def _log_problems(trigger: Any, result: Any, reported: dict[str, str]) -> dict[str, str]:
+    """Warn once about each unreadable status or refused prefix of a poll; returns what is now reported."""
+    problems = {**result.invalid, **result.rejected}
+    for job, problem in problems.items():
+        if reported.get(job) != problem:
+            trigger.log.warning("s3://%s: ignoring %s: %s", trigger.bucket_name, job, problem)
+    return problems
 
 
 class ScriptJobStateTrigger(BaseTrigger):
