@@ -122,7 +122,9 @@ def test_a_crashed_stage_in_task_leaves_failed_with_a_reason_and_submits_nothing
     one that raises before touching S3 -- bypassing the step's own FAILED handling."""
     import rackflow.operators.s3_intake as intake_ops
 
-    def crash(hook: S3JobsHook, claimed: dict[str, Any], base_dir: Any) -> dict[str, Any]:
+    def crash(
+        hook: S3JobsHook, claimed: dict[str, Any], base_dir: Any, ssh_conn_id: str | None = None
+    ) -> dict[str, Any]:
         raise RuntimeError("simulated worker crash during stage-in")
 
     monkeypatch.setattr(intake_ops, "stage_in_job", crash)

@@ -23,8 +23,12 @@ AIRFLOW_HOME)::
       - name: fleet                 # DAG id s3_intake_fleet
         bucket: rackflow-jobs
         aws_conn_id: aws_fleet_s3
-        job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix>
+        job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix> on the execution host
         scheduler: slurm
+        ssh_conn_id: login1         # execution host: this login node over SSH/SFTP (omit: this host);
+                                    # ~ is the remote user's home, scheduler commands run there too
+        scheduler_env:              # extra environment of the scheduler commands (optional)
+          SLURM_CONF: /etc/slurm/slurm.conf
         poll_interval: 2            # seconds between bucket polls
         schedule_seconds: 30
 
@@ -35,7 +39,7 @@ demo fleet's).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +61,10 @@ class IntakeConfig:
     aws_conn_id: str = "aws_default"
     job_base_dir: str = "~/aws-job"
     scheduler: str = "slurm"
+    # Execution host: None stages, submits and stages out here; an SSH connection id does it all on
+    # that login node (files over SFTP, scheduler commands over SSH).
+    ssh_conn_id: str | None = None
+    scheduler_env: dict[str, str] = field(default_factory=dict, hash=False)
     poll_interval: float = 2.0
     scheduler_poll_interval: float = 5.0
     schedule_seconds: int = 30
@@ -68,6 +76,11 @@ class IntakeConfig:
             raise ValueError(f"intake name {self.name!r}: letters, digits and '_' only")
         if self.schedule_seconds < 1 or self.poll_interval <= 0:
             raise ValueError(f"intake {self.name}: schedule_seconds and poll_interval must be positive")
+        # YAML gives None for an empty key; the DAG wants "no SSH" and "no extra environment".
+        object.__setattr__(self, "ssh_conn_id", self.ssh_conn_id or None)
+        object.__setattr__(
+            self, "scheduler_env", {str(k): str(v) for k, v in (self.scheduler_env or {}).items()}
+        )
 
     @property
     def dag_id(self) -> str:
@@ -126,7 +139,9 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         # A per-job task that dies without ending its job (crash, lost worker) writes FAILED for it.
         default_args={
             "retries": 0,
-            "on_failure_callback": job_task_failed(config.bucket, config.aws_conn_id, config.scheduler),
+            "on_failure_callback": job_task_failed(
+                config.bucket, config.aws_conn_id, config.scheduler, config.ssh_conn_id, config.scheduler_env
+            ),
         },
         tags=["rackflow", "s3-intake"],
         doc_md=__doc__,
@@ -150,12 +165,18 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
 
         @task
         def stage_in(claimed: Any) -> dict[str, Any]:
-            return stage_in_job(hook(), claimed, config.job_base_dir)
+            return stage_in_job(hook(), claimed, config.job_base_dir, config.ssh_conn_id)
 
         @task
         def submit(staged: Any) -> dict[str, Any]:
             context = get_current_context()
-            return submit_job(hook(), staged, LocalScriptScheduler(config.scheduler), context["run_id"])
+            scheduler = LocalScriptScheduler(
+                config.scheduler, env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
+            )
+            try:
+                return submit_job(hook(), staged, scheduler, context["run_id"])
+            finally:
+                scheduler.close()
 
         @task
         def stage_out(waited: Any) -> dict[str, Any]:
@@ -174,6 +195,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
                 bucket_name=config.bucket,
                 aws_conn_id=config.aws_conn_id,
                 scheduler=config.scheduler,
+                ssh_conn_id=config.ssh_conn_id,
+                scheduler_env=config.scheduler_env,
                 poll_interval=config.scheduler_poll_interval,
                 deferrable=True,
             )
