@@ -123,7 +123,9 @@ def test_a_crash_after_the_claim_leaves_failed_with_a_reason_and_submits_nothing
     handling."""
     import rackflow.operators.s3_intake as intake_ops
 
-    def crash(hook: S3JobsHook, claimed: dict[str, Any], base_dir: Any) -> dict[str, Any]:
+    def crash(
+        hook: S3JobsHook, claimed: dict[str, Any], base_dir: Any, ssh_conn_id: str | None = None
+    ) -> dict[str, Any]:
         raise RuntimeError("simulated worker crash during stage-in")
 
     monkeypatch.setattr(intake_ops, "stage_in_job", crash)

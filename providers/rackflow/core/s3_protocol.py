@@ -8,9 +8,10 @@ it". From then on rackflow owns the status object and writes it back as up to th
     scheduler job id        (empty line when there is none yet but a reason follows)
     reason                  (one line; on FAILED or CANCELED)
 
-Job files land in a local job directory named after the prefix; files the job creates or changes
-there are uploaded back under the same prefix. Everything here is pure: S3 and the file system are
-touched only by ``result_files``/``take_manifest`` (reading the local job dir) and by the callers.
+Job files land in a job directory named after the prefix (on this host or on a login node over SFTP);
+files the job creates or changes there are uploaded back under the same prefix. Everything here is
+pure: S3 and the file system are touched only by the callers, and by ``result_files``/``take_manifest``
+when given a local directory (any other job directory hands them a :data:`DirLister`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import itertools
 import os
 import re
 import stat
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -341,16 +342,15 @@ def _check_component(key: str, part: str) -> None:
         raise UnsafeKeyError(key, f"a path component is longer than {_NAME_MAX_BYTES} bytes")
 
 
-def local_path_for_key(job_dir: Path, prefix: str, key: str) -> Path:
-    """Where object ``key`` of job ``prefix`` goes inside ``job_dir``; UnsafeKeyError if anywhere else.
+def key_parts(prefix: str, key: str) -> tuple[str, ...]:
+    """The path components of object ``key`` inside job ``prefix``'s directory; UnsafeKeyError if unsafe.
 
-    Refused: NUL or any control character (newlines included -- they would break line-based logs and
-    manifests and the job's own shell scripts), absolute keys, keys outside ``prefix/``, empty, ``.``
-    or ``..`` components, backslashes, and paths that resolve outside ``job_dir`` through a symlink
-    already in it. Spaces and other printable characters are fine. Directory markers (``job/dir/``)
-    are refused as empty components; callers skip them. The check is lexical plus ``resolve()``; a
-    symlink planted between this check and the write is the caller's to prevent (stage into a
-    directory the job cannot yet run in).
+    Lexical only (no file system): refuses NUL or any control character (newlines included -- they
+    would break line-based logs and manifests and the job's own shell scripts), absolute keys, keys
+    outside ``prefix/``, empty, ``.`` or ``..`` components and backslashes. Spaces and other printable
+    characters are fine. Directory markers (``job/dir/``) are refused as empty components; callers
+    strip the slash or skip them. Symlinks already in the job directory are the caller's to refuse
+    while it descends (see :func:`local_path_for_key`, or the SFTP job directory's lstat walk).
     """
     if _CONTROL_RE.search(key):
         raise UnsafeKeyError(key, "control character (NUL, newline, ...) in key")
@@ -359,10 +359,20 @@ def local_path_for_key(job_dir: Path, prefix: str, key: str) -> Path:
     name = validate_job_prefix(prefix)
     if not key.startswith(name + "/"):
         raise UnsafeKeyError(key, f"key is not under job prefix {name + '/'!r}")
-    relative = key[len(name) + 1 :]
-    parts = relative.split("/")
+    parts = tuple(key[len(name) + 1 :].split("/"))
     for part in parts:
         _check_component(key, part)
+    return parts
+
+
+def local_path_for_key(job_dir: Path, prefix: str, key: str) -> Path:
+    """Where object ``key`` of job ``prefix`` goes inside ``job_dir``; UnsafeKeyError if anywhere else.
+
+    :func:`key_parts`, plus a ``resolve()`` check against symlinks already in ``job_dir``. A symlink
+    planted between this check and the write is the caller's to prevent (stage into a directory the
+    job cannot yet run in, refuse symlinks while descending, create files with ``O_NOFOLLOW``).
+    """
+    parts = key_parts(prefix, key)
     base = job_dir.resolve()
     target = base.joinpath(*parts)
     if not target.resolve().is_relative_to(base):
@@ -387,17 +397,56 @@ class ResultScan:
     skipped: dict[str, str]
 
 
-def _walk(job_dir: Path) -> tuple[Manifest, dict[str, str]]:
-    """Regular files and directories under ``job_dir``, never following a symlink; others skipped."""
+class EntryStat(NamedTuple):
+    """One directory entry as ``lstat`` sees it (a symlink is itself, never its target).
+
+    ``error`` is set (and the numbers are 0) when the entry could not be stat'ed.
+    """
+
+    name: str
+    mode: int
+    size: int
+    mtime_ns: int
+    error: str | None = None
+
+
+# Lists one directory of a job dir given its relative POSIX path ("" or "sub/dir/"); raises OSError
+# when the directory cannot be listed. Local: :func:`local_lister`; SFTP: the job directory's own.
+DirLister = Callable[[str], Iterable[EntryStat]]
+
+
+def local_lister(job_dir: Path) -> DirLister:
+    """A :data:`DirLister` over a local directory (``os.scandir``, ``lstat`` per entry)."""
+
+    def list_dir(rel_dir: str) -> list[EntryStat]:
+        entries: list[EntryStat] = []
+        for entry in os.scandir(job_dir / rel_dir if rel_dir else job_dir):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as err:
+                entries.append(EntryStat(entry.name, 0, 0, 0, f"cannot stat: {err.strerror}"))
+                continue
+            entries.append(EntryStat(entry.name, st.st_mode, st.st_size, st.st_mtime_ns))
+        return entries
+
+    return list_dir
+
+
+def _lister(job_dir: Path | DirLister) -> DirLister:
+    return local_lister(job_dir) if isinstance(job_dir, Path) else job_dir
+
+
+def _walk(list_dir: DirLister) -> tuple[Manifest, dict[str, str]]:
+    """Regular files and directories under the job dir, never following a symlink; others skipped."""
     found: Manifest = {}
     skipped: dict[str, str] = {}
     pending = [""]
     while pending:
         rel_dir = pending.pop()
         try:
-            entries = list(os.scandir(job_dir / rel_dir if rel_dir else job_dir))
+            entries = list(list_dir(rel_dir))
         except OSError as err:
-            skipped[rel_dir or "."] = f"cannot list directory: {err.strerror}"
+            skipped[rel_dir or "."] = f"cannot list directory: {err.strerror or err}"
             continue
         for entry in entries:
             rel = f"{rel_dir}{entry.name}"
@@ -409,29 +458,27 @@ def _walk(job_dir: Path) -> tuple[Manifest, dict[str, str]]:
             except UnicodeEncodeError:
                 skipped[rel] = "name is not valid UTF-8"
                 continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as err:
-                skipped[rel] = f"cannot stat: {err.strerror}"
-                continue
-            if stat.S_ISLNK(st.st_mode):
+            if entry.error is not None:
+                skipped[rel] = entry.error
+            elif stat.S_ISLNK(entry.mode):
                 skipped[rel] = "symlink (not followed)"
-            elif stat.S_ISDIR(st.st_mode):
-                found[rel + "/"] = ManifestEntry(0, st.st_mtime_ns)
+            elif stat.S_ISDIR(entry.mode):
+                found[rel + "/"] = ManifestEntry(0, entry.mtime_ns)
                 pending.append(rel + "/")
-            elif stat.S_ISREG(st.st_mode):
-                found[rel] = ManifestEntry(st.st_size, st.st_mtime_ns)
+            elif stat.S_ISREG(entry.mode):
+                found[rel] = ManifestEntry(entry.size, entry.mtime_ns)
             else:
                 skipped[rel] = "not a regular file or directory"
     return found, skipped
 
 
-def take_manifest(job_dir: Path) -> Manifest:
-    """Snapshot the job dir right after stage-in, for ``result_files`` to compare against."""
-    return _walk(job_dir)[0]
+def take_manifest(job_dir: Path | DirLister) -> Manifest:
+    """Snapshot the job dir (a local path, or any job directory's lister) right after stage-in, for
+    ``result_files`` to compare against."""
+    return _walk(_lister(job_dir))[0]
 
 
-def result_files(job_dir: Path, since_manifest: Manifest) -> ResultScan:
+def result_files(job_dir: Path | DirLister, since_manifest: Manifest) -> ResultScan:
     """Files the job created or changed since stage-in, as relative POSIX keys to upload, sorted.
 
     A file counts when it is new or its (size, mtime_ns) differs from the manifest. A new empty
@@ -440,7 +487,7 @@ def result_files(job_dir: Path, since_manifest: Manifest) -> ResultScan:
     ``skipped``, as are special files, unencodable or control-character names, and a top-level
     ``aws-job-stat.txt``, which rackflow alone writes.
     """
-    current, skipped = _walk(job_dir)
+    current, skipped = _walk(_lister(job_dir))
     non_empty = {rel.rstrip("/").rpartition("/")[0] + "/" for rel in current}
     keys: list[str] = []
     for rel, entry in current.items():

@@ -29,8 +29,12 @@ AIRFLOW_HOME)::
       - name: fleet                 # DAG id s3_intake_fleet
         bucket: rackflow-jobs
         aws_conn_id: aws_fleet_s3
-        job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix>
+        job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix> on the execution host
         scheduler: slurm
+        ssh_conn_id: login1         # execution host: this login node over SSH/SFTP (omit: this host);
+                                    # ~ is the remote user's home, scheduler commands run there too
+        scheduler_env:              # extra environment of the scheduler commands (optional)
+          SLURM_CONF: /etc/slurm/slurm.conf
         poll_interval: 1            # seconds between bucket polls
 
 Without the file, one intake ``rackflow_jobs`` reads bucket ``rackflow-jobs`` on ``aws_fleet_s3`` (the
@@ -40,7 +44,7 @@ demo fleet's).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -62,6 +66,10 @@ class IntakeConfig:
     aws_conn_id: str = "aws_default"
     job_base_dir: str = "~/aws-job"
     scheduler: str = "slurm"
+    # Execution host: None stages, submits and stages out here; an SSH connection id does it all on
+    # that login node (files over SFTP, scheduler commands over SSH).
+    ssh_conn_id: str | None = None
+    scheduler_env: dict[str, str] = field(default_factory=dict, hash=False)
     poll_interval: float = 1.0
     scheduler_poll_interval: float = 5.0
     max_active_runs: int = 16
@@ -72,6 +80,11 @@ class IntakeConfig:
             raise ValueError(f"intake name {self.name!r}: letters, digits and '_' only")
         if self.poll_interval <= 0 or self.scheduler_poll_interval <= 0:
             raise ValueError(f"intake {self.name}: poll intervals must be positive")
+        # YAML gives None for an empty key; the DAG wants "no SSH" and "no extra environment".
+        object.__setattr__(self, "ssh_conn_id", self.ssh_conn_id or None)
+        object.__setattr__(
+            self, "scheduler_env", {str(k): str(v) for k, v in (self.scheduler_env or {}).items()}
+        )
 
     @property
     def dag_id(self) -> str:
@@ -146,7 +159,9 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         # A per-job task that dies without ending its job (crash, lost worker) writes FAILED for it.
         default_args={
             "retries": 0,
-            "on_failure_callback": job_task_failed(config.bucket, config.aws_conn_id, config.scheduler),
+            "on_failure_callback": job_task_failed(
+                config.bucket, config.aws_conn_id, config.scheduler, config.ssh_conn_id, config.scheduler_env
+            ),
         },
         tags=["rackflow", "s3-intake"],
         doc_md=__doc__,
@@ -168,14 +183,21 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         def accept(job: Any) -> dict[str, Any]:
             context = get_current_context()
             ti = context["ti"]
-            return accept_job(
-                hook(),
-                job,
-                config.job_base_dir,
-                LocalScriptScheduler(config.scheduler),
-                context["run_id"],
-                on_claimed=lambda claimed: ti.xcom_push(key=CLAIMED_XCOM_KEY, value=claimed),
+            scheduler = LocalScriptScheduler(
+                config.scheduler, env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
             )
+            try:
+                return accept_job(
+                    hook(),
+                    job,
+                    config.job_base_dir,
+                    scheduler,
+                    context["run_id"],
+                    on_claimed=lambda claimed: ti.xcom_push(key=CLAIMED_XCOM_KEY, value=claimed),
+                    ssh_conn_id=config.ssh_conn_id,
+                )
+            finally:
+                scheduler.close()
 
         @task
         def stage_out(waited: Any) -> dict[str, Any]:
@@ -193,6 +215,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
                 bucket_name=config.bucket,
                 aws_conn_id=config.aws_conn_id,
                 scheduler=config.scheduler,
+                ssh_conn_id=config.ssh_conn_id,
+                scheduler_env=config.scheduler_env,
                 poll_interval=config.scheduler_poll_interval,
                 deferrable=True,
             )

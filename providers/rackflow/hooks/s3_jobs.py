@@ -10,20 +10,21 @@ The protocol itself (status file bytes, transitions, safe paths, result selectio
 * Every status write is a conditional PUT (``If-Match`` on the ETag last seen), so two pollers can never
   both claim a job, and nobody overwrites a status object the uploader changed or deleted meanwhile.
 * Downloads and uploads are streamed through boto3's managed transfer (chunked, multipart for big
-  files); no object or file is read into memory whole. Files are created with ``O_EXCL|O_NOFOLLOW``
-  inside a job directory rackflow creates itself, and every key goes through
-  :func:`~rackflow.core.s3_protocol.local_path_for_key`.
+  files); no object or file is read into memory whole. Files are created exclusively, never through a
+  symlink, inside a job directory rackflow creates itself -- on this host or on a login node over SFTP
+  (:mod:`rackflow.hooks.job_dirs`) -- and every key goes through
+  :func:`~rackflow.core.s3_protocol.key_parts`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -43,12 +44,13 @@ from rackflow.core.s3_protocol import (
     intake_decision,
     job_of_status_key,
     job_prefixes_from_listing,
-    local_path_for_key,
+    key_parts,
     result_files,
     result_key,
     status_key,
     validate_job_prefix,
 )
+from rackflow.hooks.job_dirs import JobDirectory, as_job_directory
 
 log = logging.getLogger(__name__)
 
@@ -108,21 +110,6 @@ class TransferResult:
 
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _open_new(path: Path) -> int:
-    """A new file for writing that is never a symlink and never an existing file."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-
-
-def _mkdirs_inside(base: Path, target: Path) -> None:
-    """Create the directories from ``base`` down to ``target``, refusing any existing symlink on the way."""
-    current = base
-    for part in target.relative_to(base).parts:
-        current = current / part
-        if current.is_symlink():
-            raise UnsafeKeyError(str(target), f"{current} is a symlink")
-        current.mkdir(exist_ok=True)
 
 
 class S3JobsHook(BaseHook):
@@ -406,52 +393,49 @@ class S3JobsHook(BaseHook):
 
     # -- transfers ----------------------------------------------------------------------------------
 
-    def stage_in(self, prefix: str, job_dir: Path, keys: list[str]) -> TransferResult:
+    def stage_in(self, prefix: str, job_dir: Path | JobDirectory, keys: list[str]) -> TransferResult:
         """Download the job's objects into ``job_dir``, which must not exist yet (rackflow creates it).
 
-        The status object is not copied. Unsafe keys (``..``, absolute, control characters, ...) and keys
-        that collide with a directory are skipped with a log line; nothing is written outside ``job_dir``.
+        ``job_dir`` is a local path or a :class:`~rackflow.hooks.job_dirs.JobDirectory` (e.g. on a
+        login node over SFTP). The status object is not copied. Unsafe keys (``..``, absolute, control
+        characters, ...) and keys that collide with a directory or a symlink are skipped with a log
+        line; nothing is written outside ``job_dir``.
         """
         name = validate_job_prefix(prefix)
-        job_dir.parent.mkdir(parents=True, exist_ok=True)
-        job_dir.mkdir(mode=0o755)  # FileExistsError: a job of this name ran here before
-        base = job_dir.resolve()
+        directory = as_job_directory(job_dir)
+        directory.create()  # FileExistsError: a job of this name ran here before
         result = TransferResult()
         for key in sorted(keys):
-            if key == f"{name}/{STATUS_FILE_NAME}":
+            if key == f"{name}/{STATUS_FILE_NAME}" or key == f"{name}/":
                 continue
-            try:
-                if key.endswith("/"):  # a folder marker
-                    if key == f"{name}/":
+            with contextlib.ExitStack() as stack:
+                try:
+                    if key.endswith("/"):  # a folder marker
+                        directory.make_dirs(key_parts(name, key.rstrip("/")))
+                        result.keys.append(key)
                         continue
-                    target = local_path_for_key(base, name, key.rstrip("/"))
-                    _mkdirs_inside(base, target)
-                    result.keys.append(key)
+                    out = stack.enter_context(directory.open_new(key_parts(name, key)))
+                except (UnsafeKeyError, OSError) as err:
+                    reason = err.reason if isinstance(err, UnsafeKeyError) else f"{type(err).__name__}: {err}"
+                    log.warning("stage-in of %s: skipping key %r: %s", name, key, reason)
+                    result.skipped[key] = reason
                     continue
-                target = local_path_for_key(base, name, key)
-                _mkdirs_inside(base, target.parent)
-                fd = _open_new(target)
-            except (UnsafeKeyError, OSError) as err:
-                reason = err.reason if isinstance(err, UnsafeKeyError) else f"{type(err).__name__}: {err}"
-                log.warning("stage-in of %s: skipping key %r: %s", name, key, reason)
-                result.skipped[key] = reason
-                continue
-            with os.fdopen(fd, "wb") as out:
                 self.client.download_fileobj(self.bucket_name, key, out, Config=self.transfer_config)
                 result.bytes += out.tell()
             result.keys.append(key)
-        if f"{name}/{JOB_SCRIPT_NAME}" in keys and not (base / JOB_SCRIPT_NAME).is_file():
+        if f"{name}/{JOB_SCRIPT_NAME}" in keys and not directory.is_regular_file(JOB_SCRIPT_NAME):
             result.skipped.setdefault(f"{name}/{JOB_SCRIPT_NAME}", "job script was not staged")
         return result
 
-    def stage_out(self, prefix: str, job_dir: Path, manifest: Manifest) -> TransferResult:
+    def stage_out(self, prefix: str, job_dir: Path | JobDirectory, manifest: Manifest) -> TransferResult:
         """Upload every file or directory created or changed in ``job_dir`` since ``manifest``.
 
         Symlinks, special files and names with control characters are skipped (logged); the local
         status file is never uploaded. Nothing is deleted on either side.
         """
         name = validate_job_prefix(prefix)
-        scan = result_files(job_dir, manifest)
+        directory = as_job_directory(job_dir)
+        scan = result_files(directory.list_dir, manifest)
         result = TransferResult(skipped=dict(scan.skipped))
         for rel, reason in scan.skipped.items():
             log.warning("stage-out of %s: skipping %r: %s", name, rel, reason)
@@ -462,13 +446,12 @@ class S3JobsHook(BaseHook):
                 result.keys.append(key)
                 continue
             try:
-                fd = os.open(job_dir / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                src, size = directory.open_result(rel)
             except OSError as err:
-                result.skipped[rel] = f"cannot open: {err.strerror}"
+                result.skipped[rel] = f"cannot open: {err.strerror or err}"
                 log.warning("stage-out of %s: skipping %r: %s", name, rel, err)
                 continue
-            size = os.fstat(fd).st_size
-            with os.fdopen(fd, "rb") as src:
+            with src:
                 self.client.upload_fileobj(src, self.bucket_name, key, Config=self.transfer_config)
             result.bytes += size
             result.keys.append(key)
@@ -492,12 +475,19 @@ class LocalScriptScheduler:
     :param scheduler: scheduler kind (only ``slurm`` can take the job name and directory from the
         command line so far).
     :param env: extra environment for the client commands (e.g. ``SLURM_CONF``).
+    :param ssh_conn_id: SSH connection of the login node the commands run on; None: this host.
     """
 
-    def __init__(self, scheduler: str = "slurm", *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        scheduler: str = "slurm",
+        *,
+        env: Mapping[str, str] | None = None,
+        ssh_conn_id: str | None = None,
+    ) -> None:
         from rackflow.hooks.scheduler import LocalSchedulerHook
 
-        self.hook = LocalSchedulerHook(scheduler=scheduler, env=dict(env or {}))
+        self.hook = LocalSchedulerHook(scheduler=scheduler, ssh_conn_id=ssh_conn_id, env=dict(env or {}))
         self.adapter = self.hook.adapter
         if self.adapter.kind != "slurm":
             raise ValueError(f"S3 intake submits job scripts to slurm only so far, not {scheduler!r}")
@@ -505,15 +495,19 @@ class LocalScriptScheduler:
     def job_name(self, raw: str) -> str:
         return self.adapter.normalize_job_name(raw)
 
-    def submit(self, job_dir: Path, job_name: str) -> tuple[str, bool]:
-        """Submit ``job_dir/aws-job-run.sh`` from ``job_dir`` unless a job ``job_name`` exists.
+    def close(self) -> None:
+        self.hook.close()
+
+    def submit(self, job_dir: str | Path, job_name: str) -> tuple[str, bool]:
+        """Submit ``job_dir/aws-job-run.sh`` from ``job_dir`` (a path on the host the commands run on)
+        unless a job ``job_name`` exists.
 
         Returns (job id, newly submitted).
         """
         existing = self.hook.find_by_name(job_name)
         if existing:
             return existing[0], False
-        script = job_dir / JOB_SCRIPT_NAME
+        script = PurePosixPath(job_dir) / JOB_SCRIPT_NAME
         argv = [
             *self.adapter.submit_command(str(script))[:-1],
             f"--job-name={job_name}",

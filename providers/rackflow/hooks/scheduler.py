@@ -115,6 +115,13 @@ class LocalSchedulerHook(BaseHook):
             self._ssh_client = self._ssh_hook.get_conn()
         return self._ssh_client
 
+    def open_sftp(self) -> Any:
+        """A new paramiko ``SFTPClient`` on the login node's connection; the caller closes it."""
+        if self.ssh_conn_id is None:
+            raise ValueError("no ssh_conn_id: this hook works on local files")
+        with self._lock:
+            return self._ssh().open_sftp()
+
     def close(self) -> None:
         if self._ssh_client is not None:
             self._ssh_client.close()

@@ -1,7 +1,9 @@
 """The per-job steps of the S3 intake: claim, stage-in, submit, wait, stage-out, final status.
 
 Each step is a plain function over :class:`~rackflow.hooks.s3_jobs.S3JobsHook` (the intake DAG wraps
-them in tasks), except the wait, which is a deferrable operator. A step that fails for a reason the job
+them in tasks), except the wait, which is a deferrable operator. The job directory is on the execution
+host: this one, or a login node over SSH/SFTP (``ssh_conn_id``; see :mod:`rackflow.hooks.job_dirs`),
+where the scheduler commands then run too. A step that fails for a reason the job
 owner should see writes ``FAILED`` with that reason before raising; a step that finds the status object
 changed or deleted under it (another poller, or the uploader removed the job) stops quietly, so a job
 never runs twice and rackflow never recreates what the uploader deleted.
@@ -28,8 +30,8 @@ from rackflow.core.s3_protocol import (
     JobStatus,
     ManifestEntry,
     take_manifest,
-    validate_job_prefix,
 )
+from rackflow.hooks.job_dirs import job_dir_path, open_job_dir
 from rackflow.hooks.s3_jobs import (
     LocalScriptScheduler,
     S3JobsHook,
@@ -66,11 +68,6 @@ def failing_job(hook: S3JobsHook, prefix: str, step: str, job_id: str | None = N
         raise
 
 
-def job_dir_for(base_dir: str | Path, prefix: str) -> Path:
-    """``<base>/<prefix>``; ``~`` expands to the worker user's home (the seed's ``~/aws-job``)."""
-    return Path(base_dir).expanduser() / validate_job_prefix(prefix)
-
-
 def scheduler_job_name(bucket: str, prefix: str, claim_id: str) -> str:
     """A name unique per claim (so a retried submit finds its job, and a new upload is a new job)."""
     digest = hashlib.sha1(f"{bucket}/{prefix}/{claim_id}".encode()).hexdigest()[:8]
@@ -90,21 +87,27 @@ def claim_job(hook: S3JobsHook, job: dict[str, str]) -> dict[str, Any]:
     return {"prefix": prefix, "keys": result.keys}
 
 
-def stage_in_job(hook: S3JobsHook, claimed: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
-    """Download the job into a fresh ``<base>/<prefix>``; FAILED when that directory already exists
-    (a job of this name ran here before: nothing is deleted automatically) or the script is missing."""
+def stage_in_job(
+    hook: S3JobsHook, claimed: dict[str, Any], base_dir: str | Path, ssh_conn_id: str | None = None
+) -> dict[str, Any]:
+    """Download the job into a fresh ``<base>/<prefix>`` on the execution host (this one, or the login
+    node of ``ssh_conn_id`` over SFTP, where ``~`` is the remote user's home); FAILED when that
+    directory already exists (a job of this name ran there before: nothing is deleted automatically)
+    or the script is missing."""
     prefix = claimed["prefix"]
-    job_dir = job_dir_for(base_dir, prefix)
-    with failing_job(hook, prefix, "stage-in"):
-        if job_dir.exists() or job_dir.is_symlink():
-            hook.fail(prefix, f"local job directory {job_dir} already exists; remove it to run this job")
+    with (
+        failing_job(hook, prefix, "stage-in"),
+        open_job_dir(job_dir_path(base_dir, prefix), ssh_conn_id) as job_dir,
+    ):
+        if job_dir.lexists():
+            hook.fail(prefix, f"job directory {job_dir} already exists; remove it to run this job")
             raise JobFailed(f"{prefix}: {job_dir} exists")
         result = hook.stage_in(prefix, job_dir, list(claimed["keys"]))
-        if not (job_dir / JOB_SCRIPT_NAME).is_file():
+        if not job_dir.is_regular_file(JOB_SCRIPT_NAME):
             reason = result.skipped.get(f"{prefix}/{JOB_SCRIPT_NAME}", "not staged")
             hook.fail(prefix, f"{JOB_SCRIPT_NAME} could not be staged: {reason}")
             raise JobFailed(f"{prefix}: no job script")
-        manifest = take_manifest(job_dir)
+        manifest = take_manifest(job_dir.list_dir)
     log.info(
         "staged %s: %d object(s), %d byte(s), skipped %s",
         prefix,
@@ -114,7 +117,9 @@ def stage_in_job(hook: S3JobsHook, claimed: dict[str, Any], base_dir: str | Path
     )
     return {
         "prefix": prefix,
-        "job_dir": str(job_dir),
+        "job_dir": job_dir.path,
+        # stage-out goes back to the host the job was staged on, whatever the config says by then
+        "ssh_conn_id": ssh_conn_id,
         "manifest": {rel: list(entry) for rel, entry in manifest.items()},
         "skipped": result.skipped,
     }
@@ -127,7 +132,7 @@ def submit_job(
     prefix = staged["prefix"]
     with failing_job(hook, prefix, "submit"):
         name = scheduler_job_name(hook.bucket_name, prefix, claim_id)
-        job_id, new = scheduler.submit(Path(staged["job_dir"]), scheduler.job_name(name))
+        job_id, new = scheduler.submit(staged["job_dir"], scheduler.job_name(name))
         log.info("%s: scheduler job %s (%s)", prefix, job_id, "submitted" if new else "found by name")
         hook.transition(prefix, JobStatus.QUEUED, scheduler_job_id=job_id)
     return {**staged, "job_id": job_id, "job_name": name}
@@ -140,6 +145,7 @@ def accept_job(
     scheduler: LocalScriptScheduler,
     claim_id: str,
     on_claimed: Callable[[dict[str, Any]], None] = lambda claimed: None,
+    ssh_conn_id: str | None = None,
 ) -> dict[str, Any]:
     """Claim -> stage-in -> submit one ready job, in one task: each Airflow task start costs about a
     second, and this keeps ``FILE_UPLOAD`` -> ``QUEUED`` within seconds. ``on_claimed`` records the claim
@@ -147,7 +153,7 @@ def accept_job(
     ends this job with ``FAILED`` (see :func:`job_task_failed`)."""
     claimed = claim_job(hook, job)
     on_claimed(claimed)
-    staged = stage_in_job(hook, claimed, base_dir)
+    staged = stage_in_job(hook, claimed, base_dir, ssh_conn_id)
     return submit_job(hook, staged, scheduler, claim_id)
 
 
@@ -166,7 +172,8 @@ def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
         _mark_running(hook, prefix)  # a job can end between two polls while still QUEUED
         hook.transition(prefix, JobStatus.STAGING_OUT)
         manifest = {rel: ManifestEntry(*entry) for rel, entry in waited["manifest"].items()}
-        result = hook.stage_out(prefix, Path(waited["job_dir"]), manifest)
+        with open_job_dir(waited["job_dir"], waited.get("ssh_conn_id")) as job_dir:
+            result = hook.stage_out(prefix, job_dir, manifest)
     log.info(
         "stage-out of %s: %d key(s), %d byte(s), skipped %s",
         prefix,
@@ -218,12 +225,19 @@ def fail_unfinished_job(
     return None if after is None else after.status.value
 
 
-def job_task_failed(bucket_name: str, aws_conn_id: str, scheduler: str) -> Any:
+def job_task_failed(
+    bucket_name: str,
+    aws_conn_id: str,
+    scheduler: str,
+    ssh_conn_id: str | None = None,
+    scheduler_env: dict[str, str] | None = None,
+) -> Any:
     """An ``on_failure_callback`` for the per-job tasks of an intake run (see :func:`fail_unfinished_job`).
 
     It acts only for a job this run claimed (the ``accept`` task's ``claimed`` XCom of the same map
     index, pushed right after the claim), so a task that failed before or without the claim never
-    touches another poller's job.
+    touches another poller's job. A scheduler job is cancelled on the login node of ``ssh_conn_id``
+    (None: this host).
     """
 
     def callback(context: Any) -> None:
@@ -238,10 +252,13 @@ def job_task_failed(bucket_name: str, aws_conn_id: str, scheduler: str) -> Any:
         error = context.get("exception")
         reason = f"{step} task failed: {error or 'no error reported (task process lost)'}"
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
+        local = LocalScriptScheduler(scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
-            fail_unfinished_job(hook, claimed["prefix"], reason, LocalScriptScheduler(scheduler))
+            fail_unfinished_job(hook, claimed["prefix"], reason, local)
         except Exception:
             log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
+        finally:
+            local.close()
 
     return callback
 
@@ -257,6 +274,8 @@ class S3JobWaitOperator(BaseOperator):
     :param bucket_name: the intake bucket. (templated)
     :param aws_conn_id: Airflow AWS connection.
     :param scheduler: local scheduler kind.
+    :param ssh_conn_id: SSH connection of the login node the scheduler commands run on; None: this host.
+    :param scheduler_env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
     :param poll_interval: seconds between scheduler polls; default ``[rackflow] scheduler_poll_interval``.
     :param deferrable: wait in the triggerer. Default from ``[operators] default_deferrable``.
     """
@@ -270,6 +289,8 @@ class S3JobWaitOperator(BaseOperator):
         bucket_name: str,
         aws_conn_id: str = "aws_default",
         scheduler: str = "slurm",
+        ssh_conn_id: str | None = None,
+        scheduler_env: dict[str, str] | None = None,
         poll_interval: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
@@ -279,6 +300,8 @@ class S3JobWaitOperator(BaseOperator):
         self.bucket_name = bucket_name
         self.aws_conn_id = aws_conn_id
         self.scheduler = scheduler
+        self.ssh_conn_id = ssh_conn_id or None
+        self.scheduler_env = dict(scheduler_env or {})
         self.poll_interval = (
             poll_interval if poll_interval is not None else settings.poll_interval("scheduler", 5.0)
         )
@@ -286,6 +309,9 @@ class S3JobWaitOperator(BaseOperator):
 
     def _hook(self) -> S3JobsHook:
         return S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
+
+    def _scheduler(self) -> LocalScriptScheduler:
+        return LocalScriptScheduler(self.scheduler, env=self.scheduler_env, ssh_conn_id=self.ssh_conn_id)
 
     def _handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """The result when the job ended; None to keep waiting (RUNNING written when it started)."""
@@ -303,15 +329,18 @@ class S3JobWaitOperator(BaseOperator):
             return None
 
     def execute(self, context: Any) -> Any:
-        scheduler = LocalScriptScheduler(self.scheduler)
-        while True:
-            event = job_state_event(scheduler, self.job["job_id"])
-            done = self._handle(event)
-            if done is not None:
-                return done
-            if self.deferrable:
-                self._defer(event["state"])
-            time.sleep(self.poll_interval)
+        scheduler = self._scheduler()
+        try:
+            while True:
+                event = job_state_event(scheduler, self.job["job_id"])
+                done = self._handle(event)
+                if done is not None:
+                    return done
+                if self.deferrable:
+                    self._defer(event["state"])
+                time.sleep(self.poll_interval)
+        finally:
+            scheduler.close()
 
     def on_kill(self) -> None:
         """The task was killed (marked failed, cleared): cancel the scheduler job and write CANCELED.
@@ -321,19 +350,25 @@ class S3JobWaitOperator(BaseOperator):
         if not isinstance(self.job, dict) or not self.job.get("job_id"):
             self.log.info("on_kill: no submitted job known; nothing to cancel")
             return
-        cancel_intake_job(
-            self._hook(),
-            LocalScriptScheduler(self.scheduler),
-            self.job["prefix"],
-            self.job["job_id"],
-            f"Airflow task {self.task_id} was killed",
-        )
+        scheduler = self._scheduler()
+        try:
+            cancel_intake_job(
+                self._hook(),
+                scheduler,
+                self.job["prefix"],
+                self.job["job_id"],
+                f"Airflow task {self.task_id} was killed",
+            )
+        finally:
+            scheduler.close()
 
     def _defer(self, known_state: str) -> None:
         self.defer(
             trigger=ScriptJobStateTrigger(
                 job_id=self.job["job_id"],
                 scheduler=self.scheduler,
+                ssh_conn_id=self.ssh_conn_id,
+                env=self.scheduler_env,
                 known_state=known_state,
                 poll_interval=self.poll_interval,
                 cancel_on_kill={

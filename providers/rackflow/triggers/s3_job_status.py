@@ -175,6 +175,8 @@ class ScriptJobStateTrigger(BaseTrigger):
     :param scheduler: scheduler kind (``slurm``).
     :param known_state: the PSI/J state the caller already handled.
     :param poll_interval: seconds between polls.
+    :param ssh_conn_id: SSH connection of the login node the scheduler commands run on; None: here.
+    :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
     """
 
     def __init__(
@@ -185,10 +187,14 @@ class ScriptJobStateTrigger(BaseTrigger):
         known_state: str,
         poll_interval: float = 5.0,
         cancel_on_kill: dict[str, str] | None = None,
+        ssh_conn_id: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.job_id = job_id
         self.scheduler = scheduler
+        self.ssh_conn_id = ssh_conn_id or None
+        self.env = dict(env or {})
         self.known_state = known_state
         self.poll_interval = poll_interval
         self.cancel_on_kill = cancel_on_kill
@@ -202,8 +208,13 @@ class ScriptJobStateTrigger(BaseTrigger):
                 "known_state": self.known_state,
                 "poll_interval": self.poll_interval,
                 "cancel_on_kill": self.cancel_on_kill,
+                "ssh_conn_id": self.ssh_conn_id,
+                "env": self.env,
             },
         )
+
+    def _scheduler(self) -> LocalScriptScheduler:
+        return LocalScriptScheduler(self.scheduler, env=self.env, ssh_conn_id=self.ssh_conn_id)
 
     async def on_kill(self) -> None:
         """The deferred task was killed by a user: cancel the job and write CANCELED to its status."""
@@ -211,23 +222,30 @@ class ScriptJobStateTrigger(BaseTrigger):
             return
         where = self.cancel_on_kill
         hook = S3JobsHook(where["aws_conn_id"], bucket_name=where["bucket_name"])
-        await asyncio.to_thread(
-            cancel_intake_job,
-            hook,
-            LocalScriptScheduler(self.scheduler),
-            where["prefix"],
-            self.job_id,
-            "the Airflow task waiting for it was killed",
-        )
+        scheduler = self._scheduler()
+        try:
+            await asyncio.to_thread(
+                cancel_intake_job,
+                hook,
+                scheduler,
+                where["prefix"],
+                self.job_id,
+                "the Airflow task waiting for it was killed",
+            )
+        finally:
+            await asyncio.to_thread(scheduler.close)  # an SSH close joins paramiko's thread
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        scheduler = LocalScriptScheduler(self.scheduler)
-        while True:
-            event = await asyncio.to_thread(job_state_event, scheduler, self.job_id)
-            if event["state"] != self.known_state:
-                yield TriggerEvent(event)
-                return
-            await asyncio.sleep(self.poll_interval)
+        scheduler = self._scheduler()
+        try:
+            while True:
+                event = await asyncio.to_thread(job_state_event, scheduler, self.job_id)
+                if event["state"] != self.known_state:
+                    yield TriggerEvent(event)
+                    return
+                await asyncio.sleep(self.poll_interval)
+        finally:
+            await asyncio.to_thread(scheduler.close)
 
 
 def job_state_event(scheduler: Any, job_id: str) -> dict[str, Any]:
