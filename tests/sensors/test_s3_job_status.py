@@ -3,6 +3,8 @@ then defers to S3JobStatusTrigger, and a trigger timeout skips (soft_fail) or fa
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 
@@ -30,6 +32,29 @@ def test_poke_returns_ready_jobs_with_their_etags_and_ignores_the_rest(devfleet)
             "etag": client.head_object(Bucket=bucket, Key="job0001/aws-job-stat.txt")["ETag"],
         }
     ]
+
+
+def test_a_run_started_by_announcements_takes_only_the_announced_jobs(devfleet):
+    client = devfleet.s3.client()
+    bucket = new_bucket(devfleet, "sensor")
+    for prefix in ("job0001", "job0002", "job0003"):
+        upload_job(client, bucket, prefix)
+    # What Airflow puts in the context of an asset-triggered run: the watcher's events, payload in extra.
+    announced = [
+        SimpleNamespace(extra={"from_trigger": True, "payload": {"status": "ready", "jobs": jobs}})
+        for jobs in ([{"prefix": "job0001", "etag": "x"}], [{"prefix": "job0003", "etag": "y"}])
+    ]
+    asset_run = {"triggering_asset_events": {"s3_intake": announced}}
+    sensor = _sensor(bucket, announced_only=True)
+    done = sensor.poke(asset_run)
+    assert done and [j["prefix"] for j in done.xcom_value] == ["job0001", "job0003"]  # type: ignore[union-attr]
+    # a manual run (no events) takes every ready job
+    done = _sensor(bucket, announced_only=True).poke({"triggering_asset_events": {}})
+    assert done and len(done.xcom_value) == 3  # type: ignore[union-attr]
+    # announced jobs another run already claimed: nothing left for this one
+    client.put_object(Bucket=bucket, Key="job0001/aws-job-stat.txt", Body=b"ACCEPTED\n")
+    client.put_object(Bucket=bucket, Key="job0003/aws-job-stat.txt", Body=b"ACCEPTED\n")
+    assert _sensor(bucket, announced_only=True).poke(asset_run) is False
 
 
 def test_deferrable_sensor_defers_when_idle_and_returns_the_trigger_jobs(devfleet):

@@ -8,8 +8,8 @@ for a changed status object) and each time jobs become ready (``FILE_UPLOAD``) a
     wait_for_jobs (S3JobStatusSensor) -> per job (mapped):
         accept (claim -> stage-in -> submit) -> wait (deferrable) -> stage_out -> finish
 
-The sensor takes the jobs still ready when the run starts (another run may have claimed some: then it
-skips). Claim, stage-in and submit are one task because every Airflow task start costs about a second and
+The sensor takes the jobs the run's events announced that are still ready (another run may have
+claimed some; a manual run takes every ready job). Claim, stage-in and submit are one task because every Airflow task start costs about a second and
 ``FILE_UPLOAD`` -> submitted should take seconds; each step still writes its status (``ACCEPTED``,
 ``QUEUED``) and fails the job with its own reason. Nothing runs while the bucket is idle.
 
@@ -166,7 +166,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         tags=["rackflow", "s3-intake"],
         doc_md=__doc__,
     ) as dag:
-        # The jobs ready when the run starts (one synchronous poll); none left -> the run ends skipped.
+        # The jobs announced to this run and still ready (one synchronous poll); none -> the run ends
+        # skipped. A manual run takes every ready job.
         ready = S3JobStatusSensor(
             task_id="wait_for_jobs",
             bucket_name=config.bucket,
@@ -177,6 +178,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
             mode="poke",
             deferrable=False,
             soft_fail=True,
+            announced_only=True,
         )
 
         @task(task_id=ACCEPT_TASK_ID)

@@ -29,6 +29,10 @@ class S3JobStatusSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer instead of a worker slot. Default from
         ``[operators] default_deferrable``.
     :param poke_interval: seconds between polls; default ``[rackflow] s3_poll_interval``.
+    :param announced_only: in a run started by
+        :class:`~rackflow.triggers.s3_job_status.S3JobsReadyEventTrigger` asset events, take only the
+        jobs those events announced (so runs started one after another by a burst of uploads do not
+        all chase the same jobs); a run without such events (manual, ``dag.test()``) takes every ready job.
     """
 
     template_fields: Sequence[str] = ("bucket_name", "aws_conn_id")
@@ -42,6 +46,7 @@ class S3JobStatusSensor(BaseSensorOperator):
         max_jobs: int | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float | None = None,
+        announced_only: bool = False,
         **kwargs: Any,
     ) -> None:
         if poke_interval is None:
@@ -51,6 +56,7 @@ class S3JobStatusSensor(BaseSensorOperator):
         self.aws_conn_id = aws_conn_id
         self.max_jobs = max_jobs
         self.deferrable = deferrable
+        self.announced_only = announced_only
         self._cache = StatusCache()
 
     def poke(self, context: Any) -> PokeReturnValue | bool:
@@ -67,9 +73,16 @@ class S3JobStatusSensor(BaseSensorOperator):
             result.list_requests,
             result.get_requests,
         )
-        if not result.ready:
+        ready = result.ready
+        announced = announced_jobs(context) if self.announced_only else None
+        if announced is not None:
+            ready = [j for j in ready if j.prefix in announced]
+            self.log.info(
+                "this run was started for %s; %d of them still ready", sorted(announced), len(ready)
+            )
+        if not ready:
             return False
-        jobs = result.ready[: self.max_jobs] if self.max_jobs else result.ready
+        jobs = ready[: self.max_jobs] if self.max_jobs else ready
         return PokeReturnValue(is_done=True, xcom_value=[j.to_dict() for j in jobs])
 
     def execute(self, context: Any) -> Any:
@@ -97,3 +110,15 @@ class S3JobStatusSensor(BaseSensorOperator):
         if self.soft_fail:
             raise AirflowSkipException(message)
         raise AirflowSensorTimeout(message)
+
+
+def announced_jobs(context: Any) -> set[str] | None:
+    """Prefixes announced by the S3 intake's asset events that started this run; None without any."""
+    events = context.get("triggering_asset_events") or {}
+    announced: set[str] | None = None
+    for asset_events in events.values():
+        for event in asset_events:
+            jobs = ((event.extra or {}).get("payload") or {}).get("jobs")
+            if isinstance(jobs, list):
+                announced = (announced or set()) | {str(j.get("prefix")) for j in jobs if isinstance(j, dict)}
+    return announced
