@@ -9,9 +9,10 @@ for a changed status object) and each time jobs become ready (``FILE_UPLOAD``) a
         accept (claim -> stage-in -> submit) -> wait (deferrable) -> stage_out -> finish
 
 The sensor takes the jobs the run's events announced that are still ready (another run may have
-claimed some; a manual run takes every ready job). Claim, stage-in and submit are one task because every Airflow task start costs about a second and
-``FILE_UPLOAD`` -> submitted should take seconds; each step still writes its status (``ACCEPTED``,
-``QUEUED``) and fails the job with its own reason. Nothing runs while the bucket is idle.
+claimed some; a manual run takes every ready job). Claim, stage-in and submit are one task because
+every Airflow task start costs about a second and ``FILE_UPLOAD`` -> submitted should take seconds; each
+step still writes its status (``ACCEPTED``, ``QUEUED``) and fails the job with its own reason. Nothing
+runs while the bucket is idle.
 
 Pausing the DAG is the seed's ``crontab -r``: a paused DAG gets no runs (its watcher stops with the next
 parse of the DAG file), so a job that is ready stays ``FILE_UPLOAD``; after unpausing, the watcher's first
