@@ -13,7 +13,8 @@ stage-in and submission, i.e. the code of ``s3_intake_<name>`` without Airflow's
    no GET of an unchanged status object). Baseline measured on the same bucket: the seed's way, list
    then GET every ``aws-job-stat.txt`` on every run.
 3. throughput for 100 jobs dropped at once: time until all are submitted, and until all are COMPLETED
-   with results uploaded, with 4 workers (Airflow's ``parallelism`` here).
+   with results uploaded -- through ``airflow standalone`` (parallelism 4, the demo's), and for the
+   intake code alone with 4 worker threads.
 
 Run ``python bench/bench_s3_intake.py [--poll 1] [--latency-jobs 10] [--airflow-jobs 10]``.
 """
@@ -118,8 +119,12 @@ def bench_latency(client, base: Path, poll: float, jobs: int) -> list[float]:  #
     return [submitted[p] - uploaded[p] for p in sorted(submitted)]
 
 
-def bench_latency_through_airflow(client, workdir: Path, poll: float, jobs: int) -> list[float]:  # type: ignore[no-untyped-def]
-    """Start ``airflow standalone`` with only the intake DAG file and time FILE_UPLOAD -> QUEUED per job."""
+def bench_through_airflow(  # type: ignore[no-untyped-def]
+    client, workdir: Path, poll: float, jobs: int, burst: int
+) -> tuple[list[float], tuple[float, float] | None]:
+    """Start ``airflow standalone`` with only the intake DAG file; time FILE_UPLOAD -> QUEUED per job for
+    ``jobs`` jobs arriving one by one, then ``burst`` jobs dropped at once (until all are submitted, and
+    until all are COMPLETED with results uploaded)."""
     import shutil
     import signal
     import subprocess
@@ -168,13 +173,49 @@ def bench_latency_through_airflow(client, workdir: Path, poll: float, jobs: int)
         for i in range(jobs):
             time.sleep(rng.uniform(0.5, 3.0))  # arrive at a random moment of the poll cycle
             latencies.append(_time_to_queued(client, bucket, f"e2e{i:03d}", timeout=120))
-        return latencies
+        return latencies, (_burst(client, bucket, burst) if burst else None)
     finally:
         os.killpg(airflow.pid, signal.SIGTERM)
         try:
             airflow.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(airflow.pid, signal.SIGKILL)
+
+
+def _burst(client, bucket: str, jobs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Drop ``jobs`` jobs at once (status objects written together); seconds until every one is
+    submitted, and until every one is COMPLETED."""
+    prefixes = [f"burst{i:03d}" for i in range(jobs)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: upload(client, bucket, p, status=b""), prefixes))
+        start = time.monotonic()
+        list(
+            pool.map(
+                lambda p: client.put_object(
+                    Bucket=bucket, Key=f"{p}/aws-job-stat.txt", Body=b"FILE_UPLOAD\n"
+                ),
+                prefixes,
+            )
+        )
+
+        def statuses() -> list[str]:
+            def one(p: str) -> str:
+                body = client.get_object(Bucket=bucket, Key=f"{p}/aws-job-stat.txt")["Body"].read()
+                return body.decode().split("\n")[0]
+
+            return list(pool.map(one, prefixes))
+
+        submitted = None
+        while time.monotonic() - start < 1800:
+            now = statuses()
+            if "FAILED" in now or "CANCELED" in now:
+                raise RuntimeError(f"burst jobs ended badly: {sorted(set(now))}")
+            if submitted is None and not {"FILE_UPLOAD", "ACCEPTED", ""} & set(now):
+                submitted = time.monotonic() - start
+            if set(now) == {"COMPLETED"}:
+                return submitted or 0.0, time.monotonic() - start
+            time.sleep(1)
+    raise RuntimeError(f"{jobs} burst jobs did not complete within 1,800 s")
 
 
 def _time_to_queued(client, bucket: str, prefix: str, timeout: float) -> float:  # type: ignore[no-untyped-def]
@@ -267,6 +308,7 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between polls (the sensor's)")
     parser.add_argument("--latency-jobs", type=int, default=10)
     parser.add_argument("--airflow-jobs", type=int, default=10, help="jobs timed through Airflow (0: skip)")
+    parser.add_argument("--airflow-burst", type=int, default=100, help="jobs dropped at once through Airflow")
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-s3-airflow-"))
     workdir = Path(tempfile.mkdtemp(prefix="bench-s3-intake-"))
@@ -277,8 +319,18 @@ def main() -> int:
 
         medians = []
         if args.airflow_jobs:
-            lat = bench_latency_through_airflow(client, workdir, args.poll, args.airflow_jobs)
+            lat, burst = bench_through_airflow(
+                client, workdir, args.poll, args.airflow_jobs, args.airflow_burst
+            )
             medians.append(_report_latency("through airflow standalone", lat, args.poll))
+            if burst:
+                n = args.airflow_burst
+                print(
+                    f"throughput through airflow standalone (parallelism 4), {n} jobs dropped at once: "
+                    f"all submitted in {burst[0]:.1f} s ({n / burst[0]:.1f} jobs/s), "
+                    f"all COMPLETED with results uploaded in {burst[1]:.1f} s",
+                    flush=True,
+                )
         lat = bench_latency(client, base, args.poll, args.latency_jobs)
         medians.append(
             _report_latency("intake code in one process, no Airflow task start-up", lat, args.poll)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,6 +32,12 @@ DEMO_USERS = {
 }
 
 
+# The demo's metadata DB is SQLite. Airflow's scheduler, triggerer, dag-processor, API server and task
+# processes all write to it; with pysqlite's default 5 s busy timeout a burst of tasks made the
+# triggerer die on "database is locked". Wait longer for the lock (Airflow imports this dict by path).
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": 60}
+
+
 def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
     """Airflow settings for a small machine, pointing at the repo's DAGs, fleet file and jobnets."""
     return {
@@ -42,6 +49,8 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         # The demo is live from the start: power monitoring, S3 intake and the other DAGs run unpaused.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _p) in DEMO_USERS.items()),
         "AIRFLOW__API__PORT": str(port),
@@ -58,6 +67,9 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
 
 def prepare_home(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
+    # WAL (a property of the DB file, kept across opens): readers no longer block the writer.
+    with sqlite3.connect(home / "airflow.db") as db:
+        db.execute("PRAGMA journal_mode=WAL")
     passwords = {user: password for user, (_role, password) in DEMO_USERS.items()}
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords))
 
