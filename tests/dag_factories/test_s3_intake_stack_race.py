@@ -6,12 +6,12 @@ is checked is what an operator could check from outside: the status objects in S
 list, and Airflow's REST API (run states; the mapped per-job task instances of every run that claim a
 job, their states and the job each one was given). Nothing depends on how a run finds the ready jobs or
 what its tasks are called: the claiming task is the first task after the DAG's root (the one mapped over
-the ready jobs: ``job.claim``, or ``job.accept`` where claim, stage-in and submit are one task), a claim
-lost to another run ends skipped, and the job of each mapped instance comes from its rendered arguments.
+the ready jobs; today ``job.accept``, which claims, stages in and submits), a claim lost to another run
+ends skipped, and the job of each mapped instance comes from its rendered arguments.
 
-Unpausing also lets the scheduler start runs of its own (the DAG's schedule), which see whatever is still
-``FILE_UPLOAD`` when they look; so "claimed once" is checked over every run of the DAG that could have
-seen the jobs, and the two runs created here must both succeed. The jobs both runs saw ready (the
+Unpausing also starts the DAG's asset watcher, whose runs see whatever is still ``FILE_UPLOAD`` when
+they look; so "claimed once" is checked over every run of the DAG that could have seen the jobs, and the
+two runs created here must both succeed. The jobs both runs saw ready (the
 overlap, printed) are the ones whose single claim was decided by SeaweedFS's conditional write.
 """
 
