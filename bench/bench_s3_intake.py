@@ -126,12 +126,17 @@ def bench_through_airflow(  # type: ignore[no-untyped-def]
     ``jobs`` jobs arriving one by one, then ``burst`` jobs dropped at once (until all are submitted, and
     until all are COMPLETED with results uploaded)."""
     import shutil
-    import signal
     import subprocess
 
     import yaml
 
-    from rackflow.devfleet.demo import airflow_env, prepare_home, wait_healthy
+    from rackflow.devfleet.demo import (
+        airflow_env,
+        prepare_home,
+        start_standalone,
+        stop_standalone,
+        wait_healthy,
+    )
     from rackflow.devfleet.servers import free_port, venv_bin
 
     bucket = "bench-e2e"
@@ -152,14 +157,7 @@ def bench_through_airflow(  # type: ignore[no-untyped-def]
         "AIRFLOW__RACKFLOW__S3_INTAKE_FILE": str(intake_file),
     }
     subprocess.run([venv_bin("airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    log = open(workdir / "airflow-standalone.log", "ab")  # noqa: SIM115 - owned by the child
-    airflow = subprocess.Popen(
-        [venv_bin("airflow"), "standalone"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    airflow = start_standalone(env, workdir / "airflow-standalone.log")
     try:
         if not wait_healthy(port, 300, airflow):
             raise RuntimeError(
@@ -175,11 +173,7 @@ def bench_through_airflow(  # type: ignore[no-untyped-def]
             latencies.append(_time_to_queued(client, bucket, f"e2e{i:03d}", timeout=120))
         return latencies, (_burst(client, bucket, burst) if burst else None)
     finally:
-        os.killpg(airflow.pid, signal.SIGTERM)
-        try:
-            airflow.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(airflow.pid, signal.SIGKILL)
+        stop_standalone(airflow)
 
 
 def _burst(client, bucket: str, jobs: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -117,14 +117,7 @@ def run_demo(repo: Path, port: int = 8080, state: Path | None = None) -> int:
         devfleet.write_env_file(state / "fleet.env")
         _sync_inventory()
         print("rackflow demo: starting airflow standalone (first start migrates the DB)…", flush=True)
-        log = open(state / "airflow-standalone.log", "ab")  # noqa: SIM115 - owned by the child
-        airflow = subprocess.Popen(
-            [venv_bin("airflow"), "standalone"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        airflow = start_standalone(env, state / "airflow-standalone.log")
         if not wait_healthy(port, 240, airflow):
             print(
                 f"rackflow demo: Airflow did not come up; see {state / 'airflow-standalone.log'}", flush=True
@@ -134,14 +127,33 @@ def run_demo(repo: Path, port: int = 8080, state: Path | None = None) -> int:
         stop = _wait_for_signal(airflow)
         return 0 if stop else 1
     finally:
-        if airflow is not None and airflow.poll() is None:
-            os.killpg(airflow.pid, signal.SIGTERM)
-            try:
-                airflow.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(airflow.pid, signal.SIGKILL)
+        if airflow is not None:
+            stop_standalone(airflow)
         devfleet.stop()
         print("rackflow demo: stopped Airflow and the demo fleet.", flush=True)
+
+
+def start_standalone(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``airflow standalone`` in its own session (so it can be stopped as a group), output to ``log_path``."""
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        [venv_bin("airflow"), "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop_standalone(airflow: subprocess.Popen) -> None:
+    """SIGTERM the whole standalone group; SIGKILL what is left after 30 s."""
+    if airflow.poll() is not None:
+        return
+    os.killpg(airflow.pid, signal.SIGTERM)
+    try:
+        airflow.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(airflow.pid, signal.SIGKILL)
 
 
 def _sync_inventory() -> None:
