@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from typing import Any
 
@@ -45,3 +47,15 @@ def keys(client: Any, bucket: str, prefix: str = "") -> list[str]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         found.extend(o["Key"] for o in page.get("Contents", []))
     return sorted(found)
+
+
+def slurm_jobs_named(devfleet: Any, fragment: str) -> list[str]:
+    """Names of every job the devfleet's Slurm remembers whose name contains ``fragment``."""
+    out = subprocess.run(
+        ["squeue", "--noheader", "--states=all", "--format=%j"],
+        env={**os.environ, **devfleet.slurm.env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [name for name in out.stdout.split() if fragment in name]

@@ -26,7 +26,13 @@ from rackflow.operators.s3_intake import (
     stage_in_job,
     submit_job,
 )
-from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
+from tests.dag_factories.s3_intake_support import (
+    CONN_ID,
+    new_bucket,
+    read_status,
+    slurm_jobs_named,
+    upload_job,
+)
 
 LONG_SCRIPT = b"#!/bin/bash\n#SBATCH --ntasks=1\nsleep 300\n"
 
@@ -41,17 +47,6 @@ def _slurm_state(devfleet: Any, job_id: str) -> str:
         check=True,
     )
     return out.stdout.strip()
-
-
-def _slurm_jobs_named(devfleet: Any, fragment: str) -> list[str]:
-    out = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--format=%j"],
-        env={**os.environ, **devfleet.slurm.env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [name for name in out.stdout.split() if fragment in name]
 
 
 def _submit_long_job(devfleet: Any, tmp_path: Path) -> tuple[S3JobsHook, str, dict[str, Any]]:
@@ -141,4 +136,4 @@ def test_a_crash_after_the_claim_leaves_failed_with_a_reason_and_submits_nothing
     lines = read_status(client, bucket, prefix).splitlines()
     assert lines[0] == "FAILED", lines
     assert "accept task failed" in lines[2] and "simulated worker crash" in lines[2], lines
-    assert _slurm_jobs_named(devfleet, prefix) == []
+    assert slurm_jobs_named(devfleet, prefix) == []

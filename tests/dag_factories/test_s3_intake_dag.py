@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 
-from tests.dag_factories.s3_intake_support import keys, read_status, upload_job
+from tests.dag_factories.s3_intake_support import keys, read_status, slurm_jobs_named, upload_job
 
 
 def _dag(name: str):  # type: ignore[no-untyped-def]
@@ -31,18 +30,6 @@ def test_round_trip_job_moves_to_completed_and_results_come_back(
     assert body == b"hello from the cloud\ndone\n"
     job_dir = job_base / "e2e" / prefix
     assert sorted(os.listdir(job_dir))[:3] == ["aws-job-run.sh", "input.dat", "out.txt"]
-
-
-def _slurm_jobs_named(devfleet, fragment: str) -> list[str]:  # type: ignore[no-untyped-def]
-    """Names of every job Slurm remembers whose name contains ``fragment``."""
-    out = subprocess.run(
-        ["squeue", "--noheader", "--states=all", "--format=%j"],
-        env={**os.environ, **devfleet.slurm.env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [name for name in out.stdout.split() if fragment in name]
 
 
 def test_each_hostile_or_broken_job_gets_a_defined_outcome(devfleet, airflow_db, intake_buckets, job_base):
@@ -81,7 +68,7 @@ def test_each_hostile_or_broken_job_gets_a_defined_outcome(devfleet, airflow_db,
 
     # missing script: FAILED with the reason, nothing submitted, no local directory
     assert read_status(client, bucket, missing) == "FAILED\n\naws-job-run.sh is missing\n"
-    assert _slurm_jobs_named(devfleet, missing) == []
+    assert slurm_jobs_named(devfleet, missing) == []
     assert not (job_base / "e2e" / missing).exists()
 
     # the scheduler refuses the script: FAILED with sbatch's words
@@ -116,4 +103,4 @@ def test_new_upload_over_an_existing_job_directory_fails_instead_of_running_agai
     _dag("e2e").test()
     lines = read_status(client, bucket, prefix).splitlines()
     assert lines[0] == "FAILED" and "already exists" in lines[2], lines
-    assert len(_slurm_jobs_named(devfleet, prefix)) == 1
+    assert len(slurm_jobs_named(devfleet, prefix)) == 1
