@@ -30,7 +30,11 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # rackflow's rules on top of the simple auth manager (see rackflow.auth_manager), as on a site.
+        "AIRFLOW__CORE__AUTH_MANAGER": "rackflow.auth_manager.RackflowAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+        # bob (a user) may act on the power planner; a grant on rackflow_job is ignored by design.
+        "AIRFLOW__RACKFLOW__DAG_GRANTS": "bob:rackflow_power_planner,bob:rackflow_job",
         "AIRFLOW__API_AUTH__JWT_SECRET": "rackflow-tests-jwt-secret-" + "x" * 64,
         "AIRFLOW__API__SECRET_KEY": "rackflow-tests-secret-key-" + "x" * 64,
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(FLEET_FILE),
@@ -88,6 +92,29 @@ def rackflow_db(airflow_home: Path, devfleet: object) -> str:
     with session_scope(url) as session:
         sync_fleet(session, Fleet.load(FLEET_FILE))
     return url
+
+
+def sync_dags_folder() -> set[str]:
+    """Parse the dags folder into the metadata DB as the dag-processor would; the DAG ids found.
+
+    DAGs whose params come from the inventory (power, VMs) take the rackflow DB configured now.
+    """
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    found: set[str] = set()
+    for bundle in manager.get_all_dag_bundles():
+        if not bundle.is_initialized:
+            bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        assert bag.dags, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+        found.update(bag.dag_ids)
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,11 @@
 """Authentication and authorization for rackflow's routes, through Airflow's auth manager.
 
 Airflow applies no auth to plugin apps, so every route declares one of these dependencies. Rights map
-onto Airflow's own: reading rackflow data needs read access to the DAG that acts on it; acting needs
-the right to trigger that DAG. A request without a valid token (header or the UI's cookie) gets 401.
+onto Airflow's own: reading fleet data needs read access to the DAG that acts on it; acting on the fleet
+needs the right to trigger that DAG (with :class:`rackflow.auth_manager.RackflowAuthManager`: the op
+role or a grant). The job API has its own right, the custom view ``Rackflow Jobs``, because end users
+must not reach the ``rackflow_job`` DAG through Airflow's own API. A request without a valid token
+(header or the UI's cookie) gets 401; one without the right 403.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import get_user, requires_access_dag
-from fastapi import Depends
+from fastapi import Depends, HTTPException, status
+
+from rackflow.auth_manager import JOBS_RESOURCE
+from rackflow.dag_factories.job import JOB_DAG_ID
 
 CurrentUser = Annotated[BaseUser, Depends(get_user)]
 
@@ -25,6 +31,46 @@ def can_read(dag_id: str) -> object:
 def can_trigger(dag_id: str) -> object:
     """Dependency: the user may create runs of ``dag_id``."""
     return Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=dag_id))
+
+
+def may_use_jobs(user: BaseUser, method: str) -> bool:
+    """Whether ``user`` may read (``GET``) or submit and terminate (``POST``) their jobs.
+
+    Asked of the auth manager as the custom view :data:`~rackflow.auth_manager.JOBS_RESOURCE`. Airflow's
+    plain simple auth manager answers every custom view by the viewer role whatever the method, so with
+    it the job API keeps the ``rackflow_job`` DAG's own rights (read it, trigger it).
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
+
+    manager = get_auth_manager()
+    if type(manager) is SimpleAuthManager:
+        return bool(
+            manager.is_authorized_dag(
+                method=method,  # type: ignore[arg-type]
+                access_entity=DagAccessEntity.RUN,
+                details=DagDetails(id=JOB_DAG_ID),
+                user=user,  # type: ignore[arg-type]
+            )
+        )
+    return bool(
+        manager.is_authorized_custom_view(
+            method=method,  # type: ignore[arg-type]
+            resource_name=JOBS_RESOURCE,
+            user=user,
+        )
+    )
+
+
+def can_use_jobs(method: str) -> object:
+    """Dependency: the user may use the job API with ``method`` (GET: read, POST: submit/terminate)."""
+
+    def check(user: CurrentUser) -> None:
+        if not may_use_jobs(user, method):
+            action = "read jobs" if method == "GET" else "submit or terminate jobs"
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"{user.get_name()!r} may not {action}")
+
+    return Depends(check)
 
 
 def is_admin(user: BaseUser) -> bool:

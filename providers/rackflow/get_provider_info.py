@@ -132,6 +132,13 @@ def get_provider_info() -> dict[str, Any]:
                     "power_bmc_timeout": _option(
                         "Seconds per BMC call (each poll gets this deadline).", "10"
                     ),
+                    "dag_grants": _option(
+                        "With rackflow's auth manager: users who may act on DAGs (trigger, clear, mark, "
+                        "pause) below the op role, as comma-separated user:dag_id_glob entries. Never "
+                        "grants the rackflow_job DAG (end users use the job API).",
+                        "",
+                        "alice:jobnet_*,bob:rackflow_power",
+                    ),
                     "placement_policy": _option(
                         "VM placement policy: packing, an entry point name in rackflow.placement, "
                         "pkg.mod:Class, or an http(s) URL of a placement service.",

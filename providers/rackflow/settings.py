@@ -39,3 +39,20 @@ def jobnets_folder() -> Path:
 def poll_interval(kind: str, fallback: float) -> float:
     """Seconds between polls for ``kind`` (e.g. ``vm``, ``scheduler``, ``s3``, ``power``)."""
     return float(_get(f"{kind}_poll_interval", str(fallback)))
+
+
+def dag_grants() -> dict[str, list[str]]:
+    """``[rackflow] dag_grants``: users allowed to act on DAGs beyond their role, ``{user: [glob, ...]}``.
+
+    The option is a comma-separated list of ``user:dag_id_glob`` entries (a user may appear more than
+    once), e.g. ``alice:jobnet_*,bob:rackflow_power``. An entry without a user or a glob is refused.
+    """
+    grants: dict[str, list[str]] = {}
+    for entry in _get("dag_grants", "").split(","):
+        if not entry.strip():
+            continue
+        user, sep, glob = (part.strip() for part in entry.partition(":"))
+        if not sep or not user or not glob:
+            raise ValueError(f"[rackflow] dag_grants: entry {entry.strip()!r} is not user:dag_id_glob")
+        grants.setdefault(user, []).append(glob)
+    return grants

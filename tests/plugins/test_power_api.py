@@ -22,18 +22,9 @@ def fleet(power_fleet, monkeypatch):
 def power_dag_serialized(airflow_db, fleet):
     """rackflow_power in Airflow's DB as the dag-processor leaves it, parsed with the power fleet's
     inventory (its node enum comes from the inventory): the API triggers runs of it."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-    from airflow.utils.session import create_session
+    from tests.conftest import sync_dags_folder
 
-    manager = DagBundlesManager()
-    with create_session() as session:
-        manager.sync_bundles_to_db(session=session)
-    bundle = manager.get_bundle("dags-folder")
-    bundle.initialize()
-    bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
-    assert "rackflow_power" in bag.dag_ids, bag.import_errors
-    sync_bag_to_db(bag, bundle.name, bundle.version)
+    assert "rackflow_power" in sync_dags_folder()
 
 
 def test_power_routes_need_a_token(api):
@@ -56,7 +47,7 @@ def test_nodes_show_mode_status_and_last_transition(api, auth, fleet):
 
 def test_power_off_with_vm_answers_409_with_vm_names_and_changes_nothing(api, auth, fleet):
     fleet.add_vm("pw-a", "db-07")
-    resp = api.post("/rackflow/api/power/nodes/pw-a/off", headers=auth("alice"), json={})
+    resp = api.post("/rackflow/api/power/nodes/pw-a/off", headers=auth("operator"), json={})
     assert resp.status_code == 409
     detail = resp.json()["detail"]
     assert detail["vms"] == ["db-07"] and "db-07" in detail["message"]
@@ -65,10 +56,14 @@ def test_power_off_with_vm_answers_409_with_vm_names_and_changes_nothing(api, au
     assert [h["field"] for h in history] == ["status"]
 
 
-def test_viewer_cannot_power_or_reserve(api, auth, fleet):
-    assert api.post("/rackflow/api/power/nodes/pw-a/on", headers=auth("victor"), json={}).status_code == 403
-    assert api.get("/rackflow/api/power/can-act", headers=auth("victor")).json()["can_act"] is False
-    assert api.get("/rackflow/api/power/can-act", headers=auth("alice")).json()["can_act"] is True
+def test_viewer_and_user_cannot_power_or_reserve(api, auth, fleet):
+    # Power and reservations are fleet actions: the op role (or a dag_grants entry), not the user role.
+    for user in ("victor", "alice"):
+        assert api.post("/rackflow/api/power/nodes/pw-a/on", headers=auth(user), json={}).status_code == 403
+        assert api.post("/rackflow/api/power/nodes/pw-a/off", headers=auth(user), json={}).status_code == 403
+        assert api.get("/rackflow/api/power/can-act", headers=auth(user)).json()["can_act"] is False
+    assert api.get("/rackflow/api/power/can-act", headers=auth("operator")).json()["can_act"] is True
+    assert fleet.powered("pw-a")
 
 
 def test_allowed_power_off_with_migration_triggers_a_rackflow_power_run(
@@ -95,7 +90,7 @@ def test_reservations_create_list_cancel_and_plan_shows_next_actions(api, auth, 
         "memory_mib_per_vm": 1024,
         "group": "pw-g1",
     }
-    made = api.post("/rackflow/api/power/reservations", headers=auth("alice"), json=new)
+    made = api.post("/rackflow/api/power/reservations", headers=auth("operator"), json=new)
     assert made.status_code == 201, made.text
     key = made.json()["key"]
     listed = api.get("/rackflow/api/power/reservations", headers=auth("victor")).json()
@@ -106,16 +101,16 @@ def test_reservations_create_list_cancel_and_plan_shows_next_actions(api, auth, 
     assert key in plan["actions"][0]["reason"] or "not needed" in plan["actions"][0]["reason"]
     assert fleet.powered("pw-c")  # the plan is a dry run
     bad = api.post(
-        "/rackflow/api/power/reservations", headers=auth("alice"), json={**new, "group": "nowhere"}
+        "/rackflow/api/power/reservations", headers=auth("operator"), json={**new, "group": "nowhere"}
     )
     assert bad.status_code == 400
     assert (
-        api.delete(f"/rackflow/api/power/reservations/{made.json()['id']}", headers=auth("alice")).json()[
+        api.delete(f"/rackflow/api/power/reservations/{made.json()['id']}", headers=auth("operator")).json()[
             "state"
         ]
         == "canceled"
     )
-    assert api.get("/rackflow/api/power/reservations", headers=auth("alice")).json() == []
+    assert api.get("/rackflow/api/power/reservations", headers=auth("victor")).json() == []
 
 
 def test_power_page_is_served_and_in_the_nav(api, auth, token):

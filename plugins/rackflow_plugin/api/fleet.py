@@ -2,7 +2,8 @@
 
 Reading needs read access to the launch DAG (so Airflow viewers can read); launching is a run of
 ``rackflow_launch_vms`` through Airflow's own ``POST /api/v2/dags/rackflow_launch_vms/dagRuns``, which
-checks the right to trigger it and validates the params (400 and no run when they are invalid).
+checks the right to trigger it (with rackflow's auth manager: the op role or a grant) and validates the
+params (400 and no run when they are invalid); destroying is a run of ``rackflow_destroy_vms``, alike.
 """
 
 from __future__ import annotations

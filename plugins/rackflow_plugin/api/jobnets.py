@@ -1,8 +1,11 @@
 """Jobnet run reports: the table of a run's steps and reverts, live from Airflow's metadata DB.
 
-``GET /rackflow/api/jobnets/{dag_id}/runs/{run_id}/report`` needs read access to the DAG (Airflow's
-auth manager decides). The DAG names its jobnet by the tag ``jobnet:<name>``; the jobnet's stages
-come from the jobnets folder and the rows from task states and the steps' ``step_result`` XComs,
+``GET /rackflow/api/jobnets/{dag_id}/runs/{run_id}/report`` needs read access to that DAG's runs
+(Airflow's auth manager decides, as for ``GET /api/v2/dags/{dag_id}/dagRuns/{run_id}``): a report holds
+each step's output, so a user who may see the DAG but not its runs gets 403.
+
+The DAG names its jobnet by the tag ``jobnet:<name>``; the jobnet's stages come from the jobnets folder
+and the rows from task states and the steps' ``step_result`` XComs,
 through the same :func:`rackflow.dag_factories.jobnet.collect_report` the report task uses.
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
@@ -119,8 +123,8 @@ def report_from_db(dag_id: str, run_id: str, session: Any, library: Any = None) 
     "/jobnets/{dag_id}/runs/{run_id}/report",
     response_model=ReportOut,
     summary="A jobnet run's steps: state, server, exit code, duration, output tail, reverted?",
-    # Read access to the DAG named in the path, decided by Airflow's auth manager.
-    dependencies=[Depends(requires_access_dag("GET"))],
+    # Read access to the runs of the DAG named in the path, decided by Airflow's auth manager.
+    dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))],
 )
 def run_report(dag_id: str, run_id: str, user: CurrentUser) -> ReportOut:
     from airflow.utils.session import create_session

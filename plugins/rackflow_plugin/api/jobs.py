@@ -2,7 +2,9 @@
 
 A job is a run of the ``rackflow_job`` DAG: its id is the run id and its owner the run's triggering
 user. Owners see their own jobs, admins see all; anyone else's job is 404 (its existence is not
-revealed). Submitting needs the right to trigger ``rackflow_job``, reading the right to read it.
+revealed). Submitting and terminating need the job API's right to POST, reading its right to GET (the
+custom view ``Rackflow Jobs``, see :mod:`rackflow_plugin.security`); the run is then triggered on the
+user's behalf with Airflow's own ``trigger_dag_run``, so the user needs no right on the DAG itself.
 Termination is asynchronous and idempotent: the first request marks the job, the DAG's stages and
 the scheduler trigger act on it (one cancel command), later requests change nothing and say so.
 """
@@ -26,7 +28,7 @@ from sqlalchemy import select
 from rackflow.core.jobspec import JobDescriptionError, parse_job_description
 from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
-from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin
+from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -151,7 +153,7 @@ def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
     "with the HPC Profile Application extension (Content-Type application/xml). An invalid description "
     "is refused with 400 naming each field, and no job is recorded.",
     responses={400: {"description": "Invalid job description"}, 403: {"description": "Not allowed"}},
-    dependencies=[can_trigger(JOB_DAG_ID)],  # type: ignore[list-item]
+    dependencies=[can_use_jobs("POST")],  # type: ignore[list-item]
     openapi_extra={
         "requestBody": {
             "content": {
@@ -198,7 +200,7 @@ def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted
     "",
     response_model=JobList,
     summary="List your jobs (admins: everyone's)",
-    dependencies=[can_read(JOB_DAG_ID)],  # type: ignore[list-item]
+    dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def list_jobs(
     user: CurrentUser,
@@ -224,7 +226,7 @@ def list_jobs(
     response_model=JobOut,
     summary="One job: state, chronological events and properties",
     responses={404: {"description": "No such job (or not yours)"}},
-    dependencies=[can_read(JOB_DAG_ID)],  # type: ignore[list-item]
+    dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     run = _own_run(job_id, user, session)
@@ -236,7 +238,7 @@ def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     response_model=list[JobEventOut],
     summary="A job's events, oldest first",
     responses={404: {"description": "No such job (or not yours)"}},
-    dependencies=[can_read(JOB_DAG_ID)],  # type: ignore[list-item]
+    dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def get_job_events(job_id: str, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
     run = _own_run(job_id, user, session)
@@ -254,7 +256,7 @@ def get_job_events(job_id: str, user: CurrentUser, session: SessionDep) -> list[
         202: {"description": "Termination started"},
         404: {"description": "No such job (or not yours)"},
     },
-    dependencies=[can_trigger(JOB_DAG_ID)],  # type: ignore[list-item]
+    dependencies=[can_use_jobs("POST")],  # type: ignore[list-item]
 )
 def terminate_job(
     job_id: str,

@@ -1,9 +1,13 @@
 """Power routes: node status and history, power on/off with refusals, reservations, the planner's plan.
 
 Reading needs read access to the ``rackflow_power`` DAG; acting (power on/off, reservations) needs the
-right to trigger it. Power on/off is checked here first — a refused power off answers 409 with the
-reason and the VM names, and nothing is changed or recorded — then carried out as a ``rackflow_power``
-DAG run triggered as the caller, so every action is a run with its log and its user.
+right to trigger it (with rackflow's auth manager: the op role or a grant, never the plain user role).
+A reservation's owner is the user who made it (``created_by``); only the owner or an admin cancels
+it, anyone else gets the same 404 as for a reservation that does not exist.
+
+Power on/off is checked here first — a refused power off answers 409 with the reason and the VM names,
+and nothing is changed or recorded — then carried out as a ``rackflow_power`` DAG run triggered as the
+caller, so every action is a run with its log and its user.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from rackflow.dag_factories.power import CONTROL_DAG_ID
 from rackflow.db.models import Host, HostTransition
 from rackflow.db.models import Reservation as ReservationRow
 from rackflow.db.session import session_scope
-from rackflow_plugin.security import CurrentUser, can_read, can_trigger
+from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin
 
 router = APIRouter(prefix="/power", tags=["power"])
 
@@ -85,8 +89,10 @@ class ReservationOut(ReservationIn):
     id: int
     key: str
     state: str
-    created_by: str
+    created_by: str = Field(description="The owner: only they (or an admin) may cancel it.")
     created_at: datetime
+    canceled_by: str | None = None
+    canceled_at: datetime | None = None
 
 
 class PlanActionOut(BaseModel):
@@ -136,6 +142,8 @@ def _reservation(r: ReservationRow) -> ReservationOut:
         state=r.state,
         created_by=r.created_by,
         created_at=_aware(r.created_at),  # type: ignore[arg-type]
+        canceled_by=r.canceled_by,
+        canceled_at=_aware(r.canceled_at),
     )
 
 
@@ -299,16 +307,19 @@ def create_reservation(body: ReservationIn, user: CurrentUser) -> ReservationOut
 @router.delete(
     "/reservations/{reservation_id}",
     response_model=ReservationOut,
-    summary="Cancel a reservation (kept, state canceled)",
-    responses={404: {"description": "No such reservation"}},
+    summary="Cancel your reservation (kept, state canceled); admins cancel anyone's",
+    responses={404: {"description": "No such reservation (or not yours)"}},
     dependencies=[can_trigger(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
-def cancel_reservation(reservation_id: int) -> ReservationOut:
+def cancel_reservation(reservation_id: int, user: CurrentUser) -> ReservationOut:
     with session_scope() as session:
         row = session.get(ReservationRow, reservation_id)
-        if row is None:
+        if row is None or (row.created_by != user.get_name() and not is_admin(user)):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no reservation {reservation_id}")
-        row.state = "canceled"
+        if row.state != "canceled":
+            row.state = "canceled"
+            row.canceled_by = user.get_name()
+            row.canceled_at = datetime.now(UTC)
         session.flush()
         return _reservation(row)
 

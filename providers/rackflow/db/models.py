@@ -73,8 +73,11 @@ class Reservation(Base):
     memory_mib_per_vm: Mapped[int] = mapped_column(Integer)
     group: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(16), default="active")  # active / canceled
-    created_by: Mapped[str] = mapped_column(String(250))
+    created_by: Mapped[str] = mapped_column(String(250), index=True)
+    """The owner: the authenticated user who made it. Only the owner or an admin cancels it."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    canceled_by: Mapped[str | None] = mapped_column(String(250))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Job(Base):
