@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -212,13 +213,23 @@ def _open_libvirt(libvirt, uri: str, timeout: float):  # type: ignore[no-untyped
 
 @dataclass
 class Slurm(Server):
-    """A single-node Slurm cluster: munged, slurmctld and slurmd with a fresh state directory.
+    """A single-node Slurm cluster with accounting: munged, MariaDB, slurmdbd, slurmctld and slurmd.
 
-    Clients find it through ``SLURM_CONF`` (see ``env``); ``port`` is slurmctld's, slurmd uses the next.
+    Clients find it through ``SLURM_CONF`` (see ``env``); ``port`` is slurmctld's. Controller state
+    and the accounting database live in the work directory (a new one per test session). With
+    ``accounting`` (default) the job accounting plugin samples each job's processes every second
+    (``jobacct_gather/linux``) and slurmdbd stores the records in MariaDB, so ``sacct`` reports a
+    job's end, CPU time and peak RSS after slurmctld has forgotten it (``min_job_age`` seconds after
+    its end). ``AccountingStorageEnforce`` stays off: jobs of Unix users with no association in the
+    database run and are recorded all the same (with an empty account), so job accounts need no
+    ``sacctmgr add user``.
     """
 
     name = "slurm"
     cpus: int = 2
+    accounting: bool = True
+    min_job_age: int = 600
+    cluster_name: str = "rackflow"
 
     @property
     def conf_path(self) -> Path:
@@ -228,14 +239,28 @@ class Slurm(Server):
     def env(self) -> dict[str, str]:
         return {"SLURM_CONF": str(self.conf_path)}
 
+    @property
+    def munge_socket(self) -> Path:
+        return self.workdir / "munge.sock"
+
     def start(self) -> Slurm:
         wd = self.workdir
         for sub in ("state", "spool", "log"):
             (wd / sub).mkdir(exist_ok=True)
-        munge_sock = wd / "munge.sock"
+        munge_sock = self.munge_socket
         slurmd_port = free_port()
+        accounting = ""
+        if self.accounting:
+            self._dbd_port = free_port()
+            accounting = f"""JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=1
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost={LOOPBACK}
+AccountingStoragePort={self._dbd_port}
+AccountingStoragePass={munge_sock}
+"""
         self.conf_path.write_text(
-            f"""ClusterName=rackflow
+            f"""ClusterName={self.cluster_name}
 SlurmctldHost=localhost
 SlurmctldPort={self.port}
 SlurmdPort={slurmd_port}
@@ -255,11 +280,11 @@ TaskPlugin=task/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
-MinJobAge=600
+MinJobAge={self.min_job_age}
 ReturnToService=2
 JobCompType=jobcomp/filetxt
 JobCompLoc={wd}/log/jobcomp.txt
-MpiDefault=none
+{accounting}MpiDefault=none
 NodeName=localhost CPUs={self.cpus} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
@@ -278,12 +303,103 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             log=wd / "munged.out",
         )
         _wait_for_path(munge_sock, self.start_timeout)
-        self._spawn(["slurmctld", "-D", "-i", "-f", str(self.conf_path)], env=self.env)
-        self._await_port()
+        if self.accounting:
+            self._start_accounting()
+        self._start_controller()
         self._spawn(["slurmd", "-D", "-N", "localhost", "-f", str(self.conf_path)], env=self.env)
         self._await_port(slurmd_port)
         self._await_node_idle()
         return self
+
+    def _start_controller(self, clear_state: bool = False) -> None:
+        argv = ["slurmctld", "-D", "-i", "-f", str(self.conf_path)]
+        self._controller = self._spawn([*argv, "-c"] if clear_state else argv, env=self.env)
+        self._await_port(proc=self._controller)
+
+    def restart_controller(self, *, forget_jobs: bool = False) -> None:
+        """Restart slurmctld; ``forget_jobs`` starts it with no job state (``-c``), as if every job's
+        record had aged out: only accounting still knows them."""
+        _terminate(self._controller, self.stop_grace)
+        self.procs.remove(self._controller)
+        self._start_controller(clear_state=forget_jobs)
+        self._await_node_idle()
+
+    def _start_accounting(self) -> None:
+        """MariaDB in the work directory, then slurmdbd on it, then this cluster registered in it."""
+        wd = self.workdir
+        datadir, db_sock, db_port = wd / "mariadb", wd / "mariadb.sock", free_port()
+        if not (datadir / "mysql").exists():
+            self._setup_step(
+                [
+                    "mariadb-install-db",
+                    "--no-defaults",
+                    f"--datadir={datadir}",
+                    "--auth-root-authentication-method=normal",
+                    "--user=root",
+                    "--skip-test-db",
+                ]
+            )
+        self._spawn(
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={datadir}",
+                f"--socket={db_sock}",
+                f"--port={db_port}",
+                f"--bind-address={LOOPBACK}",
+                "--user=root",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--innodb-flush-log-at-trx-commit=0",
+                "--performance-schema=OFF",
+            ],
+            log=wd / "log" / "mariadb.log",
+        )
+        self._await_port(db_port)
+        password = secrets.token_hex(16)
+        self._setup_step(
+            [
+                "mariadb",
+                "--no-defaults",
+                f"--socket={db_sock}",
+                "-uroot",
+                "-e",
+                f"CREATE USER IF NOT EXISTS 'slurm'@'{LOOPBACK}' IDENTIFIED BY '{password}';"
+                f"ALTER USER 'slurm'@'{LOOPBACK}' IDENTIFIED BY '{password}';"
+                f"GRANT ALL ON slurm_acct_db.* TO 'slurm'@'{LOOPBACK}';",
+            ]
+        )
+        dbd_conf = self.conf_path.with_name("slurmdbd.conf")  # slurmdbd finds it next to SLURM_CONF
+        dbd_conf.touch(mode=0o600)
+        dbd_conf.chmod(0o600)  # slurmdbd refuses a config others can read: it holds the password
+        dbd_conf.write_text(
+            f"""AuthType=auth/munge
+AuthInfo=socket={self.munge_socket}
+DbdAddr={LOOPBACK}
+DbdHost=localhost
+DbdPort={self._dbd_port}
+SlurmUser=root
+PidFile={wd}/slurmdbd.pid
+LogFile={wd}/log/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost={LOOPBACK}
+StoragePort={db_port}
+StorageUser=slurm
+StoragePass={password}
+StorageLoc=slurm_acct_db
+"""
+        )
+        self._spawn(["slurmdbd", "-D"], env=self.env, log=wd / "log" / "slurmdbd.out")
+        self._await_port(self._dbd_port)
+        self._setup_step(["sacctmgr", "-i", "add", "cluster", self.cluster_name], ok_if="already exists")
+
+    def _setup_step(self, argv: list[str], ok_if: str | None = None) -> None:
+        out = subprocess.run(
+            argv, env={**os.environ, **self.env}, capture_output=True, text=True, timeout=self.start_timeout
+        )
+        if out.returncode != 0 and not (ok_if and ok_if in out.stdout + out.stderr):
+            raise self._fail(f"{' '.join(argv[:4])} failed: {(out.stderr or out.stdout).strip()[-500:]}")
 
     def _await_node_idle(self) -> None:
         deadline = time.monotonic() + self.start_timeout
