@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,13 @@ from rackflow.core.schedulers import (
     SlurmAdapter,
     get_adapter,
 )
-from rackflow.core.schedulers.slurm import expand_hostlist
+from rackflow.core.schedulers.slurm import (
+    expand_hostlist,
+    parse_sacct,
+    parse_slurm_duration,
+    parse_slurm_memory,
+    parse_slurm_timestamp,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "schedulers"
 TRICKY = 'it\'s "quoted" $HOME `id` $(id); rm -rf / \n second line'
@@ -198,6 +204,77 @@ def test_slurm_find_by_name_and_detail() -> None:
     killed = adapter.parse_detail(fixture("slurm_scontrol_signal.txt"), "8")
     assert (killed.status.state, killed.status.signal) == (JobState.FAILED, 9)
     assert adapter.is_unknown_job_error("slurm_load_jobs error: Invalid job id specified")
+
+
+def test_slurm_accounting_gives_final_state_exit_code_usage_and_times() -> None:
+    adapter = SlurmAdapter()
+    assert adapter.detail_command("7") == [
+        "sacct", "--noheader", "--parsable2", "--allusers", "--jobs=7",
+        "--format=JobID,State,ExitCode,Elapsed,TotalCPU,MaxRSS,NodeList,Submit,Start,End,Reason,JobName",
+    ]  # fmt: skip
+    got = parse_sacct(fixture("slurm_sacct_final.txt"))
+    summary = {jid: (d.status.state, d.exit_code, d.status.signal, d.nodes) for jid, d in got.items()}
+    assert summary == {
+        "1": (JobState.COMPLETED, 0, None, ("localhost",)),
+        "2": (JobState.FAILED, 3, None, ("localhost",)),
+        "3": (JobState.FAILED, 137, 9, ("localhost",)),
+        "4": (JobState.CANCELED, 0, None, ()),  # as Slurm says (0:0), like squeue
+        "5": (JobState.COMPLETED, 0, None, ("localhost",)),
+    }
+    burn = got["1"]
+    assert burn.cpu_time == timedelta(seconds=2.708)  # the job line's TotalCPU
+    assert burn.max_memory == 219728 * 1024  # the .batch step's MaxRSS
+    assert burn.wall_time == timedelta(seconds=3)
+    assert burn.submitted_at == datetime(2026, 12, 1, 12, 44, 32)
+    assert (burn.started_at, burn.ended_at) == (
+        datetime(2026, 12, 1, 12, 44, 34),
+        datetime(2026, 12, 1, 12, 44, 37),
+    )
+    assert got["4"].status.native_state == "CANCELLED"  # "CANCELLED by 0"
+    assert got["5"].status.name == "rackflow|pipe name"
+    assert got["5"].max_memory == 10824 * 1024  # the largest of the batch and srun steps
+    assert got["2"].max_memory is None  # too short for one sample
+    assert adapter.parse_detail(fixture("slurm_sacct_final.txt"), "2") == got["2"]
+    with pytest.raises(SchedulerError, match="no job 9"):
+        adapter.parse_detail(fixture("slurm_sacct_final.txt"), "9")
+
+
+def test_slurm_accounting_while_it_lags_reports_jobs_not_final() -> None:
+    got = parse_sacct(fixture("slurm_sacct_lagging.txt"))
+    assert {jid: d.status.state for jid, d in got.items()} == {
+        "1": JobState.ACTIVE,
+        "2": JobState.FAILED,
+        "3": JobState.QUEUED,
+        "4": JobState.CANCELED,
+        "5": JobState.QUEUED,
+    }
+    assert (got["1"].exit_code, got["1"].ended_at, got["1"].max_memory) == (None, None, None)
+    assert got["3"].started_at is None and got["3"].nodes == ()
+
+
+def test_slurm_without_accounting_storage_falls_back_to_the_controller() -> None:
+    adapter = SlurmAdapter()
+    said = "Slurm accounting storage is disabled\n"  # sacct's stderr (exit 1) with no slurmdbd, recorded
+    assert adapter.fallback_detail_command("2", said) == ["scontrol", "show", "job", "--oneliner", "2"]
+    assert adapter.fallback_detail_command("2", "sacct: error: Problem talking to the database") is None
+    failed = adapter.parse_detail(fixture("slurm_scontrol_failed.txt"), "2")
+    assert failed.cpu_time is None and failed.ended_at is not None
+
+
+def test_slurm_time_and_memory_formats() -> None:
+    assert parse_slurm_duration("00:02.708") == timedelta(seconds=2.708)
+    assert parse_slurm_duration("01:02:03") == timedelta(hours=1, minutes=2, seconds=3)
+    assert parse_slurm_duration("2-03:04:05") == timedelta(days=2, hours=3, minutes=4, seconds=5)
+    assert parse_slurm_duration("12:34") == timedelta(minutes=12, seconds=34)
+    for word in ("", "INVALID", "UNLIMITED", "Partition_Limit"):
+        assert parse_slurm_duration(word) is None
+    assert parse_slurm_memory("219728K") == 219728 * 1024
+    assert parse_slurm_memory("1.50G") == int(1.5 * (1 << 30))
+    assert parse_slurm_memory("512M") == 512 << 20
+    assert parse_slurm_memory("0") == 0
+    assert parse_slurm_memory("") is None
+    assert parse_slurm_timestamp("2026-12-01T12:44:32") == datetime(2026, 12, 1, 12, 44, 32)
+    assert parse_slurm_timestamp("Unknown") is None and parse_slurm_timestamp("None") is None
 
 
 def test_slurm_hostlists_expand() -> None:

@@ -5,6 +5,11 @@ runs them. Without ``ssh_conn_id`` commands run here (``subprocess``, with ``env
 process environment); with one they run on the login node through the ssh provider's
 :class:`~airflow.providers.ssh.hooks.ssh.SSHHook` (``env`` is prefixed as ``env K=V``), and files go
 over SFTP. One :meth:`statuses` call asks about any number of jobs with one scheduler command.
+
+A job's final state and usage come from what the live queue reports or, once the job has left it,
+from the scheduler's accounting (Slurm: slurmdbd through ``sacct``), never from a controller that is
+allowed to forget: accounting lags the end of a job by a second or so, so :meth:`final_detail` asks
+again for up to ``accounting_lag`` seconds before taking its answer.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from airflow.sdk import BaseHook
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from rackflow.core.jobspec import JobDescription
 from rackflow.core.schedulers import (
@@ -70,6 +76,8 @@ class LocalSchedulerHook(BaseHook):
     :param ssh_conn_id: SSH connection of a login node; None runs the commands on this host.
     :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
     :param command_timeout: seconds before a scheduler command is abandoned.
+    :param accounting_lag: seconds to keep asking the scheduler's accounting about a job that has
+        ended while it has no final record of it yet.
     """
 
     conn_name_attr = "ssh_conn_id"
@@ -87,6 +95,7 @@ class LocalSchedulerHook(BaseHook):
         ssh_conn_id: str | None = None,
         env: dict[str, str] | None = None,
         command_timeout: float = 60.0,
+        accounting_lag: float = 5.0,
     ) -> None:
         super().__init__()
         self.scheduler = scheduler
@@ -94,6 +103,7 @@ class LocalSchedulerHook(BaseHook):
         self.ssh_conn_id = ssh_conn_id or None
         self.env = dict(env or {})
         self.command_timeout = command_timeout
+        self.accounting_lag = accounting_lag
         self._ssh_client: Any = None
         self._ssh_hook: Any = None
         self._lock = threading.Lock()
@@ -253,8 +263,9 @@ class LocalSchedulerHook(BaseHook):
     def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
         """The state of every job in ``job_ids`` with ONE status command.
 
-        Jobs the status command no longer lists are asked about one by one (detail command); a job
-        the scheduler does not know at all is reported FAILED with native state ``UNKNOWN``.
+        Jobs the status command no longer lists are looked up in the scheduler's accounting, one by
+        one (:meth:`final_detail`); only a job neither knows is reported FAILED with native state
+        ``UNKNOWN``, and one that accounting never saw end is reported FAILED with its last state.
         """
         ids = sorted(set(job_ids))
         if not ids:
@@ -269,27 +280,47 @@ class LocalSchedulerHook(BaseHook):
         found = self.adapter.parse_status_output(result.stdout) if result.returncode == 0 else {}
         for job_id in ids:
             if job_id not in found:
-                detail = self.get_detail(job_id)
-                found[job_id] = (
-                    detail.status
-                    if detail is not None
-                    else JobStatus(
-                        state=JobState.FAILED,
-                        native_state="UNKNOWN",
-                        reason=f"{self.adapter.kind} no longer knows job {job_id}",
-                    )
-                )
+                found[job_id] = self._status_from_accounting(job_id)
         return {job_id: found[job_id] for job_id in ids}
 
+    def _status_from_accounting(self, job_id: str) -> JobStatus:
+        """The status of a job the live queue no longer lists, from the scheduler's accounting."""
+        detail = self.final_detail(job_id)
+        kind = self.adapter.kind
+        if detail is None:
+            return JobStatus(
+                state=JobState.FAILED,
+                native_state="UNKNOWN",
+                reason=f"neither {kind}'s queue nor its accounting knows job {job_id}",
+            )
+        if not detail.status.state.is_final:
+            # Gone from the queue, yet accounting never recorded an end: the job cannot still be
+            # running (the controller would list it), its end was lost (e.g. a controller reset).
+            return detail.status.model_copy(
+                update={
+                    "state": JobState.FAILED,
+                    "reason": f"{kind} no longer lists job {job_id} and its accounting never recorded "
+                    f"its end (last {detail.status.native_state})",
+                }
+            )
+        return detail.status
+
     def get_detail(self, job_id: str) -> JobDetail | None:
-        """Accounting for one job (exit code, times, memory where kept); None if the scheduler forgot it."""
-        result = self.run(self.adapter.detail_command(job_id), check=False)
+        """The scheduler's accounting for one job (state, exit code, times, usage where kept), asked
+        once; None when the scheduler knows no such job (or no longer)."""
+        argv = self.adapter.detail_command(job_id)
+        result = self.run(argv, check=False)
+        if result.returncode != 0 and not self.adapter.is_unknown_job_error(result.stderr + result.stdout):
+            fallback = self.adapter.fallback_detail_command(job_id, result.stderr + result.stdout)
+            if fallback is not None:
+                argv = fallback
+                result = self.run(argv, check=False)
         if result.returncode != 0:
             if self.adapter.is_unknown_job_error(result.stderr + result.stdout):
                 return None
-            raise SchedulerCommandError(
-                self.adapter.detail_command(job_id), result.returncode, result.stdout, result.stderr
-            )
+            raise SchedulerCommandError(argv, result.returncode, result.stdout, result.stderr)
+        if not result.stdout.strip():
+            return None  # sacct prints nothing for an id it has no record of
         try:
             return self.adapter.parse_detail(result.stdout, job_id)
         except SchedulerError:
@@ -297,21 +328,37 @@ class LocalSchedulerHook(BaseHook):
                 return None
             raise
 
-    def get_times(self, job_id: str) -> dict[str, str]:
-        """Start/end times as the scheduler prints them (Slurm ``scontrol``: ISO local time), if known."""
-        if self.adapter.kind != "slurm":
-            return {}
-        from rackflow.core.schedulers.slurm import parse_scontrol_line
+    def final_detail(self, job_id: str) -> JobDetail | None:
+        """:meth:`get_detail` of a job that has ended, asked again every half second while accounting
+        has no final record of it yet, for up to ``accounting_lag`` seconds; then its last answer."""
 
-        result = self.run(self.adapter.detail_command(job_id), check=False)
-        if result.returncode != 0:
+        def last_answer(state: RetryCallState) -> JobDetail | None:
+            assert state.outcome is not None
+            return state.outcome.result()  # type: ignore[no-any-return]
+
+        retrying = Retrying(
+            retry=retry_if_result(lambda d: d is None or not d.status.state.is_final),
+            stop=stop_after_delay(self.accounting_lag),
+            wait=wait_fixed(0.5),
+            retry_error_callback=last_answer,
+        )
+        return retrying(self.get_detail, job_id)  # type: ignore[no-any-return]
+
+    def get_times(self, job_id: str) -> dict[str, str]:
+        """``SubmitTime``/``StartTime``/``EndTime`` from the job's accounting, as ISO text in the
+        scheduler's own time (naive: its host's local time), where known."""
+        try:
+            detail = self.get_detail(job_id)
+        except (SchedulerCommandError, SchedulerError):
             return {}
-        fields = parse_scontrol_line(result.stdout)
-        return {
-            k: fields[k]
-            for k in ("SubmitTime", "StartTime", "EndTime")
-            if fields.get(k) not in (None, "Unknown")
+        if detail is None:
+            return {}
+        times = {
+            "SubmitTime": detail.submitted_at,
+            "StartTime": detail.started_at,
+            "EndTime": detail.ended_at,
         }
+        return {key: at.isoformat() for key, at in times.items() if at is not None}
 
     def cancel(self, job_id: str) -> bool:
         """Cancel ``job_id``; False when the scheduler no longer knows it (already gone)."""

@@ -126,14 +126,14 @@ class _SchedulerJobMixin:
         status = JobStatus.model_validate(event["job_status"])
         hook = self.hook()
         detail: JobDetail | None = None
-        times: dict[str, str] = {}
         try:
-            detail = hook.get_detail(job_id)
-            times = hook.get_times(job_id)
-        except Exception as exc:  # accounting is best effort; the state is what matters
+            detail = hook.final_detail(job_id)  # usage, node list and times from the accounting
+        except Exception as exc:  # accounting is best effort; the observed state is what matters
             self.log.warning("No accounting for job %s: %s", job_id, exc)
         finally:
             hook.close()
+        if status.native_state == "UNKNOWN" and detail is not None and detail.status.state.is_final:
+            status = detail.status  # observed before accounting had the job's record
         exit_code = (
             status.exit_code if status.exit_code is not None else (detail.exit_code if detail else None)
         )
@@ -156,7 +156,7 @@ class _SchedulerJobMixin:
         if self.record_events:
             terminated_by = jobs.termination_requested(dag_id, run_id)
             seen = jobs.states_seen(dag_id, run_id)
-            start = _scheduler_time(times.get("StartTime"))
+            start = _scheduler_time(detail.started_at if detail else None)
             if "ACTIVE" not in seen and start is not None:
                 # The job ran between two polls: its start is known from the scheduler's record.
                 jobs.record_event(
@@ -175,6 +175,7 @@ class _SchedulerJobMixin:
                 message += f" ({status.reason})"
             if terminated_by and status.state == JobState.CANCELED:
                 message += f"; terminated at the request of {terminated_by}"
+            message += usage_text(result)
             jobs.record_event(
                 dag_id,
                 run_id,
@@ -182,7 +183,7 @@ class _SchedulerJobMixin:
                 message,
                 scheduler_job_id=job_id,
                 node=",".join(nodes) or None,
-                at=_scheduler_time(times.get("EndTime")) if "EndTime" in times else None,
+                at=_scheduler_time(detail.ended_at if detail else None),
                 exit_code=exit_code,
                 wall_time_s=result["wall_time"],
                 cpu_time_s=result["cpu_time"],
@@ -397,17 +398,25 @@ def _seconds(d: timedelta | None) -> int | None:
     return None if d is None else int(d.total_seconds())
 
 
-def _scheduler_time(text: str | None) -> datetime | None:
-    """Slurm prints local time without a zone (``2024-05-01T10:00:03``)."""
-    if not text:
+def _scheduler_time(at: datetime | None) -> datetime | None:
+    """A time from the scheduler in UTC; Slurm prints local time without a zone (a naive value)."""
+    if at is None:
         return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()  # local time of this host (same as the scheduler's for local/SSH)
-    return parsed.astimezone(UTC)
+    if at.tzinfo is None:
+        at = at.astimezone()  # local time of this host (same as the scheduler's for local/SSH)
+    return at.astimezone(UTC)
+
+
+def usage_text(result: dict[str, Any]) -> str:
+    """``"; used 2 s of CPU, peak memory 214.6 MiB, 3 s wall time"`` from a completion result, or ``""``."""
+    parts = []
+    if result.get("cpu_time") is not None:
+        parts.append(f"{result['cpu_time']} s of CPU")
+    if result.get("max_memory") is not None:
+        parts.append(f"peak memory {result['max_memory'] / (1 << 20):.1f} MiB")
+    if result.get("wall_time") is not None:
+        parts.append(f"{result['wall_time']} s wall time")
+    return "; used " + ", ".join(parts) if parts else ""
 
 
 __all__ = [

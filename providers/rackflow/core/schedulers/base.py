@@ -11,7 +11,7 @@ import hashlib
 import re
 import shlex
 from abc import ABC, abstractmethod
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import ClassVar
@@ -55,17 +55,23 @@ class JobStatus(BaseModel):
 
 
 class JobDetail(BaseModel):
-    """Accounting for one job: what it used, where it ran and how it ended."""
+    """Accounting for one job: what it used, where it ran and how it ended.
+
+    Times are as the scheduler printed them; a naive value is the scheduler host's local time.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     job_id: str
     status: JobStatus
     exit_code: int | None = None
-    cpu_time: timedelta | None = None
+    cpu_time: timedelta | None = Field(default=None, description="CPU time of all the job's processes.")
     wall_time: timedelta | None = None
-    max_memory: int | None = Field(default=None, description="Peak memory in bytes.")
+    max_memory: int | None = Field(default=None, description="Peak memory (resident set) in bytes.")
     nodes: tuple[str, ...] = ()
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
 
 
 _DIRECTIVE_UNSAFE = re.compile(r'[\x00-\x1f\x7f"]')
@@ -121,9 +127,11 @@ class SchedulerAdapter(ABC):
     The caller writes :meth:`submit_script` to ``<workdir>/<script_name>``, runs
     :meth:`submit_command`, reads the id with :meth:`parse_submit_output`, then polls many jobs at
     once with :meth:`status_command`/:meth:`parse_status_output`. A job missing from the status
-    output is either unknown or (when :attr:`forgets_finished_jobs`) finished: ask
-    :meth:`detail_command`/:meth:`parse_detail`. Before submitting again after a restart, look the
-    job up by name with :meth:`find_by_name_command`/:meth:`parse_find_by_name_output`.
+    output has left the live queue (finished and aged out or, when :attr:`forgets_finished_jobs`,
+    just finished) or is unknown: ask the scheduler's accounting with
+    :meth:`detail_command`/:meth:`parse_detail`, which also gives what the job used. Before
+    submitting again after a restart, look the job up by name with
+    :meth:`find_by_name_command`/:meth:`parse_find_by_name_output`.
     """
 
     kind: ClassVar[str]
@@ -237,7 +245,16 @@ class SchedulerAdapter(ABC):
     def cancel_command(self, job_id: str) -> list[str]: ...
 
     @abstractmethod
-    def detail_command(self, job_id: str) -> list[str]: ...
+    def detail_command(self, job_id: str) -> list[str]:
+        """Accounting for one job: the scheduler's record of it that outlives the live queue."""
+
+    def fallback_detail_command(self, job_id: str, output: str) -> list[str] | None:
+        """When :meth:`detail_command` failed saying ``output``: a command to ask instead, or None.
+
+        (Slurm without accounting storage: the controller's own record.) :meth:`parse_detail`
+        reads the output of either.
+        """
+        return None
 
     @abstractmethod
     def parse_detail(self, stdout: str, job_id: str) -> JobDetail: ...

@@ -1,14 +1,19 @@
-"""Slurm: sbatch --parsable, one squeue call for many jobs (finished ones included), scontrol for detail.
+"""Slurm: sbatch --parsable, one squeue call for many jobs (finished ones included), sacct for detail.
 
 ``squeue --states=all`` reports finished jobs, with their raw wait status, for as long as slurmctld
 keeps them (``MinJobAge``), so one call gives terminal states and exit codes for many ids; this was
-checked on slurm-wlm 22.05 (``scontrol show job`` takes only one id per call there).
+checked on slurm-wlm 22.05. After that only the accounting database (slurmdbd) knows the job:
+``sacct`` gives its final state, exit code, node list, times and usage -- CPU time (``TotalCPU``) and
+peak resident memory (``MaxRSS``, per step: the ``.batch`` step is the script itself). Where the site
+runs no accounting storage, the detail falls back to ``scontrol show job``, which knows the job only
+while slurmctld does, and reports no usage.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from rackflow.core.jobspec import JobDescription
@@ -20,11 +25,18 @@ from rackflow.core.schedulers.base import (
     SchedulerError,
     content_lines,
     parse_clock,
+    parse_memory,
 )
 
 # Name last: it is the only free text, so splitting at most five times keeps any '|' inside it.
 SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,Reason:|,NodeList:|,Name:|"
 _SCONTROL_TOKEN = re.compile(r"(?:^|\s)([A-Za-z][A-Za-z0-9_:/]*)=")
+# JobName last: it is the only free text, so splitting at most len-1 times keeps any '|' inside it.
+SACCT_FIELDS = (
+    "JobID", "State", "ExitCode", "Elapsed", "TotalCPU", "MaxRSS", "NodeList",
+    "Submit", "Start", "End", "Reason", "JobName",
+)  # fmt: skip
+NO_ACCOUNTING_MARKERS = ("accounting storage is disabled",)
 
 
 def expand_hostlist(hostlist: str) -> tuple[str, ...]:
@@ -182,9 +194,31 @@ class SlurmAdapter(SchedulerAdapter):
         return ["scancel", job_id]
 
     def detail_command(self, job_id: str) -> list[str]:
-        return ["scontrol", "show", "job", "--oneliner", job_id]
+        return [
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allusers",
+            f"--jobs={job_id}",
+            f"--format={','.join(SACCT_FIELDS)}",
+        ]
+
+    def fallback_detail_command(self, job_id: str, output: str) -> list[str] | None:
+        if any(marker in output.lower() for marker in NO_ACCOUNTING_MARKERS):
+            return ["scontrol", "show", "job", "--oneliner", job_id]
+        return None
 
     def parse_detail(self, stdout: str, job_id: str) -> JobDetail:
+        """``sacct --parsable2`` output (see :func:`parse_sacct`) or, without accounting, ``scontrol -o``."""
+        if stdout.lstrip().startswith("JobId="):
+            return self._parse_scontrol_detail(stdout, job_id)
+        found = parse_sacct(stdout, self)
+        detail = found.get(job_id)
+        if detail is None:
+            raise SchedulerError(f"sacct output has no job {job_id}: {stdout[:200]!r}")
+        return detail
+
+    def _parse_scontrol_detail(self, stdout: str, job_id: str) -> JobDetail:
         fields = parse_scontrol_line(stdout)
         if fields.get("JobId") != job_id.split("_")[0] and fields.get("JobId") != job_id:
             raise SchedulerError(f"scontrol output is not about job {job_id}: {stdout[:200]!r}")
@@ -192,8 +226,7 @@ class SlurmAdapter(SchedulerAdapter):
         state = self.map_state(native)
         exit_code = signal = None
         if state.is_final and ":" in fields.get("ExitCode", ""):
-            code, _, sig = fields["ExitCode"].partition(":")
-            exit_code, signal = (128 + int(sig), int(sig)) if int(sig) else (int(code), None)
+            exit_code, signal = parse_exit_pair(fields["ExitCode"])
         nodes = expand_hostlist(fields.get("NodeList", ""))
         reason = fields.get("Reason")
         status = JobStatus(
@@ -211,7 +244,103 @@ class SlurmAdapter(SchedulerAdapter):
             exit_code=exit_code,
             wall_time=parse_clock(fields.get("RunTime", "")),
             nodes=nodes,
+            submitted_at=parse_slurm_timestamp(fields.get("SubmitTime", "")),
+            started_at=parse_slurm_timestamp(fields.get("StartTime", "")),
+            ended_at=parse_slurm_timestamp(fields.get("EndTime", "")) if state.is_final else None,
         )
+
+
+def parse_exit_pair(text: str) -> tuple[int | None, int | None]:
+    """Slurm's ``ExitCode`` ``code:signal`` -> (exit code, signal); a signal gives 128+signal."""
+    code, _, sig = text.strip().partition(":")
+    if not code.isdigit() or not sig.isdigit():
+        return None, None
+    return (128 + int(sig), int(sig)) if int(sig) else (int(code), None)
+
+
+def parse_slurm_duration(text: str) -> timedelta | None:
+    """Slurm's durations -> timedelta: ``Elapsed`` ``[D-]HH:MM:SS``, ``TotalCPU`` also ``MM:SS.mmm``.
+
+    ``""``, ``INVALID``, ``UNLIMITED``, ``Partition_Limit`` and other words give None.
+    """
+    text = text.strip()
+    if not re.fullmatch(r"(\d+-)?\d+(:\d+){0,2}(\.\d+)?", text):
+        return None
+    return parse_clock(text)
+
+
+def parse_slurm_memory(text: str) -> int | None:
+    """Slurm's memory figures (``MaxRSS``: ``219728K``, ``1.50G``, ``0``) -> bytes.
+
+    Slurm counts in KiB and prints a unit suffix (K, M, G, T, P: powers of 1024); a bare number is KiB.
+    """
+    return parse_memory(text, default_unit="k")
+
+
+def parse_slurm_timestamp(text: str) -> datetime | None:
+    """``2026-12-01T12:44:32`` (local time, no zone) -> naive datetime; ``Unknown``/``None`` -> None."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def parse_sacct(stdout: str, adapter: SlurmAdapter | None = None) -> dict[str, JobDetail]:
+    """``sacct --noheader --parsable2 --format=<SACCT_FIELDS>`` -> one :class:`JobDetail` per job.
+
+    Each job has its own line (state, exit code, elapsed time, nodes, the CPU time of all its steps)
+    and one line per step (``<id>.batch`` for the script, ``<id>.extern``, ``<id>.0``...) carrying the
+    step's peak RSS; the job's ``max_memory`` is the largest of its steps'. Where the job line has no
+    CPU time yet, the steps' CPU times are added up.
+    """
+    adapter = adapter or SlurmAdapter()
+    jobs: dict[str, dict[str, str]] = {}
+    steps: dict[str, list[dict[str, str]]] = {}
+    for line in content_lines(stdout):
+        values = line.split("|", len(SACCT_FIELDS) - 1)
+        if len(values) != len(SACCT_FIELDS):
+            raise SchedulerError(f"unexpected sacct line: {line!r}")
+        row = dict(zip(SACCT_FIELDS, (v.strip() for v in values), strict=True))
+        job_id, dot, _step = row["JobID"].partition(".")
+        if dot:
+            steps.setdefault(job_id, []).append(row)
+        else:
+            jobs[job_id] = row
+    details: dict[str, JobDetail] = {}
+    for job_id, row in jobs.items():
+        native = row["State"].split()[0] if row["State"] else "PENDING"  # "CANCELLED by 0"
+        state = adapter.map_state(native)
+        exit_code, signal = parse_exit_pair(row["ExitCode"]) if state.is_final else (None, None)
+        nodes = expand_hostlist(row["NodeList"])
+        own_steps = steps.get(job_id, [])
+        cpu = parse_slurm_duration(row["TotalCPU"])
+        if not cpu:
+            step_cpu = [d for d in (parse_slurm_duration(s["TotalCPU"]) for s in own_steps) if d is not None]
+            cpu = sum(step_cpu, timedelta()) if step_cpu else cpu
+        memory = [m for m in (parse_slurm_memory(s["MaxRSS"]) for s in own_steps) if m is not None]
+        reason = row["Reason"]
+        status = JobStatus(
+            state=state,
+            native_state=native,
+            exit_code=exit_code,
+            signal=signal,
+            reason=None if reason in ("", "None") else reason,
+            nodes=nodes,
+            name=row["JobName"],
+        )
+        details[job_id] = JobDetail(
+            job_id=job_id,
+            status=status,
+            exit_code=exit_code,
+            cpu_time=cpu,
+            wall_time=parse_slurm_duration(row["Elapsed"]),
+            max_memory=max(memory) if memory else None,
+            nodes=nodes,
+            submitted_at=parse_slurm_timestamp(row["Submit"]),
+            started_at=parse_slurm_timestamp(row["Start"]),
+            ended_at=parse_slurm_timestamp(row["End"]) if state.is_final else None,
+        )
+    return details
 
 
 def parse_scontrol_line(stdout: str) -> dict[str, str]:
@@ -232,4 +361,14 @@ def _numeric_id(job_id: str) -> tuple[int, str]:
     return (int(head.group(0)) if head else 0, job_id)
 
 
-__all__ = ["SlurmAdapter", "decode_wait_status", "expand_hostlist", "parse_scontrol_line"]
+__all__ = [
+    "SlurmAdapter",
+    "decode_wait_status",
+    "expand_hostlist",
+    "parse_exit_pair",
+    "parse_sacct",
+    "parse_scontrol_line",
+    "parse_slurm_duration",
+    "parse_slurm_memory",
+    "parse_slurm_timestamp",
+]
