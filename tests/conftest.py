@@ -23,6 +23,8 @@ USERS = {"admin": "admin", "operator": "op", "alice": "user", "bob": "user", "vi
 PASSWORDS = {name: f"{name}-pass" for name in USERS}
 
 _HOME = Path(tempfile.mkdtemp(prefix="rackflow-airflow-home-"))
+# The one directory sftp:// staging may use through ssh_fleet (the devfleet's sshd logs in on this host).
+SFTP_EXCHANGE = Path(tempfile.mkdtemp(prefix="rackflow-sftp-exchange-"))
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
@@ -39,6 +41,11 @@ os.environ.update(
         "AIRFLOW__API__SECRET_KEY": "rackflow-tests-secret-key-" + "x" * 64,
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(FLEET_FILE),
         "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(REPO / "jobnets"),
+        # Staging allow-lists of the tests' site (tests/test_staging*.py narrow them further).
+        "AIRFLOW__RACKFLOW__STAGING_S3_SOURCES": "rackflow-jobs rackflow-results",
+        "AIRFLOW__RACKFLOW__STAGING_S3_TARGETS": "rackflow-results",
+        "AIRFLOW__RACKFLOW__STAGING_SFTP_SOURCES": f"ssh_fleet{SFTP_EXCHANGE}/",
+        "AIRFLOW__RACKFLOW__STAGING_SFTP_TARGETS": f"ssh_fleet{SFTP_EXCHANGE}/",
     }
 )
 (_HOME / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))

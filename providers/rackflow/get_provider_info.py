@@ -156,6 +156,42 @@ def get_provider_info() -> dict[str, Any]:
                     "job_aws_conn_id": _option(
                         "AWS connection used for s3:// stage_in/stage_out of batch jobs.", "aws_default"
                     ),
+                    "staging_s3_sources": _option(
+                        "Buckets that s3:// stage_in may read, comma or space separated; an entry "
+                        "bucket/prefix/ allows only keys under that prefix. Empty: s3:// stage_in refused.",
+                        "",
+                        "rackflow-inputs, shared-data/public/",
+                    ),
+                    "staging_s3_targets": _option(
+                        "Buckets (or bucket/prefix/) that s3:// stage_out may write. Never list an S3 "
+                        "intake bucket here: a job could then drop a job into it. Empty: refused.",
+                        "",
+                        "rackflow-results",
+                    ),
+                    "staging_sftp_sources": _option(
+                        "SSH connections that sftp:// stage_in may read through (conn_id or "
+                        "conn_id/abs/path/prefix/). The connection's own account does the reading: list "
+                        "only connections made for exchanging files. Empty: sftp:// stage_in refused.",
+                        "",
+                        "data_exchange/srv/exchange/",
+                    ),
+                    "staging_sftp_targets": _option(
+                        "SSH connections (conn_id or conn_id/abs/path/prefix/) that sftp:// stage_out may "
+                        "write through. Empty: sftp:// stage_out refused.",
+                        "",
+                        "data_exchange/srv/exchange/results/",
+                    ),
+                    "staging_allow_http": _option(
+                        "Whether stage_in may download http(s):// URLs. Even when on, only public "
+                        "addresses are contacted (loopback, private, link-local, multicast and reserved "
+                        "ones are refused, after DNS too) and redirects are not followed.",
+                        "False",
+                    ),
+                    "staging_max_file_size": _option(
+                        "Largest file one staging copy may move (bytes, or with a K/M/G/T suffix); a "
+                        "bigger one fails the stage and leaves no partial file.",
+                        "1G",
+                    ),
                     "jobs_directory": _option(
                         "Where job directories are made on the scheduler side. Empty: /tmp/rackflow-jobs.",
                         "",

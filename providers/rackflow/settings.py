@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rackflow.core.staging_policy import StagingPolicy, parse_allow_list, parse_size
+
 SECTION = "rackflow"
 
 
@@ -56,3 +58,20 @@ def dag_grants() -> dict[str, list[str]]:
             raise ValueError(f"[rackflow] dag_grants: entry {entry.strip()!r} is not user:dag_id_glob")
         grants.setdefault(user, []).append(glob)
     return grants
+
+
+def staging_policy() -> StagingPolicy:
+    """What batch jobs may stage: the ``staging_*`` allow-lists and the per-file size limit.
+
+    Empty lists allow nothing; ``staging_allow_http`` is off unless set to true.
+    """
+    from airflow.configuration import conf
+
+    return StagingPolicy(
+        s3_sources=parse_allow_list(_get("staging_s3_sources", "")),
+        s3_targets=parse_allow_list(_get("staging_s3_targets", "")),
+        sftp_sources=parse_allow_list(_get("staging_sftp_sources", "")),
+        sftp_targets=parse_allow_list(_get("staging_sftp_targets", "")),
+        allow_http=conf.getboolean(SECTION, "staging_allow_http", fallback=False),
+        max_file_bytes=parse_size(_get("staging_max_file_size", "1G")),
+    )

@@ -87,7 +87,7 @@ def test_cross_field_rules() -> None:
     assert "process_count (3) must equal" in problems_of(
         {"executable": "x", "resources": {"node_count": 2, "processes_per_node": 2, "process_count": 3}}
     )
-    assert "stage_in[0].target must be a local path" in problems_of(
+    assert "stage_in[0].target: must be a local path" in problems_of(
         {"executable": "x", "stage_in": [{"source": "s3://b/k", "target": "s3://b/k2"}]}
     )
     assert "not valid JSON" in problems_of("{nope")

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from rackflow.core.jobspec import JobDescriptionError, parse_job_description
 from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
+from rackflow.staging import check_staging
 from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -150,8 +151,9 @@ def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
     response_model=JobSubmitted,
     summary="Submit a job",
     description="Body: a job description (PSI/J JobSpec JSON with stage_in/stage_out), or JSDL 1.0 XML "
-    "with the HPC Profile Application extension (Content-Type application/xml). An invalid description "
-    "is refused with 400 naming each field, and no job is recorded.",
+    "with the HPC Profile Application extension (Content-Type application/xml). An invalid description, "
+    "or staging the site does not allow (see the README's staging allow-lists), is refused with 400 "
+    "naming each field, and no job is recorded.",
     responses={400: {"description": "Invalid job description"}, 403: {"description": "Not allowed"}},
     dependencies=[can_use_jobs("POST")],  # type: ignore[list-item]
     openapi_extra={
@@ -183,6 +185,7 @@ def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted
             job = parse_job_description(data)
         else:
             job = parse_job_description(raw)
+        check_staging(job)
     except JobDescriptionError as exc:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, {"message": str(exc), "problems": exc.problems}

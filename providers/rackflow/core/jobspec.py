@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -32,6 +33,15 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
     model_validator,
+)
+
+from rackflow.core.staging_policy import (
+    JOB_PATH_MAX_CHARS,
+    JOB_PATH_PATTERN,
+    REMOTE_URI_PATTERN,
+    STAGE_OUT_URI_PATTERN,
+    job_path_problem,
+    remote_problem,
 )
 
 try:  # defusedxml refuses entity-expansion bombs; plain ElementTree is the fallback.
@@ -196,6 +206,68 @@ class StagingEntry(_Strict):
         return Location.parse(self.target)
 
 
+def _checked(problem_of: Any) -> Any:
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return check
+
+
+# The job's end of a staging entry: a relative path inside the job directory (see core.staging_policy).
+JobPath = Annotated[
+    str,
+    AfterValidator(_checked(job_path_problem)),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": JOB_PATH_PATTERN,
+            "maxLength": JOB_PATH_MAX_CHARS,
+            "description": "A relative path inside the job directory (no '/' first, no '..').",
+        }
+    ),
+]
+StageInSource = Annotated[
+    str,
+    AfterValidator(_checked(lambda v: remote_problem(v, stage_out=False))),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": REMOTE_URI_PATTERN,
+            "description": "s3://bucket/key, sftp://<ssh_conn_id>/path or http(s)://... "
+            "(site allow-lists apply).",
+        }
+    ),
+]
+StageOutTarget = Annotated[
+    str,
+    AfterValidator(_checked(lambda v: remote_problem(v, stage_out=True))),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": STAGE_OUT_URI_PATTERN,
+            "description": "s3://bucket/key or sftp://<ssh_conn_id>/path (site allow-lists apply).",
+        }
+    ),
+]
+
+
+class StageInEntry(StagingEntry):
+    """A file or directory copied into the job directory before the job: remote source, job path target."""
+
+    source: StageInSource  # type: ignore[assignment]
+    target: JobPath  # type: ignore[assignment]
+
+
+class StageOutEntry(StagingEntry):
+    """A file or directory copied out of the job directory after the job: job path source, remote target."""
+
+    source: JobPath  # type: ignore[assignment]
+    target: StageOutTarget  # type: ignore[assignment]
+
+
 class Resources(_Strict):
     """PSI/J ResourceSpecV1; process_count = node_count * processes_per_node when all three are set."""
 
@@ -308,8 +380,8 @@ class JobDescription(_Strict):
     launcher: Literal["single"] | None = Field(
         default=None, description="Only 'single' (run the executable once, directly) is supported."
     )
-    stage_in: list[StagingEntry] = Field(default_factory=list)
-    stage_out: list[StagingEntry] = Field(default_factory=list)
+    stage_in: list[StageInEntry] = Field(default_factory=list)
+    stage_out: list[StageOutEntry] = Field(default_factory=list)
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -320,16 +392,6 @@ class JobDescription(_Strict):
                 k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()
             }
         return value
-
-    @model_validator(mode="after")
-    def _staging_touches_the_job(self) -> JobDescription:
-        for i, entry in enumerate(self.stage_in):
-            if not entry.target_location.is_local:
-                raise ValueError(f"stage_in[{i}].target must be a local path, got {entry.target!r}")
-        for i, entry in enumerate(self.stage_out):
-            if not entry.source_location.is_local:
-                raise ValueError(f"stage_out[{i}].source must be a local path, got {entry.source!r}")
-        return self
 
     # -- schema and serialisation -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rackflow.core.jobspec import JobDescription, parse_job_description
 from rackflow.db import jobs
+from rackflow.hooks.job_dirs import open_job_dir
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.scheduler import (
     SubmitToLocalSchedulerOperator,
@@ -108,7 +109,8 @@ def create_job_dag(
                 workdir=workdir,
             )
             try:
-                return stage_in(job.stage_in, workdir=workdir, hook=h, aws_conn_id=aws_conn_id)
+                with open_job_dir(workdir, ssh_conn_id, scheduler_hook=h) as job_dir:
+                    return stage_in(job.stage_in, job_dir=job_dir, aws_conn_id=aws_conn_id)
             except StagingError as exc:
                 jobs.record_event(dag_id_, run_id, "FAILED", f"stage_in failed: {exc}")
                 raise AirflowFailException(f"stage_in failed: {exc}") from exc
@@ -151,9 +153,8 @@ def create_job_dag(
             job = description(context)
             h = hook()
             try:
-                copied = stage_out(
-                    job.stage_out, workdir=workdir_of(context), hook=h, aws_conn_id=aws_conn_id
-                )
+                with open_job_dir(workdir_of(context), ssh_conn_id, scheduler_hook=h) as job_dir:
+                    copied = stage_out(job.stage_out, job_dir=job_dir, aws_conn_id=aws_conn_id)
             except StagingError as exc:
                 jobs.record_event(dag_id_, run_id, "FAILED", f"stage_out failed: {exc}")
                 raise AirflowFailException(f"stage_out failed: {exc}") from exc

@@ -62,6 +62,10 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(repo / "fleet" / "demo.yaml"),
         "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(repo / "jobnets"),
         "AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID": S3_CONN_ID,  # batch jobs stage s3:// through the demo S3
+        # What job API users may stage: results in and out of the demo's result bucket; never the S3
+        # intake's bucket (other uploaders' files), no sftp:// (ssh_fleet logs in as root), no http(s).
+        "AIRFLOW__RACKFLOW__STAGING_S3_SOURCES": "rackflow-results",
+        "AIRFLOW__RACKFLOW__STAGING_S3_TARGETS": "rackflow-results",
     }
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
-from rackflow.core.s3_protocol import EntryStat, UnsafeKeyError, local_lister, validate_job_prefix
+from rackflow.core.s3_protocol import EntryStat, UnsafeKeyError, validate_job_prefix
 
 if TYPE_CHECKING:
     from rackflow.hooks.scheduler import LocalSchedulerHook
@@ -86,6 +86,15 @@ class JobDirectory(ABC):
         """``rel`` open read-only and its size; OSError unless it is a regular file reached without a
         symlink. The caller closes it."""
 
+    @abstractmethod
+    def lstat(self, rel: str) -> EntryStat | None:
+        """``rel`` as lstat sees it (a final symlink is itself); None when absent. OSError (or
+        UnsafeKeyError) when a directory on the way is a symlink or not a directory."""
+
+    @abstractmethod
+    def remove(self, parts: Sequence[str]) -> None:
+        """Unlink the file (or symlink: never its target) at ``parts``; nothing when it is absent."""
+
     def close(self) -> None:  # noqa: B027
         """Release the connection, if any (a local directory holds none)."""
 
@@ -101,10 +110,13 @@ class JobDirectory(ABC):
         return self.path if self.where == "local" else f"{self.where}:{self.path}"
 
 
-def open_job_dir(path: str | Path, ssh_conn_id: str | None = None) -> JobDirectory:
-    """The job directory at ``path`` on this host (``ssh_conn_id`` None) or on that login node."""
+def open_job_dir(
+    path: str | Path, ssh_conn_id: str | None = None, *, scheduler_hook: LocalSchedulerHook | None = None
+) -> JobDirectory:
+    """The job directory at ``path`` on this host (``ssh_conn_id`` None) or on that login node
+    (sharing ``scheduler_hook``'s SSH connection when given)."""
     if ssh_conn_id:
-        return SftpJobDirectory(str(path), ssh_conn_id)
+        return SftpJobDirectory(str(path), ssh_conn_id, scheduler_hook=scheduler_hook)
     return LocalJobDirectory(path)
 
 
@@ -116,17 +128,19 @@ def as_job_directory(job_dir: Path | JobDirectory) -> JobDirectory:
 
 
 class LocalJobDirectory(JobDirectory):
-    """A job directory on this host's file system."""
+    """A job directory on this host's file system.
+
+    Every access walks from the job directory down with one ``openat`` per component
+    (``O_DIRECTORY|O_NOFOLLOW``), so no path inside it is ever resolved through a symlink, even one
+    planted between a check and the use. The job directory itself must not be a symlink; its parents
+    are the site's configuration and may be.
+    """
 
     where = "local"
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path).expanduser()
         self.path = str(self._path)
-
-    @property
-    def _base(self) -> Path:
-        return self._path.resolve()
 
     def lexists(self) -> bool:
         return self._path.exists() or self._path.is_symlink()
@@ -135,38 +149,89 @@ class LocalJobDirectory(JobDirectory):
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._path.mkdir(mode=0o755)  # FileExistsError: a job of this name ran here before
 
+    @contextlib.contextmanager
+    def _dir_fd(self, parts: Sequence[str], *, create: bool = False) -> Iterator[int]:
+        """An fd of the directory ``parts`` inside, reached without following a symlink."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._path, flags)
+        try:
+            for depth, part in enumerate(parts, 1):
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                try:
+                    child = os.open(part, flags, dir_fd=fd)
+                except OSError as err:
+                    with contextlib.suppress(OSError):
+                        if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                            raise UnsafeKeyError(
+                                "/".join(parts), f"{'/'.join(parts[:depth])} is a symlink"
+                            ) from err
+                    raise
+                os.close(fd)
+                fd = child
+            yield fd
+        finally:
+            os.close(fd)
+
     def make_dirs(self, parts: Sequence[str]) -> None:
-        current = self._base
-        for part in parts:
-            current = current / part
-            if current.is_symlink():
-                raise UnsafeKeyError("/".join(parts), f"{current} is a symlink")
-            current.mkdir(exist_ok=True)
+        with self._dir_fd(parts, create=True):
+            pass
 
     @contextlib.contextmanager
     def open_new(self, parts: Sequence[str]) -> Iterator[BinaryIO]:
-        self.make_dirs(parts[:-1])
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(self._base.joinpath(*parts), flags, 0o644)
+        with self._dir_fd(parts[:-1], create=True) as parent:
+            fd = os.open(parts[-1], flags, 0o644, dir_fd=parent)
         with os.fdopen(fd, "wb") as out:
             yield out
 
+    def lstat(self, rel: str) -> EntryStat | None:
+        parts = [p for p in rel.split("/") if p]
+        if not parts:
+            st = os.stat(self._path, follow_symlinks=False)
+            return EntryStat("", st.st_mode, st.st_size, st.st_mtime_ns)
+        with self._dir_fd(parts[:-1]) as parent:
+            try:
+                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+        return EntryStat(parts[-1], st.st_mode, st.st_size, st.st_mtime_ns)
+
     def is_regular_file(self, rel: str) -> bool:
         try:
-            return stat.S_ISREG((self._base / rel).lstat().st_mode)
-        except FileNotFoundError:
+            st = self.lstat(rel)
+        except OSError:
             return False
+        return st is not None and stat.S_ISREG(st.mode)
 
     def list_dir(self, rel_dir: str) -> list[EntryStat]:
-        return list(local_lister(self._path)(rel_dir))
+        with self._dir_fd([p for p in rel_dir.split("/") if p]) as fd:
+            entries: list[EntryStat] = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError as err:
+                        entries.append(EntryStat(entry.name, 0, 0, 0, f"cannot stat: {err.strerror}"))
+                        continue
+                    entries.append(EntryStat(entry.name, st.st_mode, st.st_size, st.st_mtime_ns))
+            return entries
 
     def open_result(self, rel: str) -> tuple[BinaryIO, int]:
-        fd = os.open(self._path / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        parts = [p for p in rel.split("/") if p]
+        with self._dir_fd(parts[:-1]) as parent:
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise OSError(errno.EINVAL, "not a regular file", rel)
+        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb"), st.st_size
+
+    def remove(self, parts: Sequence[str]) -> None:
+        with self._dir_fd(parts[:-1]) as parent, contextlib.suppress(FileNotFoundError):
+            os.unlink(parts[-1], dir_fd=parent)
 
 
 # -- a login node over SFTP -----------------------------------------------------------------------
@@ -325,6 +390,19 @@ class SftpJobDirectory(JobDirectory):
             raise OSError(errno.EILSEQ, "a name in it is not valid UTF-8", path) from err
         # OpenSSH's sftp-server lstat()s each entry; open_result() lstat()s again before reading.
         return [EntryStat(a.filename, a.st_mode or 0, a.st_size or 0, (a.st_mtime or 0) * _NS) for a in attrs]
+
+    def lstat(self, rel: str) -> EntryStat | None:
+        rel = rel.strip("/")
+        self._check_parents(rel)
+        st = self._lstat(self._join(rel))
+        if st is None:
+            return None
+        return EntryStat(rel.rpartition("/")[2], st.st_mode or 0, st.st_size or 0, (st.st_mtime or 0) * _NS)
+
+    def remove(self, parts: Sequence[str]) -> None:
+        self._check_parents("/".join(parts))
+        with contextlib.suppress(FileNotFoundError):
+            self._sftp.remove(self._join(parts))  # SFTP REMOVE unlinks a symlink itself
 
     def open_result(self, rel: str) -> tuple[BinaryIO, int]:
         self._check_parents(rel)
