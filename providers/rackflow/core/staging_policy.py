@@ -32,8 +32,14 @@ JOB_PATH_MAX_CHARS = 1024
 # same pattern works in Python's re, pydantic's Rust regex and a JSON-schema (ECMA) validator.
 _C = r"[^/\\\x00-\x1f\x7f]"
 _CND = r"[^/\\\x00-\x1f\x7f.]"
-_COMPONENT = rf"(?:{_CND}{_C}*|\.{_CND}{_C}*|\.\.{_C}+)"
-JOB_PATH_PATTERN = rf"^{_COMPONENT}(?:/{_COMPONENT})*/?$"
+_FIRST = r"[^/\\\x00-\x1f\x7f.~]"  # the path's first character is not '~' either
+
+
+def _component(head: str) -> str:
+    return rf"(?:{head}{_C}{{0,254}}|\.{_CND}{_C}{{0,253}}|\.\.{_C}{{1,253}})"
+
+
+JOB_PATH_PATTERN = rf"^{_component(_FIRST)}(?:/{_component(_CND)})*/?$"
 REMOTE_URI_PATTERN = r"^(?:[sS]3|[sS][fF][tT][pP]|[hH][tT][tT][pP][sS]?)://"
 STAGE_OUT_URI_PATTERN = r"^(?:[sS]3|[sS][fF][tT][pP])://"
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")

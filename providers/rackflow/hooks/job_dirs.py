@@ -191,11 +191,11 @@ class LocalJobDirectory(JobDirectory):
         if not parts:
             st = os.stat(self._path, follow_symlinks=False)
             return EntryStat("", st.st_mode, st.st_size, st.st_mtime_ns)
-        with self._dir_fd(parts[:-1]) as parent:
-            try:
+        try:
+            with self._dir_fd(parts[:-1]) as parent:
                 st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
-            except FileNotFoundError:
-                return None
+        except FileNotFoundError:  # the file, or a directory on the way, is absent
+            return None
         return EntryStat(parts[-1], st.st_mode, st.st_size, st.st_mtime_ns)
 
     def is_regular_file(self, rel: str) -> bool:
@@ -393,7 +393,16 @@ class SftpJobDirectory(JobDirectory):
 
     def lstat(self, rel: str) -> EntryStat | None:
         rel = rel.strip("/")
-        self._check_parents(rel)
+        current = self.path
+        for part in rel.split("/")[:-1]:
+            current = posixpath.join(current, part)
+            st = self._lstat(current)
+            if st is None:
+                return None
+            if stat.S_ISLNK(st.st_mode or 0):
+                raise UnsafeKeyError(rel, f"{current} is a symlink")
+            if not stat.S_ISDIR(st.st_mode or 0):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", current)
         st = self._lstat(self._join(rel))
         if st is None:
             return None

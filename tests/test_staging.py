@@ -1,0 +1,235 @@
+"""Job API staging against the real servers: SeaweedFS S3, the devfleet's sshd (``ssh_fleet``) and Slurm.
+
+What a job leaves in its directory is untrusted: a symlink it plants is never followed on stage-out.
+Copies are bounded and leave no partial file. Only allow-listed remote ends are used, and a web host
+is contacted only at a checked public address (here, every name resolves to loopback: refused).
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rackflow.core.jobspec import parse_job_description
+from rackflow.core.staging_policy import StagingPolicy, parse_allow_list
+from rackflow.devfleet.fleet import SSH_CONN_ID
+from rackflow.hooks.job_dirs import LocalJobDirectory, SftpJobDirectory
+from rackflow.staging import StagingError, _write_in, resolve_public, stage_in, stage_out
+from tests.conftest import SFTP_EXCHANGE
+
+os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
+S3_CONN = "aws_fleet_s3"
+RESULTS = "rackflow-results"
+POLICY = StagingPolicy(
+    s3_sources=parse_allow_list("rackflow-jobs"),
+    s3_targets=parse_allow_list(RESULTS),
+    max_file_bytes=1024,
+)
+
+
+def _entries(kind: str, *pairs: tuple[str, str]) -> Any:
+    job = parse_job_description(
+        {"executable": "/bin/true", kind: [{"source": s, "target": t} for s, t in pairs]}
+    )
+    return getattr(job, kind)
+
+
+def _keys(devfleet: Any, prefix: str) -> list[str]:
+    listed = devfleet.s3.client().list_objects_v2(Bucket=RESULTS, Prefix=prefix)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_symlinks_planted_by_the_job_are_not_followed_on_stage_out(devfleet: Any, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    (job / "out").mkdir(parents=True)
+    (job / "out" / "ok.txt").write_text("mine\n")
+    (job / "out" / "shadow").symlink_to("/etc/shadow")
+    (job / "result.txt").symlink_to("/etc/hostname")
+    (job / "etc").symlink_to("/etc")
+    prefix = f"planted/{uuid.uuid4().hex}/"
+    target = f"s3://{RESULTS}/{prefix}"
+    directory = LocalJobDirectory(job)
+
+    for source, rule in (("result.txt", "is a symlink"), ("etc/hostname", "etc is a symlink")):
+        with pytest.raises(StagingError, match=rule):
+            stage_out(
+                _entries("stage_out", (source, target + "x")),
+                job_dir=directory,
+                aws_conn_id=S3_CONN,
+                policy=POLICY,
+            )
+    done = stage_out(
+        _entries("stage_out", ("out", target)), job_dir=directory, aws_conn_id=S3_CONN, policy=POLICY
+    )
+    assert done == [f"out/ok.txt -> {target}ok.txt", "out/shadow (symlink, not followed): skipped"]
+    assert _keys(devfleet, prefix) == [f"{prefix}ok.txt"]
+
+
+def test_a_symlink_planted_on_the_login_node_is_not_followed_either(devfleet: Any, tmp_path: Path) -> None:
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "result.txt").symlink_to("/etc/hostname")
+    (tmp_path / "job" / "etc").symlink_to("/etc")
+    prefix = f"planted-sftp/{uuid.uuid4().hex}/"
+    with SftpJobDirectory(str(tmp_path / "job"), SSH_CONN_ID) as directory:
+        for source in ("result.txt", "etc/hostname"):
+            with pytest.raises(StagingError, match="symlink"):
+                stage_out(
+                    _entries("stage_out", (source, f"s3://{RESULTS}/{prefix}x")),
+                    job_dir=directory,
+                    aws_conn_id=S3_CONN,
+                    policy=POLICY,
+                )
+    assert _keys(devfleet, prefix) == []
+
+
+def test_stage_in_never_writes_through_a_symlinked_directory(devfleet: Any, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "in").symlink_to(outside)
+    devfleet.s3.client().put_object(Bucket="rackflow-jobs", Key="inputs/small.txt", Body=b"x")
+    with pytest.raises(StagingError, match="in is a symlink"):
+        stage_in(
+            _entries("stage_in", ("s3://rackflow-jobs/inputs/small.txt", "in/small.txt")),
+            job_dir=LocalJobDirectory(tmp_path / "job"),
+            aws_conn_id=S3_CONN,
+            policy=POLICY,
+        )
+    assert _files(outside) == []
+
+
+def test_over_size_files_fail_staging_and_leave_no_partial_file(devfleet: Any, tmp_path: Path) -> None:
+    devfleet.s3.client().put_object(Bucket="rackflow-jobs", Key="inputs/big.bin", Body=b"b" * 2048)
+    directory = LocalJobDirectory(tmp_path / "job")
+    with pytest.raises(StagingError, match="2048 bytes, over the 1024-byte limit per file"):
+        stage_in(
+            _entries("stage_in", ("s3://rackflow-jobs/inputs/big.bin", "big.bin")),
+            job_dir=directory,
+            aws_conn_id=S3_CONN,
+            policy=POLICY,
+        )
+    assert _files(tmp_path / "job") == []
+
+    # A stream whose size is not announced is cut at the limit, and the partial file removed.
+    with pytest.raises(StagingError, match="more than 1024 bytes"):
+        _write_in(directory, ["stream.bin"], io.BytesIO(b"s" * 5000).read, 1024)
+    assert _files(tmp_path / "job") == []
+
+    (tmp_path / "job" / "result.bin").write_bytes(b"r" * 2048)
+    prefix = f"big/{uuid.uuid4().hex}/"
+    with pytest.raises(StagingError, match="over the 1024-byte limit"):
+        stage_out(
+            _entries("stage_out", ("result.bin", f"s3://{RESULTS}/{prefix}result.bin")),
+            job_dir=directory,
+            aws_conn_id=S3_CONN,
+            policy=POLICY,
+        )
+    assert _keys(devfleet, prefix) == []
+
+
+def test_allow_listed_sftp_connection_round_trips_and_others_are_refused_at_staging_time(
+    devfleet: Any, tmp_path: Path
+) -> None:
+    """With the site's settings (tests/conftest.py: ssh_fleet, under one exchange directory only)."""
+    exchange = SFTP_EXCHANGE / uuid.uuid4().hex
+    (exchange / "in").mkdir(parents=True)
+    (exchange / "in" / "a.txt").write_text("a\n")
+    (exchange / "in" / "b.txt").write_text("b\n")
+    (exchange / "out").mkdir()
+    directory = LocalJobDirectory(tmp_path / "job")
+    stage_in(_entries("stage_in", (f"sftp://{SSH_CONN_ID}{exchange}/in/", "inputs")), job_dir=directory)
+    assert _files(tmp_path / "job") == ["inputs", "inputs/a.txt", "inputs/b.txt"]
+    stage_out(_entries("stage_out", ("inputs", f"sftp://{SSH_CONN_ID}{exchange}/out/")), job_dir=directory)
+    assert _files(exchange / "out") == ["a.txt", "b.txt"]
+
+    # The settings are checked again at staging time: a run triggered through /api/v2 skips the job API.
+    with pytest.raises(StagingError, match="staging_sftp_sources"):
+        stage_in(_entries("stage_in", (f"sftp://{SSH_CONN_ID}/etc/hostname", "h")), job_dir=directory)
+    with pytest.raises(StagingError, match="staging_sftp_targets"):
+        stage_out(_entries("stage_out", ("inputs", f"sftp://{SSH_CONN_ID}/tmp/")), job_dir=directory)
+    assert not (tmp_path / "job" / "h").exists()
+
+
+@pytest.fixture
+def loopback_web() -> Iterator[tuple[int, list[str]]]:
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"internal")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_name_that_resolves_to_loopback_is_refused_before_any_connection(
+    loopback_web: tuple[int, list[str]], tmp_path: Path
+) -> None:
+    """DNS is asked at staging time and every answer checked: this host's name resolves to loopback."""
+    port, seen = loopback_web
+    name = socket.gethostname()
+    assert socket.gethostbyname(name).startswith("127."), "this test needs a host name resolving to loopback"
+    with pytest.raises(StagingError, match="resolves to 127"):
+        resolve_public(name, port)
+    web = StagingPolicy(allow_http=True)
+    with pytest.raises(StagingError, match=rf"{name}' resolves to 127\.[0-9.]+, refused: .*loopback"):
+        stage_in(
+            _entries("stage_in", (f"http://{name}:{port}/secret", "page")),
+            job_dir=LocalJobDirectory(tmp_path / "job"),
+            policy=web,
+        )
+    # With the site's settings http(s) is off: refused before any lookup.
+    with pytest.raises(StagingError, match="staging_allow_http"):
+        stage_in(
+            _entries("stage_in", (f"http://{name}:{port}/secret", "page")),
+            job_dir=LocalJobDirectory(tmp_path / "job"),
+        )
+    assert seen == []
+    assert _files(tmp_path / "job") == []
+
+
+def test_job_that_plants_a_symlink_fails_stage_out_with_the_reason(
+    airflow_db: Path, rackflow_db: str, devfleet: Any
+) -> None:
+    """The whole job DAG on Slurm: the job links /etc/hostname as its result; stage-out refuses it."""
+    from rackflow.db import jobs
+    from tests.operators.test_scheduler import _job_dag
+
+    prefix = f"dag-planted/{uuid.uuid4().hex}/"
+    spec = {
+        "executable": "/bin/sh",
+        "arguments": ["-c", "ln -s /etc/hostname result.txt"],
+        "stage_out": [{"source": "result.txt", "target": f"s3://{RESULTS}/{prefix}result.txt"}],
+    }
+    dag = _job_dag()
+    run = dag.test(run_conf={"job": spec})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["stage_out"] == "failed" and states["cleanup"] == "failed"
+    job = jobs.get_job(dag.dag_id, run.run_id)
+    assert job is not None and job.state == "FAILED"
+    assert "result.txt" in (job.message or "") and "symlink" in (job.message or "")
+    assert _keys(devfleet, prefix) == []
