@@ -110,7 +110,8 @@ def test_staging_outside_the_job_is_400_naming_the_field_and_nothing_is_recorded
 
 
 def test_api_v2_trigger_refuses_paths_outside_the_job_through_the_param_schema(api: Any, auth: Any) -> None:
-    """Airflow's own trigger route validates the same path rules before recording a run."""
+    """Airflow's own trigger route (admins only, by rackflow's auth manager) validates the same path
+    rules before recording a run."""
     before = _runs(api, auth)
     for job in (
         {"executable": "/bin/true", "stage_in": [{"source": "s3://rackflow-jobs/k", "target": "/etc/x"}]},
@@ -119,7 +120,7 @@ def test_api_v2_trigger_refuses_paths_outside_the_job_through_the_param_schema(a
             "stage_out": [{"source": "/etc/hostname", "target": "s3://rackflow-results/h"}],
         },
     ):
-        resp = api.post(RUNS, json={"logical_date": None, "conf": {"job": job}}, headers=auth("alice"))
+        resp = api.post(RUNS, json={"logical_date": None, "conf": {"job": job}}, headers=auth("admin"))
         assert resp.status_code == 400, resp.text
     assert _runs(api, auth) == before
 
