@@ -235,7 +235,8 @@ def airflow_stack(
     log = home / f"standalone-{port}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            # airflow standalone, keeping rackflow's auth manager (plain `airflow standalone` drops it)
+            [sys.executable, "-m", "rackflow.devfleet.standalone"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

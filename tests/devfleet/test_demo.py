@@ -71,6 +71,18 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
         assert "rackflow" in {p["name"] for p in plugins.json()["plugins"]}
         assert requests.get(f"{url}/rackflow/api/status", timeout=30).status_code == 401
         assert requests.get(f"{url}/rackflow/api/status", headers=headers, timeout=30).status_code == 200
+        # rackflow's auth manager is on (plain `airflow standalone` would drop it): alice, a user,
+        # may not act on the fleet through Airflow's own API.
+        alice = requests.post(
+            f"{url}/auth/token", json={"username": "alice", "password": DEMO_USERS["alice"][1]}, timeout=30
+        ).json()["access_token"]
+        refused = requests.post(
+            f"{url}/api/v2/dags/rackflow_power/dagRuns",
+            json={"logical_date": None, "conf": {}},
+            headers={"Authorization": f"Bearer {alice}"},
+            timeout=30,
+        )
+        assert refused.status_code == 403, refused.text
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C

@@ -122,3 +122,18 @@ def test_env_example_sets_every_required_variable(compose):
         line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines() if "=" in line
     )
     assert required and required <= set(example)
+
+
+def test_the_auth_manager_is_rackflows_by_default_and_importable(compose):
+    from importlib import import_module
+
+    from airflow.api_fastapi.auth.managers.base_auth_manager import BaseAuthManager
+
+    from rackflow.auth_manager import RackflowAuthManager
+
+    value = compose["services"]["airflow-apiserver"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"]
+    match = re.fullmatch(r"\$\{RACKFLOW_AUTH_MANAGER:-([\w.]+)\}", value)
+    assert match, value
+    module, _, name = match.group(1).rpartition(".")
+    manager = getattr(import_module(module), name)
+    assert manager is RackflowAuthManager and issubclass(manager, BaseAuthManager)

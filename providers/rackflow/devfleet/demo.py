@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rackflow.core.fleet import Fleet
 from rackflow.devfleet.fleet import S3_CONN_ID, DevFleet
-from rackflow.devfleet.servers import venv_bin, wait_for_port
+from rackflow.devfleet.servers import wait_for_port
 
 # Demo logins of Airflow's simple auth manager: user -> (role, password). Loopback only.
 DEMO_USERS = {
@@ -52,6 +52,8 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
+        # rackflow's rules of who may do what (README "Who may do what") on the simple auth manager.
+        "AIRFLOW__CORE__AUTH_MANAGER": "rackflow.auth_manager.RackflowAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, (r, _p) in DEMO_USERS.items()),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__HOST": "127.0.0.1",
@@ -138,10 +140,13 @@ def run_demo(repo: Path, port: int = 8080, state: Path | None = None) -> int:
 
 
 def start_standalone(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """``airflow standalone`` in its own session (so it can be stopped as a group), output to ``log_path``."""
+    """``airflow standalone`` in its own session (so it can be stopped as a group), output to ``log_path``.
+
+    Started through :mod:`rackflow.devfleet.standalone`, which keeps rackflow's auth manager.
+    """
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        [venv_bin("airflow"), "standalone"],
+        [sys.executable, "-m", "rackflow.devfleet.standalone"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
