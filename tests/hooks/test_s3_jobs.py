@@ -62,7 +62,7 @@ def test_claim_is_won_once_and_later_writes_follow_the_protocol(devfleet, bucket
     assert not second.won and "PreconditionFailed" in second.reason
     hook = S3JobsHook(CONN_ID, bucket_name=bucket)
     hook.transition("job0001", JobStatus.QUEUED, scheduler_job_id="42")
-    hook.transition("job0001", JobStatus.RUNNING)
+    hook.transition("job0001", JobStatus.RUNNING, scheduler_job_id="42")
     assert read_status(client, bucket, "job0001") == "RUNNING\n42\n"
     client.delete_object(Bucket=bucket, Key="job0001/aws-job-stat.txt")
     with pytest.raises(StatusConflict):  # the uploader deleted the job: rackflow does not recreate it

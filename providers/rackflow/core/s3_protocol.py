@@ -38,6 +38,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _JOB_ID_RE = re.compile(r"^\S{1,255}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _NAME_MAX_BYTES = 255
+EMPTY_STATUS_PROBLEM = "status object is empty (0 bytes)"
 
 
 class JobStatus(enum.StrEnum):
@@ -134,7 +135,7 @@ class JobStatusFile:
     def parse(cls, data: bytes) -> JobStatusFile:
         """Read any bytes; never raise. Unreadable content gives ``UNKNOWN`` with ``problem`` set."""
         if not data:
-            return cls(JobStatus.UNKNOWN, problem="status object is empty (0 bytes)")
+            return cls(JobStatus.UNKNOWN, problem=EMPTY_STATUS_PROBLEM)
         if len(data) > MAX_STATUS_BYTES:
             return cls(JobStatus.UNKNOWN, problem=f"status object is {len(data)} bytes, too large")
         text = data.decode("utf-8", errors="replace").removeprefix("\ufeff")
@@ -232,6 +233,27 @@ def intake_decision(prefix: str, keys: Iterable[str]) -> JobStatusFile:
     if f"{name}/{JOB_SCRIPT_NAME}" not in set(keys):
         return JobStatusFile(JobStatus.FAILED, reason=MISSING_SCRIPT_REASON)
     return JobStatusFile(JobStatus.ACCEPTED)
+
+
+def refusal_reason(status: JobStatusFile, prefix_problem: str | None = None) -> str | None:
+    """The reason to write with ``FAILED`` over a status object rackflow will not run; None to leave it.
+
+    Refused: a job prefix whose name rackflow refuses (``prefix_problem``) once its status says
+    ``FILE_UPLOAD``, and any status object that cannot be parsed (whatever the prefix). An empty object
+    is left alone: nothing has been said yet (some upload tools create the object before writing it).
+    The uploader sees why; writing ``FILE_UPLOAD`` again submits the job once it can run.
+    """
+    unreadable = not status.is_valid and status.problem != EMPTY_STATUS_PROBLEM
+    if prefix_problem is not None:
+        if status.is_ready or unreadable:
+            return f"job prefix is not usable: {prefix_problem}; rackflow did not run this job"
+        return None
+    if unreadable:
+        return (
+            f"status object cannot be read ({status.problem}); rackflow did not run this job: "
+            f"write {JobStatus.FILE_UPLOAD.value} alone in {STATUS_FILE_NAME} to submit it"
+        )
+    return None
 
 
 def job_of_status_key(key: str) -> str | None:

@@ -123,6 +123,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
     from rackflow.operators.s3_intake import (
         ACCEPT_TASK_ID,
         CLAIMED_XCOM_KEY,
+        SUBMITTED_XCOM_KEY,
         S3JobWaitOperator,
         accept_job,
         finish_job,
@@ -198,6 +199,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
                     context["run_id"],
                     on_claimed=lambda claimed: ti.xcom_push(key=CLAIMED_XCOM_KEY, value=claimed),
                     ssh_conn_id=config.ssh_conn_id,
+                    on_submitted=lambda job_id: ti.xcom_push(key=SUBMITTED_XCOM_KEY, value=job_id),
                 )
             finally:
                 scheduler.close()

@@ -45,6 +45,7 @@ from rackflow.core.s3_protocol import (
     job_of_status_key,
     job_prefixes_from_listing,
     key_parts,
+    refusal_reason,
     result_files,
     result_key,
     status_key,
@@ -77,13 +78,25 @@ class ReadyJob:
         return {"prefix": self.prefix, "etag": self.etag}
 
 
+@dataclass(frozen=True)
+class Unrunnable:
+    """A status object rackflow will not run (refused prefix, unreadable status), read at ``etag``,
+    and the reason to write with ``FAILED`` (see :func:`~rackflow.core.s3_protocol.refusal_reason`)."""
+
+    key: str
+    etag: str
+    reason: str
+
+
 @dataclass
 class PollResult:
-    """One poll of a bucket: ready jobs, unreadable status objects, refused prefixes, request counts."""
+    """One poll of a bucket: ready jobs, unreadable status objects, refused prefixes, the status objects
+    to mark FAILED for those, request counts."""
 
     ready: list[ReadyJob] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
+    unrunnable: list[Unrunnable] = field(default_factory=list)
     list_requests: int = 0
     get_requests: int = 0
 
@@ -261,7 +274,14 @@ class S3JobsHook(BaseHook):
         for key, etag in sorted(etags.items()):
             job = job_of_status_key(key)
             status = cache.get(key)
-            if job is None or status is None or job not in valid:
+            if job is None or status is None:
+                continue
+            refusal = refusal_reason(
+                status, None if job in valid else scan.rejected.get(job + "/", "refused")
+            )
+            if refusal is not None:
+                result.unrunnable.append(Unrunnable(key=key, etag=etag, reason=refusal))
+            if job not in valid:
                 continue
             if status.is_ready:
                 result.ready.append(ReadyJob(prefix=job, etag=etag))
@@ -286,10 +306,13 @@ class S3JobsHook(BaseHook):
 
         Raises :class:`StatusConflict` when the object changed or vanished since.
         """
+        return self._put_status_key(status_key(prefix), status, if_match=if_match)
+
+    def _put_status_key(self, key: str, status: JobStatusFile, *, if_match: str) -> str:
         try:
             resp = self.client.put_object(
                 Bucket=self.bucket_name,
-                Key=status_key(prefix),
+                Key=key,
                 Body=status.render(),
                 ContentType="text/plain",
                 IfMatch=if_match,
@@ -297,11 +320,32 @@ class S3JobsHook(BaseHook):
         except ClientError as err:
             if _error_code(err) in _CONFLICT_CODES:
                 raise StatusConflict(
-                    f"s3://{self.bucket_name}/{status_key(prefix)} changed since ETag {if_match} "
+                    f"s3://{self.bucket_name}/{key} changed since ETag {if_match} "
                     f"({_error_code(err)}); not writing {status.status}"
                 ) from err
             raise
         return str(resp["ETag"])
+
+    def refuse(self, cache: StatusCache, unrunnable: list[Unrunnable]) -> dict[str, str]:
+        """Write ``FAILED`` with its reason over each status object of a poll's ``unrunnable``.
+
+        Each write is conditional on the ETag the poll read, so a status the uploader changed since (or
+        another poller already answered) is left to the next poll. Returns ``{key: reason}`` written.
+        """
+        written: dict[str, str] = {}
+        for item in unrunnable:
+            status = JobStatusFile(JobStatus.FAILED, reason=item.reason)
+            try:
+                etag = self._put_status_key(item.key, status, if_match=item.etag)
+            except StatusConflict as err:
+                log.info("not refusing %s: %s", item.key, err)
+                continue
+            except ClientError as err:
+                log.warning("could not write FAILED to s3://%s/%s: %s", self.bucket_name, item.key, err)
+                continue
+            cache.record_written(item.key, etag, status)
+            written[item.key] = status.reason or item.reason
+        return written
 
     def transition(
         self,
@@ -313,7 +357,8 @@ class S3JobsHook(BaseHook):
     ) -> str:
         """Move the job's status to ``new`` (read, check the transition, conditional PUT); the new ETag.
 
-        The scheduler job id already on record is kept unless a new one is given. Raises
+        The scheduler job id written is ``scheduler_job_id``, the one rackflow submitted: never the
+        one read from the object (the uploader can write any line 2 there). Raises
         :class:`StatusConflict` when the status object is gone or changes under us, and
         :class:`~rackflow.core.s3_protocol.StatusTransitionError` for a move the protocol forbids.
         """
@@ -322,9 +367,8 @@ class S3JobsHook(BaseHook):
             raise StatusConflict(f"s3://{self.bucket_name}/{status_key(prefix)} is gone; not writing {new}")
         seen, etag = current
         check_transition(seen.status, new)
-        job_id = scheduler_job_id or seen.scheduler_job_id
         return self.put_status(
-            prefix, JobStatusFile(new, scheduler_job_id=job_id, reason=reason), if_match=etag
+            prefix, JobStatusFile(new, scheduler_job_id=scheduler_job_id, reason=reason), if_match=etag
         )
 
     def fail(self, prefix: str, reason: str, *, scheduler_job_id: str | None = None) -> bool:
@@ -363,9 +407,7 @@ class S3JobsHook(BaseHook):
             if seen.status not in _OWNED_STATUSES:
                 log.info("%s: status is %s; not writing %s (%s)", prefix, seen.status, new, reason)
                 return seen
-            written = JobStatusFile(
-                new, scheduler_job_id=scheduler_job_id or seen.scheduler_job_id, reason=reason
-            )
+            written = JobStatusFile(new, scheduler_job_id=scheduler_job_id, reason=reason)
             try:
                 self.put_status(prefix, written, if_match=etag)
             except StatusConflict as err:

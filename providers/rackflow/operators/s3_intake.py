@@ -43,9 +43,12 @@ from rackflow.triggers.s3_job_status import ScriptJobStateTrigger, job_state_eve
 log = logging.getLogger(__name__)
 
 
-# The intake DAG's per-job task that claims, stages in and submits, and the XCom key of its claim.
+# The intake DAG's per-job task that claims, stages in and submits, and the XCom keys of its claim and
+# of the scheduler job it submitted (the only job id rackflow ever acts on: never line 2 of a status
+# object, which the uploader can write).
 ACCEPT_TASK_ID = "accept"
 CLAIMED_XCOM_KEY = "claimed"
+SUBMITTED_XCOM_KEY = "submitted_job_id"
 
 
 class JobFailed(RuntimeError):
@@ -126,13 +129,19 @@ def stage_in_job(
 
 
 def submit_job(
-    hook: S3JobsHook, staged: dict[str, Any], scheduler: LocalScriptScheduler, claim_id: str
+    hook: S3JobsHook,
+    staged: dict[str, Any],
+    scheduler: LocalScriptScheduler,
+    claim_id: str,
+    on_submitted: Callable[[str], None] = lambda job_id: None,
 ) -> dict[str, Any]:
-    """Submit the job script from its directory (idempotent by job name) and write ``QUEUED <id>``."""
+    """Submit the job script from its directory (idempotent by job name) and write ``QUEUED <id>``;
+    ``on_submitted`` records the id before the status write can fail."""
     prefix = staged["prefix"]
     with failing_job(hook, prefix, "submit"):
         name = scheduler_job_name(hook.bucket_name, prefix, claim_id)
         job_id, new = scheduler.submit(staged["job_dir"], scheduler.job_name(name))
+        on_submitted(job_id)
         log.info("%s: scheduler job %s (%s)", prefix, job_id, "submitted" if new else "found by name")
         hook.transition(prefix, JobStatus.QUEUED, scheduler_job_id=job_id)
     return {**staged, "job_id": job_id, "job_name": name}
@@ -146,31 +155,34 @@ def accept_job(
     claim_id: str,
     on_claimed: Callable[[dict[str, Any]], None] = lambda claimed: None,
     ssh_conn_id: str | None = None,
+    on_submitted: Callable[[str], None] = lambda job_id: None,
 ) -> dict[str, Any]:
     """Claim -> stage-in -> submit one ready job, in one task: each Airflow task start costs about a
     second, and this keeps ``FILE_UPLOAD`` -> ``QUEUED`` within seconds. ``on_claimed`` records the claim
     (the intake DAG pushes it to XCom) before anything else can fail, so a crash later in the task still
-    ends this job with ``FAILED`` (see :func:`job_task_failed`)."""
+    ends this job with ``FAILED`` (see :func:`job_task_failed`); ``on_submitted`` does the same for the
+    scheduler job id."""
     claimed = claim_job(hook, job)
     on_claimed(claimed)
     staged = stage_in_job(hook, claimed, base_dir, ssh_conn_id)
-    return submit_job(hook, staged, scheduler, claim_id)
+    return submit_job(hook, staged, scheduler, claim_id, on_submitted)
 
 
-def _mark_running(hook: S3JobsHook, prefix: str) -> None:
+def _mark_running(hook: S3JobsHook, prefix: str, job_id: str | None) -> None:
     current = hook.read_status(prefix)
     if current is None:
         raise StatusConflict(f"{prefix}: status object is gone")
     if current[0].status is JobStatus.QUEUED:
-        hook.transition(prefix, JobStatus.RUNNING)
+        hook.transition(prefix, JobStatus.RUNNING, scheduler_job_id=job_id)
 
 
 def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
     """Write STAGING_OUT and upload what the job created or changed; stops if the job was deleted."""
     prefix = waited["prefix"]
     with failing_job(hook, prefix, "stage-out", waited.get("job_id")):
-        _mark_running(hook, prefix)  # a job can end between two polls while still QUEUED
-        hook.transition(prefix, JobStatus.STAGING_OUT)
+        job_id = waited.get("job_id")
+        _mark_running(hook, prefix, job_id)  # a job can end between two polls while still QUEUED
+        hook.transition(prefix, JobStatus.STAGING_OUT, scheduler_job_id=job_id)
         manifest = {rel: ManifestEntry(*entry) for rel, entry in waited["manifest"].items()}
         with open_job_dir(waited["job_dir"], waited.get("ssh_conn_id")) as job_dir:
             result = hook.stage_out(prefix, job_dir, manifest)
@@ -188,40 +200,50 @@ def finish_job(hook: S3JobsHook, staged_out: dict[str, Any]) -> str:
     """The final status from how the scheduler job ended: COMPLETED, FAILED (with reason) or CANCELED."""
     prefix = staged_out["prefix"]
     end = staged_out["end"]
-    with failing_job(hook, prefix, "final status", staged_out.get("job_id")):
+    job_id = staged_out.get("job_id")
+    with failing_job(hook, prefix, "final status", job_id):
         if end["state"] == "COMPLETED" and end.get("exit_code") in (0, None):
-            hook.transition(prefix, JobStatus.COMPLETED)
+            hook.transition(prefix, JobStatus.COMPLETED, scheduler_job_id=job_id)
             return JobStatus.COMPLETED.value
         if end["state"] == "CANCELED":
-            hook.transition(prefix, JobStatus.CANCELED, reason=f"scheduler job {end['native_state']}")
+            hook.transition(
+                prefix,
+                JobStatus.CANCELED,
+                scheduler_job_id=job_id,
+                reason=f"scheduler job {end['native_state']}",
+            )
             return JobStatus.CANCELED.value
         detail = f"exit code {end['exit_code']}" if end.get("exit_code") is not None else end["native_state"]
         reason = f"scheduler job ended {end['state']} ({detail})"
         if end.get("reason"):
             reason += f": {end['reason']}"
-        hook.transition(prefix, JobStatus.FAILED, reason=reason)
+        hook.transition(prefix, JobStatus.FAILED, scheduler_job_id=job_id, reason=reason)
     raise JobFailed(f"{prefix}: {reason}")
 
 
 def fail_unfinished_job(
-    hook: S3JobsHook, prefix: str, reason: str, scheduler: LocalScriptScheduler | None = None
+    hook: S3JobsHook,
+    prefix: str,
+    reason: str,
+    scheduler: LocalScriptScheduler | None = None,
+    job_id: str | None = None,
 ) -> str | None:
     """After a per-job task died without ending the job: ``FAILED`` with ``reason``, never over a
-    terminal status; a scheduler job still on record is cancelled (nothing is ever resubmitted).
+    terminal status; the scheduler job this run submitted (``job_id``, from XCom -- never the id in the
+    status object, which the uploader can write) is cancelled. Nothing is ever resubmitted.
 
     Returns the status the object reads afterwards (None when it is gone).
     """
     current = hook.read_status(prefix)
     if current is None:
         return None
-    job_id = current[0].scheduler_job_id
     if job_id and scheduler is not None and current[0].status not in TERMINAL_STATUSES:
         try:
             if scheduler.cancel(job_id):
                 reason += f"; scheduler job {job_id} cancelled"
         except Exception as err:  # the status must still say FAILED
             log.warning("%s: could not cancel scheduler job %s: %s", prefix, job_id, err)
-    after = hook.end_unless_terminal(prefix, JobStatus.FAILED, reason=reason)
+    after = hook.end_unless_terminal(prefix, JobStatus.FAILED, reason=reason, scheduler_job_id=job_id)
     return None if after is None else after.status.value
 
 
@@ -248,13 +270,14 @@ def job_task_failed(
         if not claimed or "prefix" not in claimed:
             log.info("%s failed before this run claimed a job; no status to write", ti.task_id)
             return
+        job_id = ti.xcom_pull(task_ids=accept_task, key=SUBMITTED_XCOM_KEY, map_indexes=ti.map_index)
         step = ti.task_id.rpartition(".")[2]
         error = context.get("exception")
         reason = f"{step} task failed: {error or 'no error reported (task process lost)'}"
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
         local = LocalScriptScheduler(scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
-            fail_unfinished_job(hook, claimed["prefix"], reason, local)
+            fail_unfinished_job(hook, claimed["prefix"], reason, local, job_id or None)
         except Exception:
             log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
         finally:
@@ -320,7 +343,7 @@ class S3JobWaitOperator(BaseOperator):
         with failing_job(hook, prefix, "wait", self.job["job_id"]):
             state = event["state"]
             if state == "ACTIVE":
-                _mark_running(hook, prefix)
+                _mark_running(hook, prefix, self.job["job_id"])
                 return None
             if state in ("COMPLETED", "FAILED", "CANCELED"):
                 return {**self.job, "end": event}

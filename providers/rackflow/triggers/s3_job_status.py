@@ -91,6 +91,11 @@ class S3JobsReadyEventTrigger(BaseEventTrigger):
     one ``poll_interval`` of its upload however long the previous run takes. Runs forever; one poll is a
     paginated listing plus a GET per new or changed status object (ETag cache).
 
+    A prefix rackflow will not run -- a name it refuses, or a status object it cannot parse -- gets
+    ``FAILED`` with the reason in its status object (a conditional write on the ETag the poll read; an
+    empty object, or one that is not ``FILE_UPLOAD`` under a refused name, is left alone), so the
+    uploader learns why instead of waiting.
+
     A ready job is announced once per ETag. If it is still ``FILE_UPLOAD`` ``refire_after`` seconds later
     (its run crashed before the claim, or took only ``max_jobs`` of many) it is announced again; the
     conditional claim makes a repeated announcement harmless.
@@ -141,6 +146,15 @@ class S3JobsReadyEventTrigger(BaseEventTrigger):
                 await asyncio.sleep(self.poll_interval)
                 continue
             reported = _log_problems(self, result, reported)
+            if result.unrunnable:
+                # Tell the uploader: FAILED with the reason, conditional on what this poll read.
+                try:
+                    written = await asyncio.to_thread(hook.refuse, cache, result.unrunnable)
+                except Exception as err:
+                    self.log.warning("s3://%s: could not write FAILED statuses: %s", self.bucket_name, err)
+                    written = {}
+                for key, reason in written.items():
+                    self.log.warning("s3://%s/%s: FAILED: %s", self.bucket_name, key, reason)
             now = time.monotonic()
             ready = {(j.prefix, j.etag): j for j in result.ready}
             announced = {k: t for k, t in announced.items() if k in ready}  # forget claimed/removed jobs
