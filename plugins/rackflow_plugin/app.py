@@ -7,8 +7,9 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
-from rackflow import __version__
+from rackflow import __version__, settings
 from rackflow_plugin.api import fleet, jobnets, jobs, power, status
+from rackflow_plugin.limits import LIMIT_RESPONSES, RequestLimits
 from rackflow_plugin.security import CurrentUser
 
 STATIC = Path(__file__).parent / "static"
@@ -34,10 +35,16 @@ def create_app() -> FastAPI:
         "Authenticate with a token from Airflow's `POST /auth/token` (Bearer header) or the UI's cookie.",
     )
     for router in ROUTERS:
-        app.include_router(router, prefix="/api")
+        app.include_router(router, prefix="/api", responses=LIMIT_RESPONSES)
     for page in sorted(p.stem for p in STATIC.glob("*.html")):
         app.add_api_route(f"/ui/{page}", _page(page), methods=["GET"], include_in_schema=False)
     app.add_api_route("/ui/static/{name}", _static, methods=["GET"], include_in_schema=False)
+    app.add_middleware(
+        RequestLimits,
+        routes=app.router.routes,
+        max_body_bytes=settings.api_max_body_bytes(),
+        max_json_depth=settings.api_max_json_depth(),
+    )
     return app
 
 

@@ -197,6 +197,16 @@ def get_provider_info() -> dict[str, Any]:
                         "",
                         "/shared/rackflow-jobs",
                     ),
+                    "api_max_body_bytes": _option(
+                        "Largest request body (bytes) rackflow's routes under /rackflow accept; a larger "
+                        "one, with or without Content-Length, is refused with 413 as it arrives.",
+                        "1048576",
+                    ),
+                    "api_max_json_depth": _option(
+                        "Deepest nesting of arrays and objects in a JSON request body to /rackflow; "
+                        "deeper is refused with 400.",
+                        "32",
+                    ),
                     "s3_intake_file": _option(
                         "YAML file listing the S3 intake buckets (one s3_intake_<name> DAG each). "
                         "Empty: s3_intake.yaml under AIRFLOW_HOME.",

@@ -75,3 +75,24 @@ def staging_policy() -> StagingPolicy:
         allow_http=conf.getboolean(SECTION, "staging_allow_http", fallback=False),
         max_file_bytes=parse_size(_get("staging_max_file_size", "1G")),
     )
+
+
+def _positive_int(option: str, fallback: int) -> int:
+    raw = _get(option, str(fallback))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"[{SECTION}] {option} must be a positive integer, got {raw!r}")
+    return value
+
+
+def api_max_body_bytes() -> int:
+    """Largest request body rackflow's routes read; a longer one is refused with 413 while it arrives."""
+    return _positive_int("api_max_body_bytes", 1_048_576)
+
+
+def api_max_json_depth() -> int:
+    """Deepest nesting of arrays and objects in a JSON request body; deeper is refused with 400."""
+    return _positive_int("api_max_json_depth", 32)

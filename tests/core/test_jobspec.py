@@ -11,6 +11,11 @@ from psij import JobSpec, ResourceSpecV1
 from psij.serialize import JSONSerializer
 
 from rackflow.core.jobspec import (
+    MAX_ARGUMENTS,
+    MAX_COUNT,
+    MAX_DURATION,
+    MAX_ENVIRONMENT,
+    MAX_TEXT,
     JobDescription,
     JobDescriptionError,
     Location,
@@ -199,6 +204,67 @@ def test_jsdl_errors_are_readable() -> None:
     no_exe = JSDL.replace("<jsdl-hpcpa:Executable>/usr/local/bin/blastall</jsdl-hpcpa:Executable>", "")
     with pytest.raises(JobDescriptionError, match="executable"):
         from_jsdl(no_exe)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        (float("inf"), "finite"),
+        (float("nan"), "finite"),
+        (1e400, "finite"),
+        (-1, "positive"),
+        (10**12, "at most 365 days"),
+        ("9" * 30, "at most 365 days"),
+        ("9" * 30 + ":00:00", "at most 365 days"),
+        ("9" * 30 + "d", "at most 365 days"),
+        ("P" + "9" * 30 + "D", "at most 365 days"),
+        ("1" * 100, "longer than 64"),
+    ],
+)
+def test_durations_are_finite_positive_and_at_most_a_year(value: object, why: str) -> None:
+    msg = problems_of({"executable": "x", "attributes": {"duration": value}})
+    assert "attributes.duration" in msg and why in msg
+    assert parse_duration("365d") == MAX_DURATION
+
+
+@pytest.mark.parametrize(
+    ("job", "field"),
+    [
+        ({"resources": {"process_count": 2**64}}, "resources.process_count"),
+        ({"resources": {"node_count": MAX_COUNT + 1}}, "resources.node_count"),
+        ({"resources": {"cpu_cores_per_process": 2**63}}, "resources.cpu_cores_per_process"),
+        ({"resources": {"memory": 2**64}}, "resources.memory"),
+        ({"arguments": ["a" * (MAX_TEXT + 1)]}, "arguments[0]"),
+        ({"arguments": ["a"] * (MAX_ARGUMENTS + 1)}, "arguments"),
+        ({"environment": {"A" * 200: "1"}}, "environment"),
+        ({"environment": {f"V{i}": "1" for i in range(MAX_ENVIRONMENT + 1)}}, "environment"),
+        ({"attributes": {"queue_name": "q" * 300}}, "attributes.queue_name"),
+        ({"attributes": {"custom_attributes": {"slurm.x": 2**64}}}, "attributes.custom_attributes.slurm.x"),
+        ({"attributes": {"custom_attributes": {"slurm.x": float("inf")}}}, "attributes.custom_attributes"),
+        ({"stage_in": [{"source": "s3://b/k", "target": "t"}] * 300}, "stage_in"),
+        ({"executable": "x" * (MAX_TEXT + 1)}, "executable"),
+    ],
+)
+def test_counts_strings_and_lists_are_bounded(job: dict[str, object], field: str) -> None:
+    assert field in problems_of({"executable": "x", **job})
+
+
+@pytest.mark.parametrize("count", [str(2**64), "1e400", "-1e400", "NaN", "inf"])
+def test_jsdl_counts_beyond_64_bits_or_not_finite_are_refused(count: str) -> None:
+    document = JSDL.replace("<jsdl:Exact>8</jsdl:Exact>", f"<jsdl:Exact>{count}</jsdl:Exact>")
+    with pytest.raises(JobDescriptionError, match="TotalCPUCount"):
+        from_jsdl(document)
+
+
+def test_jsdl_with_a_dtd_entity_bomb_or_external_entity_is_refused_by_defusedxml() -> None:
+    body = JSDL.split("\n", 1)[1]
+    bomb = '<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>\n' + body
+    external = '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>\n' + body.replace(
+        "/usr/local/bin/blastall", "&e;"
+    )
+    for document in (bomb, external):
+        with pytest.raises(JobDescriptionError, match="DTDs and entities are not accepted"):
+            from_jsdl(document)
 
 
 def test_locations_split_uris_for_the_caller() -> None:

@@ -280,6 +280,30 @@ def test_thresholds_parse_config_strings_and_guarantee_off_time() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "value", ["1e400", "99999999999999999999h", "400d", float("inf"), float("nan"), 1e300, 10**30, "P9999D"]
+)
+def test_thresholds_beyond_a_year_or_not_finite_are_validation_errors_not_overflows(value: object) -> None:
+    with pytest.raises(ValidationError, match=r"off_threshold|at most 365 days"):
+        PowerThresholds.model_validate({"off_threshold": value, "on_threshold": "30m"})
+
+
+def test_reservation_sizes_are_bounded_like_vm_launches() -> None:
+    for field, value in (("vcpus_per_vm", 2**63), ("memory_mib_per_vm", 2**40), ("vm_count", 10**9)):
+        with pytest.raises(ValidationError, match=field):
+            Reservation.model_validate(
+                {
+                    "id": "r",
+                    "start": NOW,
+                    "end": NOW + timedelta(hours=1),
+                    "vm_count": 1,
+                    "vcpus_per_vm": 1,
+                    "memory_mib_per_vm": 512,
+                    field: value,
+                }
+            )
+
+
 # --- reservations --------------------------------------------------------------------------------
 
 

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
-
-import pytest
-
-from tests.conftest import sync_dags_folder
-
-os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
 
 JOBS = "/rackflow/api/jobs"
 RUNS = "/api/v2/dags/rackflow_job/dagRuns"
-
-
-@pytest.fixture(scope="module")
-def job_dag(airflow_db: Path, rackflow_db: str) -> str:
-    """The dags folder parsed into the metadata DB, as the dag-processor would (rackflow_job among them)."""
-    assert "rackflow_job" in sync_dags_folder()
-    return "rackflow_job"
 
 
 def _runs(api: Any, auth: Any) -> int:
@@ -42,7 +27,8 @@ def test_invalid_description_is_400_naming_the_field_and_records_nothing(
         RUNS, json={"logical_date": None, "conf": {"job": {"executable": 5}}}, headers=auth("admin")
     )
     assert raw.status_code == 400
-    assert api.post(JOBS, content=b"{not json", headers=auth("alice")).status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    assert api.post(JOBS, content=b"{not json", headers={**auth("alice"), **json_type}).status_code == 400
     assert _runs(api, auth) == before
 
 

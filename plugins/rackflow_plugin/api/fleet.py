@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from rackflow.dag_factories.vms import LAUNCH_DAG_ID
 from rackflow.fleet_layout import LayoutService, inventory_hosts, layout_summary
+from rackflow_plugin.limits import PathName
 from rackflow_plugin.security import can_read
 
 router = APIRouter(tags=["fleet"])
@@ -78,7 +79,9 @@ class LayoutOut(BaseModel):
     summary="Every physical host with its group, power, capacity and VMs",
     dependencies=[can_read(LAUNCH_DAG_ID)],  # type: ignore[list-item]
 )
-def list_hosts(group: str | None = Query(None, description="only hosts of this network group")) -> Any:
+def list_hosts(
+    group: str | None = Query(None, max_length=128, description="only hosts of this network group"),
+) -> Any:
     started = time.perf_counter()
     every = inventory_hosts()
     chosen = [h for h in every if not group or h.group == group]
@@ -99,7 +102,7 @@ def list_hosts(group: str | None = Query(None, description="only hosts of this n
     summary="One physical host with its VMs' disks and volumes",
     dependencies=[can_read(LAUNCH_DAG_ID)],  # type: ignore[list-item]
 )
-def get_host(name: str) -> Any:
+def get_host(name: PathName) -> Any:
     found = [h for h in inventory_hosts() if h.name == name]
     if not found:
         raise HTTPException(status_code=404, detail=f"no host {name!r} in the inventory")

@@ -18,6 +18,7 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from rackflow_plugin.limits import PathName
 from rackflow_plugin.security import CurrentUser
 
 router = APIRouter(tags=["jobnets"])
@@ -126,7 +127,7 @@ def report_from_db(dag_id: str, run_id: str, session: Any, library: Any = None) 
     # Read access to the runs of the DAG named in the path, decided by Airflow's auth manager.
     dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))],
 )
-def run_report(dag_id: str, run_id: str, user: CurrentUser) -> ReportOut:
+def run_report(dag_id: PathName, run_id: PathName, user: CurrentUser) -> ReportOut:
     from airflow.utils.session import create_session
 
     with create_session() as session:

@@ -25,15 +25,18 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from rackflow.core.jobspec import JobDescriptionError, parse_job_description
+from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
 from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
 from rackflow.staging import check_staging
+from rackflow_plugin.limits import JSON_MEDIA_TYPE, LINE_PATTERN, XML_MEDIA_TYPES, PathName
 from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 FINISHED_RUN_STATES = ("success", "failed")
+MAX_REASON = 500
+"""Characters of a termination reason (recorded in the job's events)."""
 
 
 class JobSubmitted(BaseModel):
@@ -156,17 +159,19 @@ def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
     "naming each field, and no job is recorded.",
     responses={400: {"description": "Invalid job description"}, 403: {"description": "Not allowed"}},
     dependencies=[can_use_jobs("POST")],  # type: ignore[list-item]
+    # The media types declared here are the ones the request limits let through (others: 415).
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {"schema": {"type": "object"}},
-                "application/xml": {"schema": {"type": "string"}},
+                JSON_MEDIA_TYPE: {"schema": JobDescription.param_schema()},
+                **{xml: {"schema": {"type": "string"}} for xml in XML_MEDIA_TYPES},
             },
             "required": True,
         }
     },
 )
 async def submit_job(request: Request, user: CurrentUser, session: SessionDep) -> JobSubmitted:
+    # The body is already bounded (size, media type, JSON depth) by the app's RequestLimits.
     raw = (await request.body()).decode("utf-8", "replace")
     # Everything else touches the metadata DB synchronously: never on the event loop (a SQLite lock
     # wait there would stall every request of the API server).
@@ -208,9 +213,9 @@ def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted
 def list_jobs(
     user: CurrentUser,
     session: SessionDep,
-    state: Annotated[str | None, Query(description="Only jobs in this PSI/J state.")] = None,
+    state: Annotated[str | None, Query(max_length=16, description="Only jobs in this PSI/J state.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     all_users: Annotated[bool, Query(description="Admins: include every user's jobs (default).")] = True,
 ) -> JobList:
     query = select(DagRun).where(DagRun.dag_id == JOB_DAG_ID)
@@ -231,7 +236,7 @@ def list_jobs(
     responses={404: {"description": "No such job (or not yours)"}},
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
-def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
+def get_job(job_id: PathName, user: CurrentUser, session: SessionDep) -> JobOut:
     run = _own_run(job_id, user, session)
     return _out(run, jobs_db.get_job(JOB_DAG_ID, job_id), with_events=True)
 
@@ -243,7 +248,7 @@ def get_job(job_id: str, user: CurrentUser, session: SessionDep) -> JobOut:
     responses={404: {"description": "No such job (or not yours)"}},
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
-def get_job_events(job_id: str, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
+def get_job_events(job_id: PathName, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
     run = _own_run(job_id, user, session)
     return _out(run, None, with_events=True).events
 
@@ -262,10 +267,10 @@ def get_job_events(job_id: str, user: CurrentUser, session: SessionDep) -> list[
     dependencies=[can_use_jobs("POST")],  # type: ignore[list-item]
 )
 def terminate_job(
-    job_id: str,
+    job_id: PathName,
     user: CurrentUser,
     session: SessionDep,
-    reason: Annotated[str | None, Body(embed=True)] = None,
+    reason: Annotated[str | None, Body(embed=True, max_length=MAX_REASON, pattern=LINE_PATTERN)] = None,
 ) -> Any:
     from fastapi.responses import JSONResponse
 

@@ -20,13 +20,15 @@ from airflow.api_fastapi.common.dagbag import create_dag_bag
 from airflow.api_fastapi.common.db.common import SessionDep
 from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
 from fastapi import APIRouter, HTTPException, Query, Request, status
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 
+from rackflow.core.placement import MAX_MEMORY_MIB_PER_VM, MAX_VCPUS_PER_VM, MAX_VMS_PER_RESERVATION
 from rackflow.dag_factories.power import CONTROL_DAG_ID
 from rackflow.db.models import Host, HostTransition
 from rackflow.db.models import Reservation as ReservationRow
 from rackflow.db.session import session_scope
+from rackflow_plugin.limits import LINE_PATTERN, DbId, PathName
 from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin
 
 router = APIRouter(prefix="/power", tags=["power"])
@@ -57,7 +59,9 @@ class NodeOut(BaseModel):
 class PowerRequest(BaseModel):
     migrate: bool = Field(default=False, description="Power off: migrate running VMs within the group first.")
     hard: bool = Field(default=False, description="Power off: force off instead of a graceful shutdown.")
-    reason: str = Field(default="", max_length=500, description="Recorded in the node's history.")
+    reason: str = Field(
+        default="", max_length=500, pattern=LINE_PATTERN, description="Recorded in the node's history."
+    )
 
 
 class PowerAccepted(BaseModel):
@@ -69,14 +73,30 @@ class PowerAccepted(BaseModel):
     migrations: dict[str, str] = {}
 
 
+# Reservations live in this calendar: far enough for any plan, and every offset converts to UTC.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 class ReservationIn(BaseModel):
-    name: str = Field(min_length=1, max_length=250)
+    name: str = Field(min_length=1, max_length=250, pattern=LINE_PATTERN)
     start: AwareDatetime
     end: AwareDatetime
-    vm_count: int = Field(gt=0, le=100_000)
-    vcpus_per_vm: int = Field(gt=0)
-    memory_mib_per_vm: int = Field(gt=0)
-    group: str | None = None
+    vm_count: int = Field(gt=0, le=MAX_VMS_PER_RESERVATION)
+    vcpus_per_vm: int = Field(gt=0, le=MAX_VCPUS_PER_VM)
+    memory_mib_per_vm: int = Field(gt=0, le=MAX_MEMORY_MIB_PER_VM)
+    group: str | None = Field(default=None, min_length=1, max_length=128, pattern=LINE_PATTERN)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _in_calendar(cls, value: datetime) -> datetime:
+        # Compared in UTC; 0001-01-01T00:00+14:00 would overflow that conversion, so check naive first.
+        if not EARLIEST.replace(tzinfo=None) < value.replace(tzinfo=None) < LATEST.replace(tzinfo=None):
+            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        value = value.astimezone(UTC)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        return value
 
     @model_validator(mode="after")
     def _order(self) -> ReservationIn:
@@ -195,7 +215,7 @@ def list_nodes() -> list[NodeOut]:
     summary="A node's mode/status transitions, newest first",
     dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
-def node_history(node: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[TransitionOut]:
+def node_history(node: PathName, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[TransitionOut]:
     with session_scope() as session:
         if session.get(Host, node) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node {node!r}")
@@ -234,8 +254,8 @@ def _trigger(request: Request, user: Any, session: Any, conf: dict[str, Any]) ->
     dependencies=[can_trigger(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
 def power(
-    node: str,
-    action: str,
+    node: PathName,
+    action: PathName,
     request: Request,
     user: CurrentUser,
     session: SessionDep,
@@ -311,7 +331,7 @@ def create_reservation(body: ReservationIn, user: CurrentUser) -> ReservationOut
     responses={404: {"description": "No such reservation (or not yours)"}},
     dependencies=[can_trigger(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
-def cancel_reservation(reservation_id: int, user: CurrentUser) -> ReservationOut:
+def cancel_reservation(reservation_id: DbId, user: CurrentUser) -> ReservationOut:
     with session_scope() as session:
         row = session.get(ReservationRow, reservation_id)
         if row is None or (row.created_by != user.get_name() and not is_admin(user)):

@@ -8,12 +8,16 @@ Application extension.
 
 Validation is strict (``extra="forbid"``) and errors name the offending field, because the same model
 feeds an Airflow ``Param`` schema: a DAG run whose conf is wrong is refused before any job is queued.
+Every number, string and list is bounded (the ``MAX_*`` constants below): a duration of ``inf`` or
+``1e400``, a count beyond what a scheduler or a database integer holds, or a megabyte argument is a
+field error, never an overflow further down.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
@@ -22,6 +26,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
+from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
+from defusedxml.ElementTree import fromstring as _xml_fromstring  # type: ignore[import-untyped]
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -43,11 +49,6 @@ from rackflow.core.staging_policy import (
     job_path_problem,
     remote_problem,
 )
-
-try:  # defusedxml refuses entity-expansion bombs; plain ElementTree is the fallback.
-    from defusedxml.ElementTree import fromstring as _xml_fromstring  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - depends on the environment
-    _xml_fromstring = ElementTree.fromstring
 
 JSDL_NS = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
 HPCPA_NS = "http://schemas.ggf.org/jsdl/2006/07/jsdl-hpcpa"
@@ -74,6 +75,26 @@ DURATION_STRING_PATTERN = (
 )
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+# Bounds of a job description. Counts stay far inside every scheduler's and database's integers.
+MAX_DURATION = timedelta(days=365)
+MAX_DURATION_TEXT = 64
+MAX_COUNT = 1_048_576
+"""Nodes, processes, processes per node, CPU and GPU cores per process."""
+MAX_MEMORY = 2**50
+"""Bytes (1 PiB)."""
+MAX_TEXT = 4096
+"""Characters of one argument, environment value, path or URI (Linux's PATH_MAX)."""
+MAX_DIRECTIVE_TEXT = 256
+"""Characters of a value that goes into a scheduler directive line (queue, account, name...)."""
+MAX_ARGUMENTS = 1024
+MAX_ENVIRONMENT = 256
+MAX_NAME = 128
+"""Characters of an environment variable name or a custom attribute key."""
+MAX_CUSTOM_ATTRIBUTES = 64
+MAX_STAGING_ENTRIES = 256
+"""Entries of stage_in, and of stage_out."""
+INT64_MAX = 2**63 - 1
+
 
 class JobDescriptionError(ValueError):
     """The job description cannot be used; the message names each offending field."""
@@ -92,6 +113,8 @@ def parse_duration(value: object) -> timedelta:
     elif isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
+        if len(value) > MAX_DURATION_TEXT:
+            raise ValueError(f"duration text is longer than {MAX_DURATION_TEXT} characters")
         m = _DURATION_RE.match(value)
         if m is None or value.strip() == "P":
             raise ValueError(
@@ -113,8 +136,12 @@ def parse_duration(value: object) -> timedelta:
             )
     else:
         raise ValueError(f"duration must be seconds or a duration string, not {type(value).__name__}")
+    if not math.isfinite(seconds):
+        raise ValueError("duration must be a finite number of seconds")
     if seconds <= 0:
         raise ValueError("duration must be positive")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration must be at most {MAX_DURATION.days} days")
     return timedelta(seconds=seconds)
 
 
@@ -125,17 +152,20 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 1},
-                {"type": "string", "pattern": DURATION_STRING_PATTERN},
+                {"type": "integer", "minimum": 1, "maximum": int(MAX_DURATION.total_seconds())},
+                {"type": "string", "pattern": DURATION_STRING_PATTERN, "maxLength": MAX_DURATION_TEXT},
             ],
             "description": "Walltime: seconds, HH:MM:SS, D-HH:MM:SS or ISO 8601 (PT1H30M).",
         }
     ),
 ]
-DirectiveText = Annotated[str, Field(min_length=1, pattern=DIRECTIVE_TEXT_PATTERN)]
-Text = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
-PathText = Annotated[str, Field(min_length=1, pattern=NO_NUL_PATTERN)]
-Count = Annotated[int, Field(ge=1)]
+DirectiveText = Annotated[
+    str, Field(min_length=1, max_length=MAX_DIRECTIVE_TEXT, pattern=DIRECTIVE_TEXT_PATTERN)
+]
+Text = Annotated[str, Field(max_length=MAX_TEXT, pattern=NO_NUL_PATTERN)]
+PathText = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=NO_NUL_PATTERN)]
+Count = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+Memory = Annotated[int, Field(ge=1, le=MAX_MEMORY)]
 
 
 class _Strict(BaseModel):
@@ -278,7 +308,7 @@ class Resources(_Strict):
     cpu_cores_per_process: Count | None = None
     gpu_cores_per_process: Count | None = None
     exclusive_node_use: bool = False
-    memory: Count | None = Field(default=None, description="Total memory for the job, in bytes.")
+    memory: Memory | None = Field(default=None, description="Total memory for the job, in bytes.")
 
     @model_validator(mode="after")
     def _consistent_counts(self) -> Resources:
@@ -325,10 +355,14 @@ class Attributes(_Strict):
     )
     reservation_id: DirectiveText | None = None
     custom_attributes: dict[
-        Annotated[str, Field(pattern=CUSTOM_KEY_PATTERN)],
-        Annotated[str, Field(pattern=DIRECTIVE_TEXT_PATTERN)] | int | float | bool,
+        Annotated[str, Field(max_length=MAX_NAME, pattern=CUSTOM_KEY_PATTERN)],
+        Annotated[str, Field(max_length=MAX_DIRECTIVE_TEXT, pattern=DIRECTIVE_TEXT_PATTERN)]
+        | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+        | Annotated[float, Field(allow_inf_nan=False, ge=-1e18, le=1e18)]
+        | bool,
     ] = Field(
         default_factory=dict,
+        max_length=MAX_CUSTOM_ATTRIBUTES,
         json_schema_extra={"additionalProperties": False},
         description="'<scheduler>.<option>' -> value, e.g. {'slurm.qos': 'debug', 'pbs.l': 'host=n1'}.",
     )
@@ -356,10 +390,8 @@ class JobDescription(_Strict):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, title="JobDescription")
 
-    executable: Annotated[str, Field(min_length=1, pattern=NO_NUL_PATTERN)] = Field(
-        description="Program to run, an absolute path or a name found on PATH."
-    )
-    arguments: list[Text] = Field(default_factory=list)
+    executable: PathText = Field(description="Program to run, an absolute path or a name found on PATH.")
+    arguments: list[Text] = Field(default_factory=list, max_length=MAX_ARGUMENTS)
     directory: PathText | None = Field(
         default=None, description="Working directory; relative paths are relative to the job directory."
     )
@@ -367,8 +399,8 @@ class JobDescription(_Strict):
         default=None, description="Informative; the scheduler job name is set by the caller."
     )
     inherit_environment: bool = True
-    environment: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], Text] = Field(
-        default_factory=dict, json_schema_extra={"additionalProperties": False}
+    environment: dict[Annotated[str, Field(max_length=MAX_NAME, pattern=ENV_NAME_PATTERN)], Text] = Field(
+        default_factory=dict, max_length=MAX_ENVIRONMENT, json_schema_extra={"additionalProperties": False}
     )
     stdin_path: PathText | None = None
     stdout_path: PathText | None = None
@@ -380,8 +412,8 @@ class JobDescription(_Strict):
     launcher: Literal["single"] | None = Field(
         default=None, description="Only 'single' (run the executable once, directly) is supported."
     )
-    stage_in: list[StageInEntry] = Field(default_factory=list)
-    stage_out: list[StageOutEntry] = Field(default_factory=list)
+    stage_in: list[StageInEntry] = Field(default_factory=list, max_length=MAX_STAGING_ENTRIES)
+    stage_out: list[StageOutEntry] = Field(default_factory=list, max_length=MAX_STAGING_ENTRIES)
 
     @field_validator("environment", mode="before")
     @classmethod
@@ -527,7 +559,7 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part == "[key]" or str(part).startswith(("function-", "json-or")):
+        elif part == "[key]" or str(part).startswith(("function-", "json-or", "constrained-")):
             continue
         else:
             out += f".{part}" if out else str(part)
@@ -605,9 +637,12 @@ def _jsdl_count(el: ElementTree.Element | None, field: str) -> int | None:
     if not raw:
         raise JobDescriptionError(f"{field}: empty range value")
     try:
-        return int(float(raw))
+        number = float(raw)
     except ValueError as exc:
-        raise JobDescriptionError(f"{field}: {raw!r} is not a number") from exc
+        raise JobDescriptionError(f"{field}: {raw[:40]!r} is not a number") from exc
+    if not math.isfinite(number) or abs(number) > INT64_MAX:
+        raise JobDescriptionError(f"{field}: {raw[:40]!r} is out of range (at most {INT64_MAX})")
+    return int(number)
 
 
 def from_jsdl(xml: str) -> JobDescription:
@@ -618,11 +653,12 @@ def from_jsdl(xml: str) -> JobDescription:
     Source or Target URI).
     """
     try:
-        root = _xml_fromstring(xml)
+        # defusedxml: no DTD at all, so no entity expansion (XML bombs) and no external entities.
+        root = _xml_fromstring(xml, forbid_dtd=True)
     except ElementTree.ParseError as exc:
         raise JobDescriptionError(f"JSDL is not well-formed XML: {exc}") from exc
-    except Exception as exc:  # defusedxml raises its own errors for entities and DTDs
-        raise JobDescriptionError(f"JSDL refused: {exc}") from exc
+    except DefusedXmlException as exc:
+        raise JobDescriptionError(f"JSDL refused: {exc} (DTDs and entities are not accepted)") from exc
     if root.tag != f"{{{JSDL_NS}}}JobDefinition":
         raise JobDescriptionError(f"JSDL root must be {{{JSDL_NS}}}JobDefinition, got {root.tag}")
     job = _child(root, "JobDescription")

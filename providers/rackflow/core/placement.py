@@ -22,6 +22,12 @@ from typing import Any, Protocol, runtime_checkable
 
 ENTRY_POINT_GROUP = "rackflow.placement"
 
+# The largest VM rackflow launches or reserves (the launch DAG's params and reservations share them).
+MAX_VCPUS_PER_VM = 256
+MAX_MEMORY_MIB_PER_VM = 4_194_304
+"""4 TiB."""
+MAX_VMS_PER_RESERVATION = 100_000
+
 
 class PlacementError(RuntimeError):
     """A placement policy could not answer (service down, bad answer, policy not loadable)."""

@@ -12,6 +12,7 @@ operator carry out what these functions return, which keeps dry runs and tests h
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,9 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rackflow.core.placement import (
+    MAX_MEMORY_MIB_PER_VM,
+    MAX_VCPUS_PER_VM,
+    MAX_VMS_PER_RESERVATION,
     NeededNodes,
     NodeCapacity,
     PackingPlacement,
@@ -204,9 +208,9 @@ class Reservation(_Frozen):
     id: str
     start: AwareDatetime
     end: AwareDatetime
-    vm_count: int = Field(gt=0)
-    vcpus_per_vm: int = Field(gt=0)
-    memory_mib_per_vm: int = Field(gt=0)
+    vm_count: int = Field(gt=0, le=MAX_VMS_PER_RESERVATION)
+    vcpus_per_vm: int = Field(gt=0, le=MAX_VCPUS_PER_VM)
+    memory_mib_per_vm: int = Field(gt=0, le=MAX_MEMORY_MIB_PER_VM)
     group: str | None = None
 
     @model_validator(mode="after")
@@ -218,6 +222,8 @@ class Reservation(_Frozen):
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+MAX_THRESHOLD = timedelta(days=365)
+"""The longest look-ahead a power threshold may have (the planner adds it to now)."""
 
 
 def _minutes(delta: timedelta) -> str:
@@ -239,7 +245,12 @@ class PowerThresholds(_Frozen):
     @classmethod
     def _parse_short(cls, value: Any) -> Any:
         if isinstance(value, str) and (m := _DURATION.match(value)):
-            return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+            value = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # Bounded here: timedelta(seconds=1e400) would overflow instead of failing validation.
+            if not math.isfinite(value) or abs(value) > MAX_THRESHOLD.total_seconds():
+                raise ValueError(f"power thresholds must be finite and at most {MAX_THRESHOLD.days} days")
+            return timedelta(seconds=value)
         return value
 
     @model_validator(mode="after")
@@ -247,6 +258,8 @@ class PowerThresholds(_Frozen):
         off, on = self.off_threshold, self.on_threshold
         if on <= timedelta(0) or off <= timedelta(0):
             raise ValueError("power thresholds must be positive")
+        if max(on, off) > MAX_THRESHOLD:
+            raise ValueError(f"power thresholds must be at most {MAX_THRESHOLD.days} days")
         if off < on:
             raise ValueError(
                 f"OffThreshold ({_minutes(off)}) must exceed OnThreshold ({_minutes(on)}): with Off < On, "

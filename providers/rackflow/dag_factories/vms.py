@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param
 
+from rackflow.core.placement import MAX_MEMORY_MIB_PER_VM, MAX_VCPUS_PER_VM
 from rackflow.core.vm_naming import MAX_COUNT
 from rackflow.hooks.libvirt import DEFAULT_POOL
 from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOnHostOperator
@@ -93,8 +94,10 @@ def create_launch_dag(
                 description="One {seq} field, e.g. hadoop-{seq:02d}.",
             ),
             "start": Param(None, type=["null", "integer"], minimum=0, title="First number (empty: continue)"),
-            "vcpus": Param(1, type="integer", minimum=1, maximum=256, title="vCPUs per VM"),
-            "memory_mib": Param(512, type="integer", minimum=16, maximum=4_194_304, title="MiB per VM"),
+            "vcpus": Param(1, type="integer", minimum=1, maximum=MAX_VCPUS_PER_VM, title="vCPUs per VM"),
+            "memory_mib": Param(
+                512, type="integer", minimum=16, maximum=MAX_MEMORY_MIB_PER_VM, title="MiB per VM"
+            ),
             "network": Param(None, type=["null", "string"], title="libvirt network (empty: none)"),
             "keep_on_failure": Param(False, type="boolean", title="Keep VMs of a failed launch"),
         },
