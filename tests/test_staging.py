@@ -148,12 +148,24 @@ def test_allow_listed_sftp_connection_round_trips_and_others_are_refused_at_stag
     (exchange / "in").mkdir(parents=True)
     (exchange / "in" / "a.txt").write_text("a\n")
     (exchange / "in" / "b.txt").write_text("b\n")
+    (exchange / "in" / "link").symlink_to("/etc/hostname")  # skipped: only regular files are read
     (exchange / "out").mkdir()
+    (exchange / "out" / "trap").symlink_to(tmp_path / "trapped")
     directory = LocalJobDirectory(tmp_path / "job")
     stage_in(_entries("stage_in", (f"sftp://{SSH_CONN_ID}{exchange}/in/", "inputs")), job_dir=directory)
     assert _files(tmp_path / "job") == ["inputs", "inputs/a.txt", "inputs/b.txt"]
     stage_out(_entries("stage_out", ("inputs", f"sftp://{SSH_CONN_ID}{exchange}/out/")), job_dir=directory)
-    assert _files(exchange / "out") == ["a.txt", "b.txt"]
+    assert _files(exchange / "out") == ["a.txt", "b.txt", "trap"]
+
+    # Symlinks at the remote end are not followed: neither read nor written through.
+    with pytest.raises(StagingError, match="not a regular file"):
+        stage_in(_entries("stage_in", (f"sftp://{SSH_CONN_ID}{exchange}/in/link", "h")), job_dir=directory)
+    with pytest.raises(StagingError, match="is a symlink: not written through"):
+        stage_out(
+            _entries("stage_out", ("inputs/a.txt", f"sftp://{SSH_CONN_ID}{exchange}/out/trap")),
+            job_dir=directory,
+        )
+    assert not (tmp_path / "trapped").exists()
 
     # The settings are checked again at staging time: a run triggered through /api/v2 skips the job API.
     with pytest.raises(StagingError, match="staging_sftp_sources"):

@@ -240,9 +240,9 @@ def _sources(src: Location, aws_conn_id: str | None) -> Iterator[tuple[str, int 
                     if stat.S_ISREG(attr.st_mode or 0):
                         yield attr.filename, attr.st_size, _sftp_file(sftp, src.path + attr.filename)
                 return
-            st = sftp.stat(src.path)
+            st = sftp.lstat(src.path)  # a symlink at the remote end is not followed either
             if not stat.S_ISREG(st.st_mode or 0):
-                raise StagingError(f"{src.uri}: not a regular file")
+                raise StagingError(f"{src.uri}: not a regular file (symlinks are not followed)")
             yield "", st.st_size, _sftp_file(sftp, src.path)
     else:
         raise StagingError(f"{src.uri}: {src.kind} is not a stage_in source")
@@ -367,6 +367,9 @@ def _put(dst: Location, rel: str, src: IO[bytes], aws_conn_id: str | None, limit
         assert dst.host is not None
         path = dst.path.rstrip("/") + "/" + rel if rel else dst.path
         with _sftp(dst.host) as sftp:
+            with suppress(FileNotFoundError):
+                if stat.S_ISLNK(sftp.lstat(path).st_mode or 0):
+                    raise StagingError(f"sftp://{dst.host}{path} is a symlink: not written through")
             try:
                 with sftp.open(path, "wb") as out:
                     out.set_pipelined(True)

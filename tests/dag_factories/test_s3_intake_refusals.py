@@ -133,3 +133,42 @@ def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path):
         assert _state(devfleet, victim) in ("PENDING", "RUNNING")
     finally:
         _slurm(devfleet, "scancel", victim)
+
+
+def test_a_task_lost_after_submit_cancels_the_job_it_submitted_not_the_uploaded_id(
+    devfleet, airflow_db, intake_buckets, monkeypatch, tmp_path: Path
+):
+    """The accept task fails right after ``sbatch`` (its QUEUED write fails) in a real intake DAG run;
+    the failure callback finds the job id in the run's XCom and cancels that job, and the Slurm job
+    the uploader named on line 2 keeps running. Injected fault: SeaweedFS cannot be made to refuse one
+    PUT, so the hook's transition to QUEUED is replaced by one that raises."""
+    from rackflow.core.s3_protocol import JobStatus
+    from rackflow.dag_factories.s3_intake import build_all
+
+    real_transition = S3JobsHook.transition
+
+    def transition(self: S3JobsHook, prefix: str, new: JobStatus, **kwargs: Any) -> str:
+        if new is JobStatus.QUEUED:
+            raise RuntimeError("simulated failure writing QUEUED")
+        return real_transition(self, prefix, new, **kwargs)
+
+    monkeypatch.setattr(S3JobsHook, "transition", transition)
+    victim = _slurm(devfleet, "sbatch", "--parsable", f"--chdir={tmp_path}", "--wrap=sleep 300").split(";")[0]
+    client = devfleet.s3.client()
+    bucket = intake_buckets["e2e"]
+    prefix = f"lost{uuid.uuid4().hex[:6]}"
+    try:
+        upload_job(
+            client, bucket, prefix, script=LONG_SCRIPT, files={}, status=f"FILE_UPLOAD\n{victim}\n".encode()
+        )
+        build_all()["s3_intake_e2e"].test()
+
+        lines = read_status(client, bucket, prefix).splitlines()
+        assert lines[0] == "FAILED" and "simulated failure writing QUEUED" in lines[2], lines
+        assert victim not in lines[1:2]
+        listed = _slurm(devfleet, "squeue", "--noheader", "--states=all", "--format=%i %j %T").splitlines()
+        own = [line.split() for line in listed if prefix in line]
+        assert len(own) == 1 and own[0][0] != victim and own[0][2] == "CANCELLED", listed
+        assert _state(devfleet, victim) in ("PENDING", "RUNNING")
+    finally:
+        _slurm(devfleet, "scancel", victim)

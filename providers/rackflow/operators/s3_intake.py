@@ -26,7 +26,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 from rackflow import settings
 from rackflow.core.s3_protocol import (
     JOB_SCRIPT_NAME,
-    TERMINAL_STATUSES,
     JobStatus,
     ManifestEntry,
     take_manifest,
@@ -229,15 +228,14 @@ def fail_unfinished_job(
     job_id: str | None = None,
 ) -> str | None:
     """After a per-job task died without ending the job: ``FAILED`` with ``reason``, never over a
-    terminal status; the scheduler job this run submitted (``job_id``, from XCom -- never the id in the
-    status object, which the uploader can write) is cancelled. Nothing is ever resubmitted.
+    terminal status. The scheduler job this run submitted (``job_id``, from XCom -- never the id in the
+    status object, which the uploader can write) is cancelled, whatever the status says: no task
+    follows it any more (a step that failed after submitting may already have written ``FAILED``).
+    Nothing is ever resubmitted.
 
     Returns the status the object reads afterwards (None when it is gone).
     """
-    current = hook.read_status(prefix)
-    if current is None:
-        return None
-    if job_id and scheduler is not None and current[0].status not in TERMINAL_STATUSES:
+    if job_id and scheduler is not None:
         try:
             if scheduler.cancel(job_id):
                 reason += f"; scheduler job {job_id} cancelled"
