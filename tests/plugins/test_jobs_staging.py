@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.plugins.test_jobs import JOBS, RUNS, _runs, job_dag  # noqa: F401 - the module fixture
+from tests.plugins.test_jobs import JOBS, RUNS, _runs
 
 pytestmark = pytest.mark.usefixtures("job_dag")
 
