@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.server
 import io
 import os
+import re
 import socket
 import threading
 import uuid
@@ -23,7 +24,7 @@ from rackflow.core.jobspec import parse_job_description
 from rackflow.core.staging_policy import StagingPolicy, parse_allow_list
 from rackflow.devfleet.fleet import SSH_CONN_ID
 from rackflow.hooks.job_dirs import LocalJobDirectory, SftpJobDirectory
-from rackflow.staging import StagingError, _write_in, resolve_public, stage_in, stage_out
+from rackflow.staging import StagingError, _write_in, http_get, resolve_public, stage_in, stage_out
 from tests.conftest import SFTP_EXCHANGE
 
 os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
@@ -245,3 +246,81 @@ def test_job_that_plants_a_symlink_fails_stage_out_with_the_reason(
     assert job is not None and job.state == "FAILED"
     assert "result.txt" in (job.message or "") and "symlink" in (job.message or "")
     assert _keys(devfleet, prefix) == []
+
+
+@pytest.fixture
+def web_server() -> Iterator[tuple[int, list[dict[str, str]]]]:
+    """A loopback server with a file, a redirect, an over-size announced body and an unannounced one."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, "host": self.headers.get("Host", "")})
+            if self.path == "/data.txt":
+                self._send(200, b"public data\n")
+            elif self.path == "/moved":
+                self.send_response(302)
+                self.send_header("Location", "http://127.0.0.1:1/secret")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif self.path == "/big":
+                self._send(200, b"b" * 4096)
+            else:  # /stream: no Content-Length, the body ends with the connection
+                self.send_response(200)
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for _ in range(8):
+                    self.wfile.write(b"s" * 1000)
+
+        def _send(self, code: int, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_web_download_goes_to_the_checked_address_without_redirects_and_bounded(
+    web_server: tuple[int, list[dict[str, str]]], tmp_path: Path
+) -> None:
+    """The allowed-http path past the address check. There is no public address here, so the resolver
+    is replaced by one answering loopback for a public-looking name (the address rules themselves are
+    tested in tests/core/test_staging_policy.py and above): the connection goes to that address with
+    the name in the Host header, redirects are refused, and bodies stop at the limit."""
+    port, seen = web_server
+    directory = LocalJobDirectory(tmp_path / "job")
+    directory.create()
+
+    def loopback(host: str, _port: int) -> str:
+        return "127.0.0.1"
+
+    def into(name: str) -> Any:
+        return lambda read: _write_in(directory, [name], read, 1024)
+
+    url = f"http://files.example.org:{port}"
+    assert http_get(f"{url}/data.txt", into("data.txt"), 1024, resolve=loopback) == 12
+    assert (tmp_path / "job" / "data.txt").read_bytes() == b"public data\n"
+    assert seen[-1] == {"path": "/data.txt", "host": f"files.example.org:{port}"}
+    with pytest.raises(
+        StagingError,
+        match=re.escape("302 redirect to 'http://127.0.0.1:1/secret': redirects are not followed"),
+    ):
+        http_get(f"{url}/moved", into("moved"), 1024, resolve=loopback)
+    with pytest.raises(StagingError, match="4096 bytes, over the 1024-byte limit"):
+        http_get(f"{url}/big", into("big"), 1024, resolve=loopback)
+    with pytest.raises(StagingError, match="more than 1024 bytes"):
+        http_get(f"{url}/stream", into("stream"), 1024, resolve=loopback)
+    assert _files(tmp_path / "job") == ["data.txt"]
+    assert [s["path"] for s in seen] == ["/data.txt", "/moved", "/big", "/stream"]

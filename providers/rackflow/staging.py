@@ -187,12 +187,18 @@ def resolve_public(host: str, port: int) -> str:
     return addresses[0]
 
 
-def _http_get(uri: str, write: Callable[[Callable[[int], bytes]], int], limit: int) -> int:
-    """GET ``uri`` from a checked public address and hand the body's ``read`` to ``write``."""
+def http_get(
+    uri: str,
+    write: Callable[[Callable[[int], bytes]], int],
+    limit: int,
+    resolve: Callable[[str, int], str] = resolve_public,
+) -> int:
+    """GET ``uri`` from the address ``resolve`` checked (default: public ones only), no redirects,
+    at most ``limit`` bytes announced; hands the body's ``read`` to ``write`` and returns its result."""
     parts = urlsplit(uri)
     scheme, host = parts.scheme.lower(), parts.hostname or ""
     port = parts.port or (443 if scheme == "https" else 80)
-    address = resolve_public(host, port)
+    address = resolve(host, port)
     conn_class = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
     conn = conn_class(host, port, address=address, timeout=HTTP_TIMEOUT)
     try:
@@ -297,7 +303,7 @@ def stage_in(
             target = job_path_parts(entry.target)
             src = entry.source_location
             if src.kind in ("http", "https"):
-                fetched = _http_get(
+                fetched = http_get(
                     src.uri, _writer(job_dir, target, policy.max_file_bytes), policy.max_file_bytes
                 )
                 done.append(f"{src.uri} -> {entry.target} ({fetched} bytes)")
@@ -417,4 +423,4 @@ def stage_out(
     return done
 
 
-__all__ = ["StagingError", "check_staging", "resolve_public", "stage_in", "stage_out"]
+__all__ = ["StagingError", "check_staging", "http_get", "resolve_public", "stage_in", "stage_out"]
