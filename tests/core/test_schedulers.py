@@ -370,6 +370,15 @@ def test_sge_commands_and_parsers() -> None:
     assert adapter.parse_finished_by_name_output(fixture("sge_qacct.txt"), "rackflow__fail") == ["45"]
 
 
+def test_pbs_and_lsf_accounting_gives_exit_code_nodes_and_usage_of_a_failed_job() -> None:
+    """What the job API shows for PBS and LSF jobs (Grid Engine's qacct: test_sge_commands_and_parsers)."""
+    pbs = PbsProAdapter().parse_detail(fixture("pbspro_qstat_status.json.txt"), "102.pbs-head")
+    assert (pbs.status.state, pbs.exit_code, pbs.nodes) == (JobState.FAILED, 3, ("node01", "node02"))
+    assert (pbs.cpu_time, pbs.wall_time, pbs.max_memory) == (timedelta(0), timedelta(seconds=1), 0)
+    lsf = LsfAdapter().parse_detail(fixture("lsf_bjobs_detail.json.txt"), "2002")
+    assert (lsf.status.state, lsf.nodes) == (JobState.FAILED, ("hostA", "hostB"))
+
+
 def test_status_results_serialise_to_json_for_triggers() -> None:
     status = SlurmAdapter().parse_status_output(fixture("slurm_squeue_status.txt"))["2"]
     assert type(status).model_validate_json(status.model_dump_json()) == status

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from rackflow.core.jobspec import parse_job_description
-from rackflow.core.schedulers import JobState, JobStatus, SlurmAdapter, get_adapter
+from rackflow.core.schedulers import JobDetail, JobState, JobStatus, SlurmAdapter, get_adapter
+from rackflow.core.schedulers.slurm import parse_sacct
+
+# Burns 2 s of CPU while holding 200 MB (written, so resident); one line, no shell needed.
+BURN = (
+    "import time; b = b'x' * (200 << 20); t = time.process_time(); "
+    "any(time.process_time() - t >= 2 for _ in iter(int, 1))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +50,20 @@ def wait_final(adapter: SlurmAdapter, env: dict[str, str], ids: list[str]) -> di
         statuses = adapter.parse_status_output(out.stdout)
         if all(i in statuses and statuses[i].state.is_final for i in ids) or time.monotonic() > deadline:
             return statuses
+        time.sleep(0.5)
+
+
+def accounted(adapter: SlurmAdapter, env: dict[str, str], job_id: str) -> JobDetail:
+    """The job's final record in Slurm's accounting (sacct), asked again while it lags the end."""
+    deadline = time.monotonic() + 30
+    while True:
+        out = run(adapter.detail_command(job_id), env)
+        assert out.returncode == 0, out.stderr
+        detail = parse_sacct(out.stdout).get(job_id)
+        if detail is not None and detail.status.state.is_final:
+            assert adapter.parse_detail(out.stdout, job_id) == detail
+            return detail
+        assert time.monotonic() < deadline, f"sacct has no final record of job {job_id}: {out.stdout!r}"
         time.sleep(0.5)
 
 
@@ -84,8 +105,7 @@ def test_real_slurm_runs_jobs_reports_exit_codes_and_finds_them_by_name(
     found = run(adapter.find_by_name_command(ok_name), slurm_env)
     assert adapter.parse_find_by_name_output(found.stdout, ok_name) == [ok]
 
-    detail = run(adapter.detail_command(failed), slurm_env)
-    parsed = adapter.parse_detail(detail.stdout, failed)
+    parsed = accounted(adapter, slurm_env, failed)
     assert parsed.exit_code == 3 and parsed.status.state is JobState.FAILED
 
 
@@ -107,3 +127,25 @@ def test_real_slurm_cancel_and_unknown_ids(slurm_env: dict[str, str], tmp_path: 
     assert set(adapter.parse_status_output(mixed.stdout)) == {job}
     alone = run(adapter.status_command(["999999"]), slurm_env)
     assert alone.returncode != 0 and adapter.is_unknown_job_error(alone.stderr)
+
+
+def test_real_slurm_accounting_reports_cpu_time_peak_memory_and_times(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
+    adapter = get_adapter("slurm")
+    assert isinstance(adapter, SlurmAdapter)
+    job = submit(
+        adapter,
+        slurm_env,
+        tmp_path / "burn",
+        "rackflow__burn",
+        {"executable": "/usr/bin/python3", "arguments": ["-c", BURN]},
+    )
+    assert wait_final(adapter, slurm_env, [job])[job].state is JobState.COMPLETED
+    detail = accounted(adapter, slurm_env, job)
+    assert detail.exit_code == 0 and detail.nodes == ("localhost",)
+    assert detail.cpu_time is not None and detail.cpu_time.total_seconds() >= 1.5
+    assert detail.max_memory is not None and detail.max_memory >= 180 * 10**6
+    assert detail.wall_time is not None and detail.wall_time.total_seconds() >= 2
+    assert detail.started_at is not None and detail.ended_at is not None
+    assert detail.started_at <= detail.ended_at

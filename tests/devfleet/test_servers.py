@@ -156,3 +156,24 @@ def _wait_power(hook, system: str, state: str, timeout: float = 30) -> bool:  # 
             return True
         time.sleep(0.3)
     return False
+
+
+def test_a_server_whose_port_another_process_answers_on_fails_to_start(tmp_path):
+    """The race a free port leaves open: another process listens there before our daemon could."""
+    import socket
+
+    from rackflow.devfleet.servers import LOOPBACK, ServerStartError, Slurm
+
+    stranger = socket.socket()
+    stranger.bind((LOOPBACK, 0))
+    stranger.listen()
+    port = stranger.getsockname()[1]
+    server = Slurm(workdir=tmp_path / "slurm")  # never started: only its checks are used
+    ours = server._spawn(["sleep", "30"])  # alive, listening on nothing
+    try:
+        with pytest.raises(ServerStartError, match="another process took the port"):
+            server._await_own_port(port, ours)
+        assert ours.poll() is not None  # the failed start stopped what it had spawned
+    finally:
+        server.stop()
+        stranger.close()

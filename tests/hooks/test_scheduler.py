@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.schedulers import JobState, JobStatus
+from rackflow.devfleet.servers import Slurm
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
 
 
@@ -78,30 +82,68 @@ def test_job_no_node_can_hold_stays_queued_with_the_reason(devfleet: object, tmp
 
 
 def test_unknown_job_is_reported_not_raised(devfleet: object) -> None:
-    hook = LocalSchedulerHook(scheduler="slurm")
+    hook = LocalSchedulerHook(scheduler="slurm", accounting_lag=2.0)
     assert hook.get_detail("987654") is None
     assert hook.cancel("987654") is False
-    assert hook.statuses(["987654"])["987654"].native_state == "UNKNOWN"
+    started = time.monotonic()
+    status = hook.statuses(["987654"])["987654"]
+    assert status.native_state == "UNKNOWN"
+    assert "nor its accounting" in (status.reason or "")
+    assert time.monotonic() - started < 2.0 + 5  # accounting is re-asked for a bounded time only
 
 
-def test_over_ssh_submits_polls_files_and_cancels(
-    devfleet: object, slurm_env: dict[str, str], tmp_path: Path
+@pytest.fixture
+def own_slurm() -> Iterator[Slurm]:
+    """A Slurm (with accounting) of this test's own, whose controller can lose its job records; in a
+    directory other Unix users can reach (its config and munge socket), unlike pytest's tmp_path."""
+    workdir = Path(tempfile.mkdtemp(prefix="rf-slurm-"))
+    workdir.chmod(0o755)
+    server = Slurm(workdir=workdir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_job_the_controller_forgot_gets_its_final_state_exit_code_and_usage_from_accounting(
+    own_slurm: Slurm, tmp_path: Path
 ) -> None:
-    hook = LocalSchedulerHook(scheduler="slurm", ssh_conn_id="ssh_fleet", env=slurm_env)
-    assert hook.cluster_key.startswith("slurm@ssh:ssh_fleet")
-    workdir = str(tmp_path / "ssh-job")
-    job = parse_job_description({"executable": "/bin/sleep", "arguments": ["60"]})
-    sub = hook.submit(job, job_name=f"rf.ssh.{uuid.uuid4().hex[:6]}", comment="ssh", workdir=workdir)
-    assert (Path(workdir) / "rackflow-job.sh").is_file()
-    hook.write_text(f"{workdir}/note.txt", "over sftp")
-    assert (Path(workdir) / "note.txt").read_text() == "over sftp"
-    assert "note.txt" in hook.list_files(workdir)
-    assert hook.statuses([sub.scheduler_job_id])[sub.scheduler_job_id].state in (
-        JobState.QUEUED,
-        JobState.ACTIVE,
+    hook = LocalSchedulerHook(scheduler="slurm", env=own_slurm.env)
+    job = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "sleep 1; exit 5"]})
+    sub = hook.submit(job, job_name="rf.forgotten", comment="x", workdir=str(tmp_path / "job"))
+    mine = sub.scheduler_job_id
+    # A job of a Unix user sacctmgr has never heard of (AccountingStorageEnforce is off): recorded too.
+    theirs = hook.adapter.parse_submit_output(
+        hook.run(
+            ["runuser", "-u", "nobody", "--", "sbatch", "--parsable", "--chdir=/tmp", "--output=/dev/null",
+             "--wrap", "sleep 1; exit 4"]
+        ).stdout
+    )  # fmt: skip
+    final = _wait_final(hook, [mine, theirs])
+    assert (final[mine].exit_code, final[theirs].exit_code) == (5, 4)
+    assert hook.final_detail(mine) is not None and hook.final_detail(theirs) is not None  # caught up
+
+    # As if MinJobAge had passed: slurmctld comes back without any job record.
+    own_slurm.restart_controller(forget_jobs=True)
+    squeue = hook.run(hook.adapter.status_command([mine]), check=False)
+    assert squeue.returncode != 0 and hook.adapter.is_unknown_job_error(squeue.stderr)
+
+    statuses = hook.statuses([mine, theirs])
+    got = {job_id: (s.state, s.native_state, s.exit_code, s.nodes) for job_id, s in statuses.items()}
+    assert got == {
+        mine: (JobState.FAILED, "FAILED", 5, ("localhost",)),
+        theirs: (JobState.FAILED, "FAILED", 4, ("localhost",)),
+    }
+    detail = hook.get_detail(mine)
+    assert detail is not None and detail.exit_code == 5
+    assert detail.wall_time is not None and detail.wall_time.total_seconds() >= 1
+    assert detail.ended_at is not None
+    owner = hook.run(
+        ["sacct", "--noheader", "--parsable2", "-X", f"--jobs={theirs}", "--format=User,Account"]
     )
-    assert hook.cancel(sub.scheduler_job_id) is True
-    assert _wait_final(hook, [sub.scheduler_job_id])[sub.scheduler_job_id].state == JobState.CANCELED
-    hook.remove_tree(workdir)
-    assert not Path(workdir).exists()
-    hook.close()
+    assert owner.stdout.strip() == "nobody|", (
+        theirs,
+        owner,
+        hook.run(["sacct", "-P", "-j", f"{mine},{theirs}"]).stdout,
+    )

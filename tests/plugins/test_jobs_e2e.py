@@ -124,3 +124,28 @@ def test_ten_concurrent_submissions_from_different_users_all_run_and_are_account
         assert job_id in [j["job_id"] for j in listed]
         if user in ("alice", "bob"):  # ordinary users list only their own jobs
             assert {j["owner"] for j in listed} == {user}
+
+
+def test_job_api_reports_cpu_time_and_peak_memory_from_slurm_accounting(
+    airflow_stack: Any, devfleet: Any
+) -> None:
+    """A job burning 2 s of CPU while holding 200 MB: its usage comes from sacct (slurmdbd)."""
+    from tests.core.test_slurm_real import BURN
+
+    airflow_stack.wait_for_dag("rackflow_job")
+    alice = airflow_stack.session("alice")
+    resp = alice.post(
+        f"{airflow_stack.url}{JOBS}",
+        json={"executable": "/usr/bin/python3", "arguments": ["-c", BURN]},
+        timeout=180,
+    )
+    assert resp.status_code == 201, resp.text
+    job = _wait(airflow_stack, alice, resp.json()["job_id"], _finished)
+    assert job["state"] == "COMPLETED", [e["message"] for e in job["events"]]
+    props = job["properties"]
+    assert props["exit_code"] == 0 and props["nodes"] == ["localhost"]
+    assert props["cpu_time"] >= 1, props
+    assert props["max_memory"] >= 150 * 10**6, props
+    assert props["wall_time"] >= 2, props
+    final = next(e for e in job["events"] if "ended COMPLETED" in e["message"])
+    assert re.search(r"used \d+ s of CPU, peak memory \d+\.\d MiB, \d+ s wall time", final["message"]), final

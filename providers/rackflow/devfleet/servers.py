@@ -113,6 +113,23 @@ class Server:
         if not wait_for_port(port, self.start_timeout, proc or (self.procs[-1] if self.procs else None)):
             raise self._fail(f"nothing listens on {LOOPBACK}:{port}")
 
+    def _await_own_port(self, port: int, proc: subprocess.Popen) -> None:
+        """Like :meth:`_await_port`, and the listener must be ``proc`` itself: a free port picked a
+        moment earlier may have been taken by another test session's server (all of them trust the
+        same munge key, so a Slurm daemon would talk to the stranger without a word)."""
+        self._await_port(port, proc)
+        what = Path(str(next(iter(proc.args)))).name  # type: ignore[arg-type]
+        import psutil  # imported late: only servers that check their listener need it
+
+        try:
+            listening = {
+                c.laddr.port for c in psutil.Process(proc.pid).net_connections("tcp") if c.status == "LISTEN"
+            }
+        except psutil.Error as exc:
+            raise self._fail(f"{what} exited: {exc}") from exc
+        if port not in listening:
+            raise self._fail(f"{LOOPBACK}:{port} answers, but not {what}: another process took the port")
+
     def start(self) -> Server:
         raise NotImplementedError
 
@@ -306,15 +323,15 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         if self.accounting:
             self._start_accounting()
         self._start_controller()
-        self._spawn(["slurmd", "-D", "-N", "localhost", "-f", str(self.conf_path)], env=self.env)
-        self._await_port(slurmd_port)
+        slurmd = self._spawn(["slurmd", "-D", "-N", "localhost", "-f", str(self.conf_path)], env=self.env)
+        self._await_own_port(slurmd_port, slurmd)
         self._await_node_idle()
         return self
 
     def _start_controller(self, clear_state: bool = False) -> None:
         argv = ["slurmctld", "-D", "-i", "-f", str(self.conf_path)]
         self._controller = self._spawn([*argv, "-c"] if clear_state else argv, env=self.env)
-        self._await_port(proc=self._controller)
+        self._await_own_port(self.port, self._controller)
 
     def restart_controller(self, *, forget_jobs: bool = False) -> None:
         """Restart slurmctld; ``forget_jobs`` starts it with no job state (``-c``), as if every job's
@@ -339,7 +356,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                     "--skip-test-db",
                 ]
             )
-        self._spawn(
+        mariadbd = self._spawn(
             [
                 "mariadbd",
                 "--no-defaults",
@@ -356,7 +373,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
             ],
             log=wd / "log" / "mariadb.log",
         )
-        self._await_port(db_port)
+        self._await_own_port(db_port, mariadbd)
         password = secrets.token_hex(16)
         self._setup_step(
             [
@@ -390,8 +407,8 @@ StoragePass={password}
 StorageLoc=slurm_acct_db
 """
         )
-        self._spawn(["slurmdbd", "-D"], env=self.env, log=wd / "log" / "slurmdbd.out")
-        self._await_port(self._dbd_port)
+        slurmdbd = self._spawn(["slurmdbd", "-D"], env=self.env, log=wd / "log" / "slurmdbd.out")
+        self._await_own_port(self._dbd_port, slurmdbd)
         self._setup_step(["sacctmgr", "-i", "add", "cluster", self.cluster_name], ok_if="already exists")
 
     def _setup_step(self, argv: list[str], ok_if: str | None = None) -> None:
