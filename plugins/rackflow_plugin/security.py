@@ -33,6 +33,17 @@ def can_trigger(dag_id: str) -> object:
     return Depends(requires_access_dag("POST", DagAccessEntity.RUN, param_dag_id=dag_id))
 
 
+def may_trigger(user: BaseUser, dag_id: str) -> bool:
+    """Whether ``user`` may create runs of ``dag_id`` (what :func:`can_trigger` requires), for pages."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return bool(
+        get_auth_manager().is_authorized_dag(
+            method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=dag_id), user=user
+        )
+    )
+
+
 def may_use_jobs(user: BaseUser, method: str) -> bool:
     """Whether ``user`` may read (``GET``) or submit and terminate (``POST``) their jobs.
 

@@ -107,8 +107,12 @@ def test_bob_cannot_fail_delete_or_clear_alices_run_through_api_v2(
         for user in ("bob", "alice", "operator"):  # not even the owner: her route is the job API
             resp = api.request(method, url, json=body, headers=auth(user))
             assert resp.status_code == 403, (user, method, url, resp.status_code, resp.text)
-    # Through rackflow's job API bob does not learn that alice's job exists.
-    assert api.get(f"{JOBS}/{job_id}", headers=auth("bob")).status_code == 404
+    # Through rackflow's job API bob does not learn that alice's job exists; a viewer may not terminate.
+    for path in (f"{JOBS}/{job_id}", f"{JOBS}/{job_id}/events"):
+        assert api.get(path).status_code == 401
+        assert api.get(path, headers=auth("bob")).status_code == 404
+    assert api.post(f"{JOBS}/{job_id}/terminate", json={}).status_code == 401
+    assert api.post(f"{JOBS}/{job_id}/terminate", json={}, headers=auth("victor")).status_code == 403
     assert api.post(f"{JOBS}/{job_id}/terminate", json={}, headers=auth("bob")).status_code == 404
     run = api.get(f"{RUNS}/{job_id}", headers=auth("admin")).json()
     assert run["state"] == "queued"

@@ -30,6 +30,13 @@ def test_hosts_without_a_token_is_401(layout_api: Any) -> None:
     assert layout_api.get("/rackflow/ui/layout").status_code == 401
 
 
+def test_the_layout_says_who_may_launch(layout_api: Any, auth: Any) -> None:
+    # Everyone who reads the layout sees it; only the operator (and admins) get the launch form.
+    for user, allowed in (("victor", False), ("alice", False), ("operator", True), ("admin", True)):
+        resp = layout_api.get("/rackflow/api/hosts", headers=auth(user))
+        assert resp.status_code == 200 and resp.json()["can_launch"] is allowed, user
+
+
 def test_a_viewer_reads_every_host_with_group_power_capacity_and_vms(layout_api: Any, auth: Any) -> None:
     resp = layout_api.get("/rackflow/api/hosts", headers=auth("victor"))
     assert resp.status_code == 200, resp.text

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from rackflow.dag_factories.vms import LAUNCH_DAG_ID
 from rackflow.fleet_layout import LayoutService, inventory_hosts, layout_summary
 from rackflow_plugin.limits import PathName
-from rackflow_plugin.security import can_read
+from rackflow_plugin.security import CurrentUser, can_read, may_trigger
 
 router = APIRouter(tags=["fleet"])
 
@@ -70,6 +70,7 @@ class LayoutOut(BaseModel):
     summary: dict[str, Any]
     groups: list[str] = Field(description="every group of the inventory (for the filter)")
     launch_dag_id: str
+    can_launch: bool = Field(description="whether the caller may trigger the launch DAG (the page hides it)")
     hosts: list[HostOut]
 
 
@@ -80,6 +81,7 @@ class LayoutOut(BaseModel):
     dependencies=[can_read(LAUNCH_DAG_ID)],  # type: ignore[list-item]
 )
 def list_hosts(
+    user: CurrentUser,
     group: str | None = Query(None, max_length=128, description="only hosts of this network group"),
 ) -> Any:
     started = time.perf_counter()
@@ -92,6 +94,7 @@ def list_hosts(
         "summary": layout_summary(hosts),
         "groups": sorted({h.group for h in every}),
         "launch_dag_id": LAUNCH_DAG_ID,
+        "can_launch": may_trigger(user, LAUNCH_DAG_ID),
         "hosts": hosts,
     }
 

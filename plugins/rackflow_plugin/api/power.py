@@ -29,7 +29,7 @@ from rackflow.db.models import Host, HostTransition
 from rackflow.db.models import Reservation as ReservationRow
 from rackflow.db.session import session_scope
 from rackflow_plugin.limits import LINE_PATTERN, DbId, PathName
-from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin
+from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin, may_trigger
 
 router = APIRouter(prefix="/power", tags=["power"])
 
@@ -379,10 +379,4 @@ class CanAct(BaseModel):
     dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
 def can_act(user: CurrentUser) -> CanAct:
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-
-    allowed = get_auth_manager().is_authorized_dag(
-        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=CONTROL_DAG_ID), user=user
-    )
-    return CanAct(user=user.get_name(), can_act=bool(allowed))
+    return CanAct(user=user.get_name(), can_act=may_trigger(user, CONTROL_DAG_ID))

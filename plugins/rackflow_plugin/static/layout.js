@@ -10,6 +10,7 @@ const REFRESH_MS = 5000;
 const AIRFLOW_API = "../../api/v2"; // this page is served at <airflow>/rackflow/ui/layout
 const launches = {}; // host name -> {runId, count, state}
 let launchDagId = "rackflow_launch_vms";
+let canLaunch = false; // may the user trigger the launch DAG? (../api/hosts says; the server checks again)
 let canPower = false; // may the user trigger rackflow_power? asked once at load
 let powerNodes = {}; // host name -> node from ../api/power/nodes (last transition)
 const powerRuns = {}; // host name -> {text, cls, runId, state} of the last power request
@@ -66,6 +67,7 @@ function renderHost(host) {
     cell(row, vm.image || "");
     cell(row, vm.addresses.join(", "));
   }
+  card.querySelector("details.launch").hidden = !canLaunch;
   const form = card.querySelector(".launch-form");
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -224,6 +226,7 @@ async function refresh() {
       loadPowerNodes(),
     ]);
     launchDagId = layout.launch_dag_id;
+    canLaunch = !!layout.can_launch;
     const select = document.getElementById("group");
     for (const g of layout.groups) {
       if (![...select.options].some((o) => o.value === g)) select.add(new Option(g, g));
