@@ -107,6 +107,32 @@ def test_bob_cannot_fail_delete_or_clear_alices_run_through_api_v2(
         for user in ("bob", "alice", "operator"):  # not even the owner: her route is the job API
             resp = api.request(method, url, json=body, headers=auth(user))
             assert resp.status_code == 403, (user, method, url, resp.status_code, resp.text)
+    # The bulk task-instance route on ~ checks each entity's DAG: the operator passes the route, not
+    # the rackflow_job entity (users are refused at the route).
+    bulk_ti = {
+        "actions": [
+            {
+                "action": "update",
+                "entities": [
+                    {
+                        "dag_id": "rackflow_job",
+                        "dag_run_id": job_id,
+                        "task_id": task_id,
+                        "new_state": "failed",
+                    }
+                ],
+            }
+        ]
+    }
+    assert (
+        api.patch("/api/v2/dags/~/dagRuns/~/taskInstances", json=bulk_ti, headers=auth("bob")).status_code
+        == 403
+    )
+    bulk = api.patch("/api/v2/dags/~/dagRuns/~/taskInstances", json=bulk_ti, headers=auth("operator"))
+    assert bulk.status_code == 200 and bulk.json()["update"]["success"] == [], bulk.text
+    assert [e["status_code"] for e in bulk.json()["update"]["errors"]] == [403]
+    ti = api.get(f"{RUNS}/{job_id}/taskInstances/{task_id}", headers=auth("admin")).json()
+    assert ti["state"] != "failed"
     # Through rackflow's job API bob does not learn that alice's job exists; a viewer may not terminate.
     for path in (f"{JOBS}/{job_id}", f"{JOBS}/{job_id}/events"):
         assert api.get(path).status_code == 401
