@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -101,7 +101,7 @@ class Job(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     cpu_time_s: Mapped[int | None] = mapped_column(Integer)
     wall_time_s: Mapped[int | None] = mapped_column(Integer)
-    max_memory: Mapped[int | None] = mapped_column(Integer)
+    max_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes: past 2 GiB routinely
     nodes: Mapped[str | None] = mapped_column(Text)
     terminate_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     terminate_requested_by: Mapped[str | None] = mapped_column(String(250))

@@ -1,0 +1,46 @@
+"""A job's usage figures as the scheduler's accounting gives them fit the rackflow DB on real Postgres."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rackflow.devfleet.postgres import Postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    workdir = Path(tempfile.mkdtemp(prefix="rackflow-pg-"))
+    server = Postgres(workdir=workdir).start()
+    try:
+        yield server.create_database("rackflow_usage")
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_final_record_keeps_a_peak_memory_past_2_gib(postgres_url: str) -> None:
+    from rackflow.db import jobs
+    from rackflow.db.session import upgrade
+
+    upgrade(postgres_url)
+    peak = 96 << 30  # a 96 GiB job: more than a 32-bit INTEGER holds
+    jobs.record_event(
+        "rackflow_job",
+        "big",
+        "COMPLETED",
+        "slurm job 7 ended COMPLETED, exit code 0",
+        scheduler_job_id="7",
+        url=postgres_url,
+        exit_code=0,
+        cpu_time_s=86_400 * 30,
+        wall_time_s=86_400,
+        max_memory=peak,
+    )
+    row = jobs.get_job("rackflow_job", "big", url=postgres_url)
+    assert row is not None
+    assert (row.state, row.max_memory, row.cpu_time_s) == ("COMPLETED", peak, 86_400 * 30)
