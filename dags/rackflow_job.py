@@ -1,7 +1,8 @@
 """Batch jobs on the local scheduler: one run per job (see rackflow.dag_factories.job).
 
 Configure with ``[rackflow]`` options: ``job_scheduler`` (slurm), ``job_ssh_conn_id`` (empty: run
-scheduler commands on the worker), ``job_aws_conn_id`` (aws_default) for s3:// staging.
+scheduler commands on the worker), ``job_aws_conn_id`` (aws_default) for s3:// staging; what jobs may
+stage comes from the ``staging_*`` allow-lists (README, "Staging allow-lists"; empty: nothing remote).
 """
 
 from __future__ import annotations
