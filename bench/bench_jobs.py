@@ -99,11 +99,14 @@ def bench_submit(n: int) -> tuple[float, float]:
 
 def bench_waiting(jobs: int, interval: float) -> None:
     from rackflow.core.jobspec import parse_job_description
+    from rackflow.devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
     from rackflow.devfleet.servers import Slurm, free_port
     from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
 
     workdir = Path(tempfile.mkdtemp(prefix="rackflow-bench-slurm-"))
+    workdir.chmod(0o711)  # the job account gets through to its directory and Slurm's config
+    ensure_accounts([JOB_ACCOUNTS["alice"]])
     slurm = Slurm(workdir=workdir / "slurm", port=free_port()).start()
     try:
         hook = LocalSchedulerHook(env=slurm.env)
@@ -114,6 +117,7 @@ def bench_waiting(jobs: int, interval: float) -> None:
                 job_name=f"bench.{i}",
                 comment="bench",
                 workdir=str(workdir / "jobs" / str(i)),
+                account=JOB_ACCOUNTS["alice"],
                 find_existing=False,
             ).scheduler_job_id
             for i in range(jobs)

@@ -69,7 +69,8 @@ def take(hook, job: dict, base: Path, run_id: str) -> dict | None:  # type: igno
     """claim -> stage-in -> submit, as the intake DAG's mapped tasks do; None when the claim is lost."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from rackflow.hooks.s3_jobs import LocalScriptScheduler
+    from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+    from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.operators.s3_intake import claim_job, stage_in_job, submit_job
 
     try:
@@ -77,7 +78,7 @@ def take(hook, job: dict, base: Path, run_id: str) -> dict | None:  # type: igno
     except AirflowSkipException:
         return None
     staged = stage_in_job(hook, claimed, base)
-    return submit_job(hook, staged, LocalScriptScheduler("slurm"), run_id)
+    return submit_job(hook, staged, LocalSchedulerHook(), run_id, INTAKE_ACCOUNT)
 
 
 def bench_latency(client, base: Path, poll: float, jobs: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -147,6 +148,7 @@ def bench_through_airflow(  # type: ignore[no-untyped-def]
     prepare_home(home)
     intake_file = workdir / "s3_intake.yaml"
     intake = {"name": "bench", "bucket": bucket, "aws_conn_id": CONN_ID, "poll_interval": poll}
+    intake["run_as"] = "rf-intake"
     intake["job_base_dir"] = str(workdir / "aws-job-e2e")
     intake_file.write_text(yaml.safe_dump({"intakes": [intake]}))
     port = free_port()
@@ -251,7 +253,8 @@ def bench_idle_poll(client) -> tuple[dict[str, int], dict[str, int]]:  # type: i
 
 def bench_throughput(client, base: Path, workers: int = 4, jobs: int = 100) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     from rackflow.core.s3_protocol import StatusCache
-    from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+    from rackflow.hooks.s3_jobs import S3JobsHook
+    from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.operators.s3_intake import finish_job, stage_out_job
     from rackflow.triggers.s3_job_status import job_state_event
 
@@ -265,11 +268,11 @@ def bench_throughput(client, base: Path, workers: int = 4, jobs: int = 100) -> t
     with ThreadPoolExecutor(workers) as pool:
         subs = [s for s in pool.map(lambda j: take(hook, j.to_dict(), base / "tp", "tp"), ready) if s]
     all_submitted = time.monotonic() - start
-    scheduler = LocalScriptScheduler("slurm")
+    scheduler = LocalSchedulerHook()
     pending = {s["job_id"]: s for s in subs}
     ended: dict[str, dict] = {}
     while pending:
-        statuses = scheduler.status(sorted(pending))
+        statuses = scheduler.statuses(sorted(pending))
         for job_id, st in statuses.items():
             if st.state.is_final:
                 ended[job_id] = {**pending.pop(job_id), "end": job_state_event(scheduler, job_id)}
@@ -306,6 +309,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-s3-airflow-"))
     workdir = Path(tempfile.mkdtemp(prefix="bench-s3-intake-"))
+    workdir.chmod(0o711)  # the intake account runs the jobs under it
     s3, slurm = start_servers(workdir)
     try:
         client = s3.client()

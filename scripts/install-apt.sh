@@ -7,6 +7,7 @@ PKGS=(
   slurmctld slurmd slurm-client munge slurmdbd mariadb-server
   openssh-server openssh-client
   qemu-system-x86 ipmitool iproute2
+  sudo
   chromium
 )
 missing=()

@@ -16,15 +16,20 @@ from pathlib import Path
 
 import pytest
 
+from rackflow.devfleet.fleet import job_accounts_env  # imports nothing of Airflow
+
 REPO = Path(__file__).resolve().parent.parent
 FLEET_FILE = REPO / "fleet" / "demo.yaml"
 # Users of Airflow's simple auth manager, one per role, with fixed passwords.
 USERS = {"admin": "admin", "operator": "op", "alice": "user", "bob": "user", "victor": "viewer"}
 PASSWORDS = {name: f"{name}-pass" for name in USERS}
 
-_HOME = Path(tempfile.mkdtemp(prefix="rackflow-airflow-home-"))
+_HOME = Path(tempfile.mkdtemp(prefix="rackflow-airflow-home-"))  # 0700: no job account reads a secret
 # The one directory sftp:// staging may use through ssh_fleet (the devfleet's sshd logs in on this host).
 SFTP_EXCHANGE = Path(tempfile.mkdtemp(prefix="rackflow-sftp-exchange-"))
+# Base of the batch jobs' directories: not world-writable, but job accounts get through (0711).
+JOBS_BASE = Path(tempfile.mkdtemp(prefix="rackflow-jobs-"))
+JOBS_BASE.chmod(0o711)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
@@ -46,6 +51,9 @@ os.environ.update(
         "AIRFLOW__RACKFLOW__STAGING_S3_TARGETS": "rackflow-results",
         "AIRFLOW__RACKFLOW__STAGING_SFTP_SOURCES": f"ssh_fleet{SFTP_EXCHANGE}/",
         "AIRFLOW__RACKFLOW__STAGING_SFTP_TARGETS": f"ssh_fleet{SFTP_EXCHANGE}/",
+        "AIRFLOW__RACKFLOW__JOBS_DIRECTORY": str(JOBS_BASE),
+        # The Unix accounts the test logins' jobs run as (rf-<user>; the devfleet creates them).
+        **job_accounts_env(),
     }
 )
 (_HOME / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
@@ -58,6 +66,16 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     return _HOME
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A fresh directory job accounts can get through (0711, apart from pytest's private tmp_path):
+    a base for job directories of a test."""
+    path = Path(tempfile.mkdtemp(prefix="t-", dir=JOBS_BASE))
+    path.chmod(0o711)
+    yield path
+    subprocess.run(["rm", "-rf", "--", str(path)], check=False)
 
 
 @pytest.fixture(scope="session")

@@ -193,7 +193,8 @@ def get_provider_info() -> dict[str, Any]:
                         "1G",
                     ),
                     "jobs_directory": _option(
-                        "Where job directories are made on the scheduler side. Empty: /tmp/rackflow-jobs.",
+                        "Base of the job directories on the scheduler side: not world-writable (made "
+                        "0711 when missing), on every node. Empty: /var/lib/rackflow/jobs.",
                         "",
                         "/shared/rackflow-jobs",
                     ),
@@ -206,6 +207,13 @@ def get_provider_info() -> dict[str, Any]:
                         "Deepest nesting of arrays and objects in a JSON request body to /rackflow; "
                         "deeper is refused with 400.",
                         "32",
+                    ),
+                    "job_accounts": _option(
+                        "JSON object: Airflow user name -> Unix account that user's batch jobs run as "
+                        "(an unprivileged account present on every node). A user without one cannot "
+                        "submit jobs (403). Empty: nobody.",
+                        "",
+                        '{{"alice": "alice", "bob": "rf-bob"}}',
                     ),
                     "s3_intake_file": _option(
                         "YAML file listing the S3 intake buckets (one s3_intake_<name> DAG each). "

@@ -6,6 +6,7 @@ Each option can be set in airflow.cfg or as ``AIRFLOW__RACKFLOW__<OPTION>``; def
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -96,3 +97,40 @@ def api_max_body_bytes() -> int:
 def api_max_json_depth() -> int:
     """Deepest nesting of arrays and objects in a JSON request body; deeper is refused with 400."""
     return _positive_int("api_max_json_depth", 32)
+
+
+DEFAULT_JOBS_DIRECTORY = "/var/lib/rackflow/jobs"
+
+
+def jobs_directory() -> str:
+    """Base of the batch jobs' directories on the scheduler side (``[rackflow] jobs_directory``)."""
+    return _get("jobs_directory", DEFAULT_JOBS_DIRECTORY)
+
+
+def job_accounts() -> dict[str, str]:
+    """``[rackflow] job_accounts``: Airflow user name -> the Unix account that user's jobs run as."""
+    raw = _get("job_accounts", "{}")
+    try:
+        accounts = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"[rackflow] job_accounts is not a JSON object: {exc}") from exc
+    if not isinstance(accounts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in accounts.items()
+    ):
+        raise ValueError("[rackflow] job_accounts must be a JSON object of user name -> account name")
+    return accounts
+
+
+def job_account(user: str | None) -> str | None:
+    """The Unix account ``user``'s batch jobs run as; None when ``[rackflow] job_accounts`` has none."""
+    if not user:
+        return None
+    return job_accounts().get(user)
+
+
+def missing_job_account(user: str | None) -> str:
+    """Why a job of ``user`` cannot run: the message the job API and the job DAG give."""
+    return (
+        f"no job account for Airflow user {user!r}: [rackflow] job_accounts has no mapping for it "
+        "(batch jobs never run as the Airflow service account)"
+    )

@@ -279,3 +279,46 @@ def test_locations_split_uris_for_the_caller() -> None:
     assert Location.parse("/abs/in.dat").resolve_local("/jobs/1") == "/abs/in.dat"
     with pytest.raises(ValueError, match="names no key"):
         Location.parse("s3://bucket/")
+
+
+@pytest.mark.parametrize(
+    ("key", "option"),
+    [
+        ("slurm.job-name", "job-name"),
+        ("slurm.output", "output"),
+        ("slurm.chdir", "chdir"),
+        ("slurm.export", "export"),
+        ("slurm.exp", "export"),  # sbatch takes unambiguous abbreviations of long options
+        ("slurm.uid", "uid"),
+        ("slurm.gid", "gid"),
+        ("slurm.comment", "comment"),
+        ("slurm.J", "J"),
+        ("pbs.N", "N"),
+        ("pbs.V", "V"),
+        ("pbs.v", "v"),
+        ("pbs.u", "u"),
+        ("lsf.env", "env"),
+        ("lsf.cwd", "cwd"),
+        ("lsf.oo", "oo"),
+        ("sge.wd", "wd"),
+        ("sge.V", "V"),
+        ("sge.o", "o"),
+    ],
+)
+def test_custom_attributes_cannot_set_options_rackflow_manages(key: str, option: str) -> None:
+    with pytest.raises(JobDescriptionError) as err:
+        parse_job_description({"executable": "/bin/true", "attributes": {"custom_attributes": {key: "x"}}})
+    assert err.value.problems[0].startswith("attributes.custom_attributes")
+    assert repr(key) in err.value.problems[0] and repr(option) in err.value.problems[0]
+
+
+def test_custom_attributes_for_other_options_stay_allowed() -> None:
+    job = parse_job_description(
+        {
+            "executable": "/bin/true",
+            "attributes": {
+                "custom_attributes": {"slurm.qos": "debug", "pbs.W": "umask=022", "sge.pe_name": "mpi"}
+            },
+        }
+    )
+    assert job.attributes.custom_for("slurm") == {"qos": "debug"}

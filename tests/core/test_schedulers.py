@@ -99,7 +99,7 @@ def test_slurm_script_directives() -> None:
         '#SBATCH --chdir="/jobs/a"',
         '#SBATCH --output="/jobs/a/rackflow.out"',
         '#SBATCH --error="/jobs/a/rackflow.err"',
-        "#SBATCH --export=ALL",
+        "#SBATCH --export=NONE",  # inherit_environment (the default) never exports the submitter's
         "#SBATCH --nodes=2",
         "#SBATCH --ntasks=8",
         "#SBATCH --ntasks-per-node=4",
@@ -113,6 +113,80 @@ def test_slurm_script_directives() -> None:
     assert "export THREADS=4" in script
     assert f"export MODE={shlex.quote(TRICKY)}" in script
     assert "> 'out dir/stdout.txt'" in script
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        (
+            "slurm",
+            [
+                "sbatch", "--parsable", "--job-name=rf-1", "--chdir=/jobs/rf-1", "--export=NONE",
+                "--comment=run 1", "--output=/jobs/rf-1/rackflow.out", "--error=/jobs/rf-1/rackflow.err",
+                "/jobs/rf-1/job.sh",
+            ],
+        ),
+        (
+            "pbspro",
+            ["qsub", "-N", "rf-1", "-o", "/jobs/rf-1/rackflow.out", "-e", "/jobs/rf-1/rackflow.err",
+             "/jobs/rf-1/job.sh"],
+        ),
+        (
+            "lsf",
+            ["sh", "-c", 'script=$1; shift; exec bsub "$@" < "$script"', "bsub", "/jobs/rf-1/job.sh",
+             "-J", "rf-1", "-cwd", "/jobs/rf-1", "-env", "none", "-Jd", "run 1",
+             "-o", "/jobs/rf-1/rackflow.out", "-e", "/jobs/rf-1/rackflow.err"],
+        ),
+        (
+            "sge",
+            ["qsub", "-terse", "-N", "rf-1", "-wd", "/jobs/rf-1", "-o", "/jobs/rf-1/rackflow.out",
+             "-e", "/jobs/rf-1/rackflow.err", "/jobs/rf-1/job.sh"],
+        ),
+    ],
+)  # fmt: skip
+def test_managed_options_go_on_the_submit_command_line_before_the_script(kind: str, expected: list) -> None:
+    """Command-line options override a script's own directives: a ready-made script cannot rename
+    itself, move its output or working directory, or export an environment; none passes -V."""
+    adapter = get_adapter(kind)
+    argv = adapter.managed_submit_command(
+        "/jobs/rf-1/job.sh", job_name="rf-1", workdir="/jobs/rf-1", comment="run 1"
+    )
+    assert argv == expected
+    assert "-V" not in argv and not any(a.startswith("--export=ALL") for a in argv)
+    without_output = adapter.managed_submit_command("/s/job.sh", job_name="rf-1", workdir="/s", output=False)
+    assert not any("rackflow.out" in a for a in without_output)  # S3 scripts keep their own output
+
+
+def test_lsf_managed_submit_passes_options_as_arguments_not_shell_text(tmp_path: Path) -> None:
+    """``sh -c`` gets the script path and options as positional arguments: run it with a fake bsub."""
+    fake = tmp_path / "bsub"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > args.txt\ncat > stdin.txt\n')
+    fake.chmod(0o755)
+    script = tmp_path / "job $(id).sh"
+    script.write_text("#BSUB -J evil\ntrue\n")
+    argv = LsfAdapter().managed_submit_command(str(script), job_name="rf-2", workdir=str(tmp_path))
+    subprocess.run(argv, cwd=tmp_path, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, check=True, timeout=10)
+    assert (tmp_path / "args.txt").read_text().split("\n")[:6] == [
+        "-J",
+        "rf-2",
+        "-cwd",
+        str(tmp_path),
+        "-env",
+        "none",
+    ]
+    assert (tmp_path / "stdin.txt").read_text() == "#BSUB -J evil\ntrue\n"
+
+
+def test_no_directive_exports_the_submitters_environment() -> None:
+    """``inherit_environment`` (true by default) means the account's login environment: a login shell,
+    never ``--export=ALL``, ``-env all`` or ``-V``."""
+    for inherit in (True, False):
+        job = parse_job_description({"executable": "/bin/true", "inherit_environment": inherit})
+        for kind in ("slurm", "pbspro", "lsf", "sge"):
+            script = get_adapter(kind).submit_script(job, "rf-3", "", "/jobs/rf-3")
+            assert script.splitlines()[0] == ("#!/bin/bash -l" if inherit else "#!/bin/bash")
+            assert "--export=ALL" not in script and "-env all" not in script
+            assert not any(line.endswith(" -V") for line in script.splitlines())
 
 
 def test_pbs_lsf_sge_directives_carry_resources_and_walltime() -> None:

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rackflow.devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID
 
+# Job directory bases: only root writes them, the intakes' run_as account gets through (0711).
 JOB_BASE = Path(tempfile.mkdtemp(prefix="rackflow-aws-job-"))
+JOB_BASE.chmod(0o711)
 INTAKES = {
     # name: bucket
     "e2e": "rf-intake-e2e",
@@ -32,6 +35,7 @@ def _intake(name: str, bucket: str) -> dict[str, object]:
         "name": name,
         "bucket": bucket,
         "aws_conn_id": CONN_ID,
+        "run_as": INTAKE_ACCOUNT,
         "job_base_dir": str(JOB_BASE / name),
         "poll_interval": 0.5,
         "scheduler_poll_interval": 0.5,
@@ -69,6 +73,7 @@ def job_base() -> Path:
 
 # Job directories of the sftp intake: an absolute path, apart from the local intakes' JOB_BASE.
 SFTP_JOB_BASE = Path(tempfile.mkdtemp(prefix="rackflow-sftp-aws-job-"))
+SFTP_JOB_BASE.chmod(0o711)
 SFTP_INTAKE = {"name": "sftp", "bucket": "rf-intake-sftp"}
 
 

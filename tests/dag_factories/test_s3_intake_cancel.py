@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+from rackflow.hooks.s3_jobs import S3JobsHook
+from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import (
     S3JobWaitOperator,
     claim_job,
@@ -59,7 +61,7 @@ def _submit_long_job(devfleet: Any, tmp_path: Path) -> tuple[S3JobsHook, str, di
     assert seen is not None
     claimed = claim_job(hook, {"prefix": prefix, "etag": seen[1]})
     staged = stage_in_job(hook, claimed, tmp_path)
-    submitted = submit_job(hook, staged, LocalScriptScheduler("slurm"), f"run-{uuid.uuid4().hex[:6]}")
+    submitted = submit_job(hook, staged, LocalSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
     assert read_status(devfleet.s3.client(), bucket, prefix).splitlines()[:2] == [
         "QUEUED",
         submitted["job_id"],
@@ -74,8 +76,8 @@ def _wait_operator(bucket: str, submitted: dict[str, Any]) -> S3JobWaitOperator:
     )
 
 
-def test_killing_the_wait_task_cancels_the_slurm_job_and_writes_canceled(devfleet, tmp_path):
-    hook, bucket, submitted = _submit_long_job(devfleet, tmp_path)
+def test_killing_the_wait_task_cancels_the_slurm_job_and_writes_canceled(devfleet, shared_tmp):
+    hook, bucket, submitted = _submit_long_job(devfleet, shared_tmp)
     prefix, job_id = submitted["prefix"], submitted["job_id"]
 
     _wait_operator(bucket, submitted).on_kill()
@@ -88,14 +90,17 @@ def test_killing_the_wait_task_cancels_the_slurm_job_and_writes_canceled(devflee
     # a second kill, or a late failure callback, never rewrites the terminal status
     body = read_status(devfleet.s3.client(), bucket, prefix)
     _wait_operator(bucket, submitted).on_kill()
-    assert fail_unfinished_job(hook, prefix, "late crash", LocalScriptScheduler("slurm")) == "CANCELED"
+    assert (
+        fail_unfinished_job(hook, prefix, "late crash", LocalSchedulerHook(), account=INTAKE_ACCOUNT)
+        == "CANCELED"
+    )
     assert read_status(devfleet.s3.client(), bucket, prefix) == body
 
 
-def test_killing_the_deferred_wait_task_cancels_through_its_trigger(devfleet, tmp_path):
+def test_killing_the_deferred_wait_task_cancels_through_its_trigger(devfleet, shared_tmp):
     """The intake's wait task is deferred nearly all the time: the triggerer calls the trigger's
     ``on_kill`` on a user's kill, so the trigger the operator defers with must cancel too."""
-    _, bucket, submitted = _submit_long_job(devfleet, tmp_path)
+    _, bucket, submitted = _submit_long_job(devfleet, shared_tmp)
     with pytest.raises(TaskDeferred) as deferred:
         _wait_operator(bucket, submitted)._defer("QUEUED")
     trigger = deferred.value.trigger

@@ -12,7 +12,9 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rackflow.core.s3_protocol import StatusCache
-from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+from rackflow.hooks.s3_jobs import S3JobsHook
+from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import claim_job, stage_in_job, submit_job
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
 
@@ -29,11 +31,11 @@ def _poller(bucket: str, base: Path, run_id: str, barrier: threading.Barrier, ou
             out["skipped"].append(job.prefix)
             continue
         staged = stage_in_job(hook, claimed, base)
-        submitted = submit_job(hook, staged, LocalScriptScheduler("slurm"), run_id)
+        submitted = submit_job(hook, staged, LocalSchedulerHook(), run_id, INTAKE_ACCOUNT)
         out["submitted"].append((job.prefix, submitted["job_id"], run_id))
 
 
-def test_two_concurrent_intake_runs_submit_each_of_20_jobs_exactly_once(devfleet, tmp_path):
+def test_two_concurrent_intake_runs_submit_each_of_20_jobs_exactly_once(devfleet, shared_tmp):
     client = devfleet.s3.client()
     bucket = new_bucket(devfleet, "race")
     tag = uuid.uuid4().hex[:4]
@@ -44,7 +46,7 @@ def test_two_concurrent_intake_runs_submit_each_of_20_jobs_exactly_once(devfleet
     results: dict[str, list] = {"submitted": [], "skipped": []}
     barrier = threading.Barrier(2)
     runs = [
-        threading.Thread(target=_poller, args=(bucket, tmp_path, f"run_{n}", barrier, results))
+        threading.Thread(target=_poller, args=(bucket, shared_tmp, f"run_{n}", barrier, results))
         for n in ("a", "b")
     ]
     for t in runs:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from rackflow.core.s3_protocol import StatusCache
-from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+from rackflow.hooks.s3_jobs import S3JobsHook
+from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import (
     S3JobWaitOperator,
     claim_job,
@@ -97,7 +99,7 @@ def _state(devfleet: Any, job_id: str) -> str:
     return _slurm(devfleet, "squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T")
 
 
-def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path):
+def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path, shared_tmp: Path):
     """Line 2 naming another user's Slurm job: rackflow writes, follows and cancels only its own job."""
     victim = _slurm(devfleet, "sbatch", "--parsable", f"--chdir={tmp_path}", "--wrap=sleep 300").split(";")[0]
     client = devfleet.s3.client()
@@ -112,8 +114,10 @@ def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path):
         assert seen is not None and seen[0].scheduler_job_id == victim
         claimed = claim_job(hook, {"prefix": prefix, "etag": seen[1]})
         assert read_status(client, bucket, prefix) == "ACCEPTED\n"
-        staged = stage_in_job(hook, claimed, tmp_path / "base")
-        submitted = submit_job(hook, staged, LocalScriptScheduler("slurm"), f"run-{uuid.uuid4().hex[:6]}")
+        staged = stage_in_job(hook, claimed, shared_tmp / "base")
+        submitted = submit_job(
+            hook, staged, LocalSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT
+        )
         own = submitted["job_id"]
         assert own != victim and read_status(client, bucket, prefix) == f"QUEUED\n{own}\n"
 
@@ -125,7 +129,7 @@ def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path):
 
         # A crashed task's clean-up cancels the job this run submitted, not the one the object names.
         _put_status(client, bucket, prefix, f"RUNNING\n{victim}\n".encode())
-        after = fail_unfinished_job(hook, prefix, "task lost", LocalScriptScheduler("slurm"), own)
+        after = fail_unfinished_job(hook, prefix, "task lost", LocalSchedulerHook(), own, INTAKE_ACCOUNT)
         assert after == "FAILED"
         lines = read_status(client, bucket, prefix).splitlines()
         assert lines[:2] == ["FAILED", own] and f"scheduler job {own} cancelled" in lines[2]

@@ -14,8 +14,11 @@ import pytest
 
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.schedulers import JobState, JobStatus
+from rackflow.devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
 from rackflow.devfleet.servers import Slurm
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
+
+ACCOUNT = JOB_ACCOUNTS["alice"]
 
 
 def _wait_final(hook: LocalSchedulerHook, ids: list[str]) -> dict[str, JobStatus]:
@@ -33,18 +36,21 @@ def slurm_env(devfleet: object) -> dict[str, str]:
 
 
 def test_submit_is_idempotent_by_name_and_one_status_call_covers_many_jobs(
-    devfleet: object, tmp_path: Path
+    devfleet: object, shared_tmp: Path
 ) -> None:
+    tmp_path = shared_tmp
     hook = LocalSchedulerHook(scheduler="slurm")
     name = f"rf.test.{uuid.uuid4().hex[:8]}"
     ok = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "echo hi > out.txt"]})
     bad = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "exit 3"]})
-    first = hook.submit(ok, job_name=name, comment="run 1", workdir=str(tmp_path / "ok"))
-    again = hook.submit(ok, job_name=name, comment="run 1", workdir=str(tmp_path / "ok"))
+    first = hook.submit(ok, job_name=name, comment="run 1", workdir=str(tmp_path / "ok"), account=ACCOUNT)
+    again = hook.submit(ok, job_name=name, comment="run 1", workdir=str(tmp_path / "ok"), account=ACCOUNT)
     assert not first.existing and again.existing
     assert again.scheduler_job_id == first.scheduler_job_id
     assert hook.find_by_name(first.job_name) == [first.scheduler_job_id]
-    failed = hook.submit(bad, job_name=name + ".bad", comment="run 2", workdir=str(tmp_path / "bad"))
+    failed = hook.submit(
+        bad, job_name=name + ".bad", comment="run 2", workdir=str(tmp_path / "bad"), account=ACCOUNT
+    )
 
     before = LocalSchedulerHook.status_queries[hook.cluster_key]
     squeue_before = LocalSchedulerHook.commands_run[(hook.cluster_key, "squeue")]
@@ -64,17 +70,27 @@ def test_submit_is_idempotent_by_name_and_one_status_call_covers_many_jobs(
     assert "StartTime" in hook.get_times(failed.scheduler_job_id)
 
 
-def test_scheduler_rejection_carries_its_message(devfleet: object, tmp_path: Path) -> None:
+def test_scheduler_rejection_carries_its_message(devfleet: object, shared_tmp: Path) -> None:
+    tmp_path = shared_tmp
     hook = LocalSchedulerHook(scheduler="slurm")
     job = parse_job_description({"executable": "/bin/true", "attributes": {"queue_name": "nosuch"}})
     with pytest.raises(SchedulerRejectedJob, match=r"(?i)invalid partition"):
-        hook.submit(job, job_name=f"rf.reject.{uuid.uuid4().hex[:6]}", comment="x", workdir=str(tmp_path))
+        hook.submit(
+            job,
+            job_name=f"rf.reject.{uuid.uuid4().hex[:6]}",
+            comment="x",
+            workdir=str(tmp_path),
+            account=ACCOUNT,
+        )
 
 
-def test_job_no_node_can_hold_stays_queued_with_the_reason(devfleet: object, tmp_path: Path) -> None:
+def test_job_no_node_can_hold_stays_queued_with_the_reason(devfleet: object, shared_tmp: Path) -> None:
+    tmp_path = shared_tmp
     hook = LocalSchedulerHook(scheduler="slurm")
     job = parse_job_description({"executable": "/bin/true", "resources": {"node_count": 5}})
-    sub = hook.submit(job, job_name=f"rf.big.{uuid.uuid4().hex[:6]}", comment="x", workdir=str(tmp_path))
+    sub = hook.submit(
+        job, job_name=f"rf.big.{uuid.uuid4().hex[:6]}", comment="x", workdir=str(tmp_path), account=ACCOUNT
+    )
     time.sleep(1)
     status = hook.statuses([sub.scheduler_job_id])[sub.scheduler_job_id]
     assert status.state == JobState.QUEUED and status.reason
@@ -96,6 +112,7 @@ def test_unknown_job_is_reported_not_raised(devfleet: object) -> None:
 def own_slurm() -> Iterator[Slurm]:
     """A Slurm (with accounting) of this test's own, whose controller can lose its job records; in a
     directory other Unix users can reach (its config and munge socket), unlike pytest's tmp_path."""
+    ensure_accounts([ACCOUNT])
     workdir = Path(tempfile.mkdtemp(prefix="rf-slurm-"))
     workdir.chmod(0o755)
     server = Slurm(workdir=workdir)
@@ -107,11 +124,14 @@ def own_slurm() -> Iterator[Slurm]:
 
 
 def test_job_the_controller_forgot_gets_its_final_state_exit_code_and_usage_from_accounting(
-    own_slurm: Slurm, tmp_path: Path
+    own_slurm: Slurm, shared_tmp: Path
 ) -> None:
+    tmp_path = shared_tmp
     hook = LocalSchedulerHook(scheduler="slurm", env=own_slurm.env)
     job = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "sleep 1; exit 5"]})
-    sub = hook.submit(job, job_name="rf.forgotten", comment="x", workdir=str(tmp_path / "job"))
+    sub = hook.submit(
+        job, job_name="rf.forgotten", comment="x", workdir=str(tmp_path / "job"), account=ACCOUNT
+    )
     mine = sub.scheduler_job_id
     # A job of a Unix user sacctmgr has never heard of (AccountingStorageEnforce is off): recorded too.
     theirs = hook.adapter.parse_submit_output(
@@ -147,3 +167,58 @@ def test_job_the_controller_forgot_gets_its_final_state_exit_code_and_usage_from
         owner,
         hook.run(["sacct", "-P", "-j", f"{mine},{theirs}"]).stdout,
     )
+
+
+def test_over_ssh_submits_polls_files_and_cancels(
+    devfleet: object, slurm_env: dict[str, str], shared_tmp: Path
+) -> None:
+    tmp_path = shared_tmp
+    hook = LocalSchedulerHook(scheduler="slurm", ssh_conn_id="ssh_fleet", env=slurm_env)
+    assert hook.cluster_key.startswith("slurm@ssh:ssh_fleet")
+    workdir = str(tmp_path / "ssh-job")
+    job = parse_job_description({"executable": "/bin/sleep", "arguments": ["60"]})
+    sub = hook.submit(
+        job, job_name=f"rf.ssh.{uuid.uuid4().hex[:6]}", comment="ssh", workdir=workdir, account=ACCOUNT
+    )
+    assert (Path(workdir) / "rackflow-job.sh").is_file()
+    hook.write_text(f"{workdir}/note.txt", "over sftp")
+    assert (Path(workdir) / "note.txt").read_text() == "over sftp"
+    assert "note.txt" in hook.list_files(workdir)
+    assert hook.statuses([sub.scheduler_job_id])[sub.scheduler_job_id].state in (
+        JobState.QUEUED,
+        JobState.ACTIVE,
+    )
+    assert hook.cancel(sub.scheduler_job_id, account=ACCOUNT) is True
+    assert _wait_final(hook, [sub.scheduler_job_id])[sub.scheduler_job_id].state == JobState.CANCELED
+    hook.remove_tree(workdir)
+    assert not Path(workdir).exists()
+    hook.close()
+
+
+def test_scheduler_commands_get_no_worker_environment_and_run_as_the_account(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rackflow.hooks.scheduler import DEFAULT_PATH
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "secret")
+    monkeypatch.setenv("AIRFLOW_CONN_SITE", "ssh://root:pw@host")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("SLURM_CONF", "/etc/slurm/test.conf")
+    hook = LocalSchedulerHook(env={"EXTRA": "1"})
+    assert hook.command_env() == {"PATH": DEFAULT_PATH, "SLURM_CONF": "/etc/slurm/test.conf", "EXTRA": "1"}
+    assert hook.command_line(["sbatch", "job.sh"], account=ACCOUNT, cwd="/jobs/rf-1") == [
+        "sudo", "-n", "-u", ACCOUNT, "--",
+        "env", "-i", "-C", "/jobs/rf-1", f"PATH={DEFAULT_PATH}", "SLURM_CONF=/etc/slurm/test.conf", "EXTRA=1",
+        "sbatch", "job.sh",
+    ]  # fmt: skip
+    # Over SSH the login node's own client variables count, not the worker's.
+    assert LocalSchedulerHook(ssh_conn_id="login", env={"SLURM_CONF": "/s"}).command_env() == {
+        "PATH": DEFAULT_PATH,
+        "SLURM_CONF": "/s",
+    }
+    for bad in ("root", "-u", "a b", "../x", ""):
+        with pytest.raises(ValueError):
+            hook.command_line(["scancel", "1"], account=bad)
+    # What a command really gets.
+    seen = hook.run(["env"]).stdout.splitlines()
+    assert sorted(seen) == sorted([f"PATH={DEFAULT_PATH}", "SLURM_CONF=/etc/slurm/test.conf", "EXTRA=1"])

@@ -15,7 +15,7 @@ import pytest
 
 from rackflow.db import jobs
 from rackflow.hooks.scheduler import LocalSchedulerHook
-from rackflow.operators.scheduler import SubmitToLocalSchedulerOperator, default_job_name
+from rackflow.operators.scheduler import SubmitToLocalSchedulerOperator
 
 
 def _job_dag() -> Any:
@@ -72,7 +72,8 @@ def test_stage_in_failure_fails_the_job_with_the_reason_and_submits_nothing(
     assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
     assert "no such object" in (job.message or "")
     hook = LocalSchedulerHook()
-    assert hook.find_by_name(hook.adapter.normalize_job_name(default_job_name(dag.dag_id, run.run_id))) == []
+    assert job.job_name is not None and job.job_name.startswith("rf-")  # generated, not the run id
+    assert hook.find_by_name(job.job_name) == []
 
 
 def _context(dag_id: str, run_id: str) -> dict[str, Any]:
@@ -92,10 +93,10 @@ def _submit_and_poll(dag_id: str, run_id: str, workdir: str) -> None:
 
 
 def test_task_killed_after_submit_then_run_again_leaves_exactly_one_scheduler_job(
-    rackflow_db: str, devfleet: Any, tmp_path: Path
+    rackflow_db: str, devfleet: Any, shared_tmp: Path
 ) -> None:
     dag_id, run_id = "rackflow_job_kill_test", f"manual__{uuid.uuid4().hex}"
-    workdir = str(tmp_path / "job")
+    workdir = str(shared_tmp / "job")
     # The task process (polling in the worker) is SIGKILLed once its job is submitted: no on_kill runs.
     child = multiprocessing.get_context("fork").Process(
         target=_submit_and_poll, args=(dag_id, run_id, workdir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 JOBS = "/rackflow/api/jobs"
 RUNS = "/api/v2/dags/rackflow_job/dagRuns"
 
@@ -82,3 +84,21 @@ def test_openapi_documents_the_job_routes(api: Any) -> None:
         "/api/jobs/{job_id}/events",
         "/api/jobs/{job_id}/terminate",
     } <= set(paths)
+
+
+def test_user_without_a_job_account_gets_403_naming_the_mapping_and_nothing_is_recorded(
+    api: Any, auth: Any, job_dag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from rackflow.devfleet.fleet import JOB_ACCOUNTS
+
+    monkeypatch.setenv(
+        "AIRFLOW__RACKFLOW__JOB_ACCOUNTS", json.dumps({u: a for u, a in JOB_ACCOUNTS.items() if u != "bob"})
+    )
+    before = _runs(api, auth)
+    resp = api.post(JOBS, json={"executable": "/bin/true"}, headers=auth("bob"))
+    assert resp.status_code == 403, resp.text
+    assert "job_accounts" in resp.json()["detail"] and "'bob'" in resp.json()["detail"]
+    assert _runs(api, auth) == before
+    assert api.post(JOBS, json={"executable": "/bin/true"}, headers=auth("alice")).status_code == 201

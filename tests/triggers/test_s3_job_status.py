@@ -9,7 +9,8 @@ import os
 import threading
 import time
 
-from rackflow.hooks.s3_jobs import LocalScriptScheduler
+from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.triggers.s3_job_status import (
     S3JobsReadyEventTrigger,
     S3JobStatusTrigger,
@@ -105,11 +106,14 @@ def test_event_trigger_announces_a_job_again_while_nobody_takes_it(devfleet):
     assert all(later - earlier >= 1.5 for earlier, later in itertools.pairwise(times)), times
 
 
-def test_script_job_trigger_fires_on_each_state_change_of_a_real_slurm_job(devfleet, tmp_path):
-    (tmp_path / "aws-job-run.sh").write_text("#!/bin/bash\nsleep 2\n")
-    scheduler = LocalScriptScheduler("slurm", env=devfleet.slurm.env)
+def test_script_job_trigger_fires_on_each_state_change_of_a_real_slurm_job(devfleet, shared_tmp):
+    (shared_tmp / "aws-job-run.sh").write_text("#!/bin/bash\nsleep 2\n")
+    scheduler = LocalSchedulerHook(env=devfleet.slurm.env)
     os.environ.update(devfleet.slurm.env)
-    job_id, new = scheduler.submit(tmp_path, scheduler.job_name(f"rf_trig_{tmp_path.name}"))
+    name = scheduler.adapter.normalize_job_name(f"rf_trig_{shared_tmp.name}")
+    script = str(shared_tmp / "aws-job-run.sh")
+    first = scheduler.submit_script(script, job_name=name, workdir=str(shared_tmp), account=INTAKE_ACCOUNT)
+    job_id, new = first.scheduler_job_id, not first.existing
     assert new
     trigger = ScriptJobStateTrigger(job_id=job_id, scheduler="slurm", known_state="QUEUED", poll_interval=0.2)
     started = asyncio.run(_first_event(trigger))
@@ -117,5 +121,5 @@ def test_script_job_trigger_fires_on_each_state_change_of_a_real_slurm_job(devfl
     trigger = ScriptJobStateTrigger(job_id=job_id, scheduler="slurm", known_state="ACTIVE", poll_interval=0.2)
     ended = asyncio.run(_first_event(trigger))
     assert (ended["state"], ended["exit_code"]) == ("COMPLETED", 0)
-    again, new = scheduler.submit(tmp_path, scheduler.job_name(f"rf_trig_{tmp_path.name}"))
-    assert (again, new) == (job_id, False)  # idempotent by job name
+    again = scheduler.submit_script(script, job_name=name, workdir=str(shared_tmp), account=INTAKE_ACCOUNT)
+    assert (again.scheduler_job_id, not again.existing) == (job_id, False)  # idempotent by job name

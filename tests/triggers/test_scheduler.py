@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 from rackflow.core.jobspec import parse_job_description
+from rackflow.devfleet.fleet import JOB_ACCOUNTS
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
 
@@ -27,9 +28,10 @@ def test_serialize_round_trips_to_an_importable_classpath() -> None:
 
 
 def test_many_waiting_jobs_on_one_cluster_cost_one_status_query_per_interval(
-    devfleet: object, tmp_path: Path
+    devfleet: object, shared_tmp: Path
 ) -> None:
     hook = LocalSchedulerHook(scheduler="slurm")
+    tmp_path = shared_tmp
     exits = [0, 0, 3, 0, 1, 0, 0, 2]
     ids = []
     for i, code in enumerate(exits):
@@ -40,6 +42,7 @@ def test_many_waiting_jobs_on_one_cluster_cost_one_status_query_per_interval(
                 job_name=f"rf.trig.{uuid.uuid4().hex[:6]}.{i}",
                 comment="t",
                 workdir=str(tmp_path / str(i)),
+                account=JOB_ACCOUNTS["alice"],
             ).scheduler_job_id
         )
     triggers = [LocalSchedulerJobTrigger(scheduler_job_id=i, poll_interval=0.3) for i in ids]

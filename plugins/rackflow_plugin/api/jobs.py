@@ -25,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from rackflow import settings
 from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
 from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
@@ -157,7 +158,10 @@ def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
     "with the HPC Profile Application extension (Content-Type application/xml). An invalid description, "
     "or staging the site does not allow (see the README's staging allow-lists), is refused with 400 "
     "naming each field, and no job is recorded.",
-    responses={400: {"description": "Invalid job description"}, 403: {"description": "Not allowed"}},
+    responses={
+        400: {"description": "Invalid job description"},
+        403: {"description": "Not allowed, or no job account is mapped for the user"},
+    },
     dependencies=[can_use_jobs("POST")],  # type: ignore[list-item]
     # The media types declared here are the ones the request limits let through (others: 415).
     openapi_extra={
@@ -179,6 +183,8 @@ async def submit_job(request: Request, user: CurrentUser, session: SessionDep) -
 
 
 def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted:
+    if settings.job_account(user.get_name()) is None:  # jobs never run as the service account
+        raise HTTPException(status.HTTP_403_FORBIDDEN, settings.missing_job_account(user.get_name()))
     try:
         if "xml" not in request.headers.get("content-type", ""):
             try:

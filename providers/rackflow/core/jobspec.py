@@ -95,6 +95,33 @@ MAX_STAGING_ENTRIES = 256
 """Entries of stage_in, and of stage_out."""
 INT64_MAX = 2**63 - 1
 
+# Scheduler options rackflow sets itself on every submit command line (job name, output files, working
+# directory, environment, identity): a custom attribute may not name one, nor abbreviate a long one
+# (Slurm and LSF accept unambiguous prefixes of long options). Keyed by the custom attribute prefix.
+MANAGED_SCHEDULER_OPTIONS: dict[str, frozenset[str]] = {
+    "slurm": frozenset(
+        {
+            "job-name", "J", "output", "o", "error", "e", "input", "i", "chdir", "D", "workdir",
+            "export", "export-file", "get-user-env", "uid", "gid", "comment", "wrap", "parsable",
+        }
+    ),
+    "pbs": frozenset({"N", "o", "e", "j", "k", "V", "v", "u", "d", "D"}),
+    "lsf": frozenset({"J", "Jd", "cwd", "o", "oo", "e", "eo", "env", "i", "is", "outdir", "u"}),
+    "sge": frozenset({"N", "o", "e", "j", "wd", "cwd", "V", "v", "i", "b", "terse", "@"}),
+}  # fmt: skip
+
+
+def managed_option(prefix: str, option: str) -> str | None:
+    """The managed option ``<prefix>.<option>`` names or abbreviates, or None if it is free to set."""
+    managed = MANAGED_SCHEDULER_OPTIONS.get(prefix, frozenset())
+    if option in managed:
+        return option
+    if len(option) > 1:
+        for name in sorted(managed):
+            if len(name) > 1 and name.startswith(option):
+                return name
+    return None
+
 
 class JobDescriptionError(ValueError):
     """The job description cannot be used; the message names each offending field."""
@@ -367,6 +394,19 @@ class Attributes(_Strict):
         description="'<scheduler>.<option>' -> value, e.g. {'slurm.qos': 'debug', 'pbs.l': 'host=n1'}.",
     )
 
+    @field_validator("custom_attributes")
+    @classmethod
+    def _no_managed_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            prefix, _, option = key.partition(".")
+            name = managed_option(prefix, option)
+            if name is not None:
+                raise ValueError(
+                    f"custom attribute {key!r} sets {prefix} option {name!r}, which rackflow manages "
+                    "(job name, output, working directory, environment and identity are set by rackflow)"
+                )
+        return value
+
     @model_validator(mode="after")
     def _project_is_account(self) -> Attributes:
         if self.project_name is not None:
@@ -398,7 +438,12 @@ class JobDescription(_Strict):
     name: DirectiveText | None = Field(
         default=None, description="Informative; the scheduler job name is set by the caller."
     )
-    inherit_environment: bool = True
+    inherit_environment: bool = Field(
+        default=True,
+        description="True: the job starts from its Unix account's login environment (a login shell); "
+        "False: from an empty one. Never the Airflow worker's environment. Either way ``environment`` "
+        "is added.",
+    )
     environment: dict[Annotated[str, Field(max_length=MAX_NAME, pattern=ENV_NAME_PATTERN)], Text] = Field(
         default_factory=dict, max_length=MAX_ENVIRONMENT, json_schema_extra={"additionalProperties": False}
     )

@@ -2,7 +2,11 @@
 
 The run's conf is ``{"job": <job description>}`` validated by a JSON-schema ``Param``, so an invalid
 description is refused by ``POST /api/v2/dags/<dag_id>/dagRuns`` (400) before any run is recorded.
-The job id is the run id; the owner is the run's triggering user. Each task is one stage and records
+The job id is the run id; the owner is the run's triggering user, and the job runs as the Unix account
+``[rackflow] job_accounts`` maps the owner to: an owner without one fails ``stage_in`` with that reason
+and nothing is staged or submitted. The scheduler job name and the job directory
+(``<jobs_directory>/rf-<uuid>``, mode 0700, handed to the account before the submit) are generated
+when ``stage_in`` first records the job, never derived from the run id. Each task is one stage and records
 events in the rackflow database (:mod:`rackflow.db.jobs`); clearing a failed task restarts that stage
 (submit finds a job it submitted already instead of submitting twice).
 
@@ -24,9 +28,10 @@ from rackflow.db import jobs
 from rackflow.hooks.job_dirs import open_job_dir
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.scheduler import (
+    MissingJobAccount,
     SubmitToLocalSchedulerOperator,
     WaitForLocalSchedulerJobOperator,
-    job_workdir,
+    resolve_job,
 )
 
 JOB_DAG_ID = "rackflow_job"
@@ -63,7 +68,12 @@ def create_job_dag(
         return run.dag_id, run.run_id, getattr(run, "triggering_user_name", None)
 
     def workdir_of(context: Any) -> str:
-        return job_workdir(context["dag_run"].dag_id, context["dag_run"].run_id, scheduler)
+        """The job directory stage_in recorded (never recomputed from the run id)."""
+        dag_id_, run_id, owner = keys(context)
+        row = jobs.get_job(dag_id_, run_id)
+        if row is None or row.workdir is None or row.owner not in (None, owner):
+            raise AirflowFailException(f"no job directory recorded for {run_id}")
+        return row.workdir
 
     def description(context: Any) -> JobDescription:
         return parse_job_description(context["params"]["job"])
@@ -92,22 +102,28 @@ def create_job_dag(
             from rackflow.staging import StagingError, stage_in
 
             dag_id_, run_id, owner = keys(context)
-            workdir = workdir_of(context)
             who = jobs.termination_requested(dag_id_, run_id)
             if who:
                 raise AirflowSkipException(f"terminated by {who} before staging")
+            try:
+                identity = resolve_job(dag_id_, run_id, owner)
+            except MissingJobAccount as exc:
+                row = jobs.get_job(dag_id_, run_id)
+                if row is None or row.owner in (None, owner):  # never write into another owner's record
+                    jobs.record_event(dag_id_, run_id, "FAILED", str(exc), owner=owner)
+                raise
+            workdir = identity.workdir
             job = description(context)
             h = hook()
             jobs.record_event(
                 dag_id_,
                 run_id,
                 "QUEUED",
-                f"accepted; staging {len(job.stage_in)} input(s) into {workdir}",
-                owner=owner,
+                f"accepted; staging {len(job.stage_in)} input(s) into {workdir} (runs as {identity.account})",
                 scheduler=scheduler,
                 cluster=h.cluster_key,
-                workdir=workdir,
             )
+            h.create_job_dir(workdir)
             try:
                 with open_job_dir(workdir, ssh_conn_id, scheduler_hook=h) as job_dir:
                     return stage_in(job.stage_in, job_dir=job_dir, aws_conn_id=aws_conn_id)
@@ -123,7 +139,7 @@ def create_job_dag(
             scheduler=scheduler,
             ssh_conn_id=ssh_conn_id,
             env=env,
-            wait_for_completion=False,  # its default workdir is job_workdir(): <jobs_directory>/<job name>
+            wait_for_completion=False,  # name, directory and account: the ones stage_in recorded
             poll_interval=poll_interval,
         )
 
@@ -166,9 +182,11 @@ def create_job_dag(
 
         @task(task_id="cleanup", trigger_rule="all_done")
         def cleanup_task(**context: Any) -> str:
-            dag_id_, run_id, _ = keys(context)
-            workdir = workdir_of(context)
+            dag_id_, run_id, owner = keys(context)
             job_row = jobs.get_job(dag_id_, run_id)
+            if job_row is not None and job_row.owner not in (None, owner):
+                raise AirflowFailException(f"the job record of {run_id} is not this run's owner's")
+            workdir = job_row.workdir if job_row is not None else None
             state = job_row.state if job_row is not None else "FAILED"
             if state not in jobs.FINAL_STATES and (job_row is None or job_row.terminate_requested_at is None):
                 # A system failure left the job running or unknown: keep its directory so that clearing
@@ -176,11 +194,12 @@ def create_job_dag(
                 raise AirflowFailException(
                     f"job still {state} after a failed stage; clear that task to resume (directory kept)"
                 )
-            h = hook()
-            try:
-                h.remove_tree(workdir)
-            finally:
-                h.close()
+            if workdir is not None:
+                h = hook()
+                try:
+                    h.remove_tree(workdir)
+                finally:
+                    h.close()
             if (
                 job_row is not None
                 and job_row.terminate_requested_at is not None
@@ -193,7 +212,8 @@ def create_job_dag(
                     "CANCELED",
                     f"terminated at the request of {job_row.terminate_requested_by}",
                 )
-            jobs.record_event(dag_id_, run_id, None, f"job directory {workdir} removed")
+            if workdir is not None:
+                jobs.record_event(dag_id_, run_id, None, f"job directory {workdir} removed")
             if state != "COMPLETED":
                 message = job_row.message if job_row is not None and job_row.message else "no job record"
                 raise AirflowFailException(f"job {state}: {message}")

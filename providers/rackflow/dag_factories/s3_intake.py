@@ -30,7 +30,10 @@ AIRFLOW_HOME)::
       - name: fleet                 # DAG id s3_intake_fleet
         bucket: rackflow-jobs
         aws_conn_id: aws_fleet_s3
-        job_base_dir: ~/aws-job     # job directories: <job_base_dir>/<prefix> on the execution host
+        run_as: rf-intake           # the unprivileged Unix account its jobs run as (required)
+        job_base_dir: /var/lib/rackflow/s3-jobs  # job directories: <job_base_dir>/<prefix> (mode 0700,
+                                    # owned by run_as) on the execution host; the base must not be
+                                    # group/world-writable and must let run_as through (0711)
         scheduler: slurm
         ssh_conn_id: login1         # execution host: this login node over SSH/SFTP (omit: this host);
                                     # ~ is the remote user's home, scheduler commands run there too
@@ -53,8 +56,9 @@ from typing import Any
 import yaml
 
 DEFAULT_INTAKES: list[dict[str, Any]] = [
-    {"name": "rackflow_jobs", "bucket": "rackflow-jobs", "aws_conn_id": "aws_fleet_s3"}
+    {"name": "rackflow_jobs", "bucket": "rackflow-jobs", "aws_conn_id": "aws_fleet_s3", "run_as": "rf-intake"}
 ]
+DEFAULT_JOB_BASE_DIR = "/var/lib/rackflow/s3-jobs"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
 
 
@@ -65,7 +69,9 @@ class IntakeConfig:
     name: str
     bucket: str
     aws_conn_id: str = "aws_default"
-    job_base_dir: str = "~/aws-job"
+    # The Unix account the intake's jobs run as (never the service account): required.
+    run_as: str = ""
+    job_base_dir: str = DEFAULT_JOB_BASE_DIR
     scheduler: str = "slurm"
     # Execution host: None stages, submits and stages out here; an SSH connection id does it all on
     # that login node (files over SFTP, scheduler commands over SSH).
@@ -79,6 +85,14 @@ class IntakeConfig:
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"intake name {self.name!r}: letters, digits and '_' only")
+        if not self.run_as:
+            raise ValueError(f"intake {self.name}: run_as (the Unix account its jobs run as) is required")
+        from rackflow.hooks.scheduler import check_account
+
+        try:
+            check_account(self.run_as)
+        except ValueError as exc:
+            raise ValueError(f"intake {self.name}: run_as: {exc}") from exc
         if self.poll_interval <= 0 or self.scheduler_poll_interval <= 0:
             raise ValueError(f"intake {self.name}: poll intervals must be positive")
         # YAML gives None for an empty key; the DAG wants "no SSH" and "no extra environment".
@@ -119,7 +133,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
     """The intake DAG for one bucket."""
     from airflow.sdk import DAG, Asset, AssetWatcher, TriggerRule, get_current_context, task, task_group
 
-    from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook
+    from rackflow.hooks.s3_jobs import S3JobsHook
+    from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.operators.s3_intake import (
         ACCEPT_TASK_ID,
         CLAIMED_XCOM_KEY,
@@ -162,7 +177,12 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         default_args={
             "retries": 0,
             "on_failure_callback": job_task_failed(
-                config.bucket, config.aws_conn_id, config.scheduler, config.ssh_conn_id, config.scheduler_env
+                config.bucket,
+                config.aws_conn_id,
+                config.scheduler,
+                config.ssh_conn_id,
+                config.scheduler_env,
+                config.run_as,
             ),
         },
         tags=["rackflow", "s3-intake"],
@@ -187,8 +207,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         def accept(job: Any) -> dict[str, Any]:
             context = get_current_context()
             ti = context["ti"]
-            scheduler = LocalScriptScheduler(
-                config.scheduler, env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
+            scheduler = LocalSchedulerHook(
+                scheduler=config.scheduler, env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
             )
             try:
                 return accept_job(
@@ -200,6 +220,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
                     on_claimed=lambda claimed: ti.xcom_push(key=CLAIMED_XCOM_KEY, value=claimed),
                     ssh_conn_id=config.ssh_conn_id,
                     on_submitted=lambda job_id: ti.xcom_push(key=SUBMITTED_XCOM_KEY, value=job_id),
+                    run_as=config.run_as,
                 )
             finally:
                 scheduler.close()

@@ -7,9 +7,11 @@ cancel command) are conditional UPDATEs, so concurrent callers cannot both act.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -32,6 +34,65 @@ class EventOut:
     message: str
     scheduler_job_id: str | None
     node: str | None
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """Who a job belongs to and where it lives on the scheduler side, fixed when it is first recorded."""
+
+    owner: str | None
+    account: str | None
+    job_name: str
+    workdir: str
+
+
+class JobOwnerMismatch(RuntimeError):
+    """The job record belongs to another user than the run now asking for it."""
+
+
+def new_job_name() -> str:
+    """A scheduler job name no user chooses: ``rf-<uuid4 hex>`` (also the job directory's name)."""
+    return f"rf-{uuid.uuid4().hex}"
+
+
+def job_identity(
+    dag_id: str,
+    run_id: str,
+    *,
+    owner: str | None,
+    jobs_directory: str,
+    account: str | None = None,
+    job_name: str | None = None,
+    workdir: str | None = None,
+    url: str | None = None,
+) -> JobIdentity:
+    """The job's owner, account, scheduler job name and directory; the first caller fixes them.
+
+    The name is :func:`new_job_name` (or ``job_name``, chosen by a DAG author), the directory
+    ``<jobs_directory>/<name>`` (or ``workdir``); every later call -- a retried or cleared stage --
+    gets the same ones, so a resubmission finds the job it submitted. Raises
+    :class:`JobOwnerMismatch` when the record was made for another owner (e.g. a deleted run's id
+    reused by someone else).
+    """
+    ensure_job(dag_id, run_id, url=url)
+    name = job_name or new_job_name()
+    directory = workdir or str(PurePosixPath(jobs_directory) / name)
+    where = (Job.dag_id == dag_id, Job.run_id == run_id)
+    with session_scope(url) as session:
+        session.execute(
+            update(Job).where(*where, Job.job_name.is_(None)).values(job_name=name, workdir=directory)
+        )
+        if owner is not None:
+            session.execute(update(Job).where(*where, Job.owner.is_(None)).values(owner=owner))
+        if account is not None:
+            session.execute(update(Job).where(*where, Job.account.is_(None)).values(account=account))
+    row = get_job(dag_id, run_id, url=url)
+    assert row is not None and row.job_name is not None and row.workdir is not None
+    if owner is not None and row.owner != owner:
+        raise JobOwnerMismatch(
+            f"job record {dag_id}/{run_id} belongs to {row.owner!r}, not {owner!r}: not touching it"
+        )
+    return JobIdentity(row.owner, row.account, row.job_name, row.workdir)
 
 
 def ensure_job(dag_id: str, run_id: str, *, url: str | None = None, **fields: Any) -> None:
@@ -189,11 +250,15 @@ def _aware(at: datetime) -> datetime:
 __all__ = [
     "FINAL_STATES",
     "EventOut",
+    "JobIdentity",
+    "JobOwnerMismatch",
     "claim_cancel",
     "ensure_job",
     "events",
     "get_job",
     "get_jobs",
+    "job_identity",
+    "new_job_name",
     "pending_terminations",
     "record_event",
     "request_termination",

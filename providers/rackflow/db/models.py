@@ -84,6 +84,8 @@ class Job(Base):
     """A batch job run by a DAG run (job id = run id): where it went, how it ended, who asked to stop it.
 
     Ownership is the run's ``triggering_user_name`` in Airflow; ``owner`` is a copy for listing.
+    ``job_name`` (the scheduler job name) and ``workdir`` come from a uuid rackflow generates when the
+    job is first recorded, never from the run id; ``account`` is the Unix account it runs as.
     """
 
     __tablename__ = "rackflow_job"
@@ -96,6 +98,7 @@ class Job(Base):
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64))
     job_name: Mapped[str | None] = mapped_column(String(250))
     workdir: Mapped[str | None] = mapped_column(Text)
+    account: Mapped[str | None] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="QUEUED")
     message: Mapped[str | None] = mapped_column(Text)
     exit_code: Mapped[int | None] = mapped_column(Integer)

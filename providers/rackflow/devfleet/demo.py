@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from rackflow.core.fleet import Fleet
-from rackflow.devfleet.fleet import S3_CONN_ID, DevFleet
+from rackflow.devfleet.fleet import S3_CONN_ID, DevFleet, job_accounts_env
 from rackflow.devfleet.servers import wait_for_port
 
 # Demo logins of Airflow's simple auth manager: user -> (role, password). Loopback only.
@@ -68,16 +68,24 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         # intake's bucket (other uploaders' files), no sftp:// (ssh_fleet logs in as root), no http(s).
         "AIRFLOW__RACKFLOW__STAGING_S3_SOURCES": "rackflow-results",
         "AIRFLOW__RACKFLOW__STAGING_S3_TARGETS": "rackflow-results",
+        # Batch jobs run as rf-<user>, accounts the devfleet creates (job directories: the default base).
+        **job_accounts_env(),
     }
 
 
 def prepare_home(home: Path) -> None:
+    """AIRFLOW_HOME (airflow.cfg, the password file, both DBs): this user's only (0700), so no batch
+    job account can read a secret in it."""
     home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)
     # WAL (a property of the DB file, kept across opens): readers no longer block the writer.
     with sqlite3.connect(home / "airflow.db") as db:
         db.execute("PRAGMA journal_mode=WAL")
     passwords = {user: password for user, (_role, password) in DEMO_USERS.items()}
-    (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(passwords))
+    password_file = home / "simple_auth_manager_passwords.json.generated"
+    password_file.touch(mode=0o600)
+    password_file.chmod(0o600)
+    password_file.write_text(json.dumps(passwords))
 
 
 def wait_healthy(port: int, timeout: float, proc: subprocess.Popen) -> bool:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,36 @@ from rackflow.devfleet.servers import (
 
 SSH_CONN_ID = "ssh_fleet"
 S3_CONN_ID = "aws_fleet_s3"
+# Unix accounts batch jobs run as: one per demo/test login that may submit jobs ([rackflow]
+# job_accounts), and the S3 intake's run_as. Created (idempotently) when the fleet starts.
+JOB_ACCOUNTS = {"admin": "rf-admin", "operator": "rf-operator", "alice": "rf-alice", "bob": "rf-bob"}
+INTAKE_ACCOUNT = "rf-intake"
+
+
+def ensure_accounts(names: list[str]) -> None:
+    """Create each unprivileged account that does not exist yet (``useradd``, own group, bash, home)."""
+    for name in names:
+        if subprocess.run(["getent", "passwd", name], capture_output=True).returncode == 0:
+            continue
+        done = subprocess.run(
+            ["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name],
+            capture_output=True,
+            text=True,
+        )
+        # exit 9: created meanwhile by another process
+        if done.returncode not in (0, 9):
+            raise RuntimeError(f"useradd {name} failed: {done.stderr.strip()}")
+
+
+def job_accounts_env() -> dict[str, str]:
+    """``[rackflow] job_accounts`` for the demo/test logins, as Airflow reads it from the environment."""
+    return {"AIRFLOW__RACKFLOW__JOB_ACCOUNTS": json.dumps(JOB_ACCOUNTS)}
+
+
+def traversable(path: Path) -> bool:
+    """Whether every directory from / to ``path`` lets other users through (o+x)."""
+    return all(part.stat().st_mode & stat.S_IXOTH for part in [path, *path.parents])
+
 
 # A domain XML for the libvirt test driver. Memory in KiB.
 TEST_DOMAIN_XML = """<domain type='test'>
@@ -57,6 +90,19 @@ class DevFleet:
         self.workdir = Path(self.workdir)
         if self.fleet.devfleet is None:
             raise ValueError("the fleet file has no devfleet section: nothing to start")
+
+    def _shared_dir(self, name: str) -> Path:
+        """A work directory job accounts can reach (Slurm's config and munge socket): under the fleet's
+        work directory when its parents let them through, else a fresh one of its own (mode 0755)."""
+        ensure_accounts([*JOB_ACCOUNTS.values(), INTAKE_ACCOUNT])
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if traversable(self.workdir):
+            path = self.workdir / name
+            path.mkdir(exist_ok=True)
+        else:
+            path = Path(tempfile.mkdtemp(prefix=f"rackflow-{name}-"))
+        path.chmod(0o755)
+        return path
 
     def _port(self, configured: int | None) -> int:
         return 0 if self.free_ports or not configured else configured
@@ -95,7 +141,9 @@ class DevFleet:
                     libvirt_uri=self.bmc_plane.uri,
                 ).start()
             if spec.slurm_port is not None:
-                self.slurm = Slurm(workdir=self.workdir / "slurm", port=self._port(spec.slurm_port)).start()
+                self.slurm = Slurm(
+                    workdir=self._shared_dir("slurm"), port=self._port(spec.slurm_port)
+                ).start()
             if spec.ssh_port is not None:
                 self.sshd = Sshd(workdir=self.workdir / "ssh", port=self._port(spec.ssh_port)).start()
             if spec.s3_port is not None:
@@ -149,11 +197,15 @@ class DevFleet:
     def env(self) -> dict[str, str]:
         """Environment for Airflow processes (and tests) to reach the fleet."""
         env = {conn_env_name(cid): json.dumps(conn) for cid, conn in self.connections().items()}
+        env.update(job_accounts_env())
         if self.slurm is not None:
             env.update(self.slurm.env)
         return env
 
     def write_env_file(self, path: Path) -> None:
+        """The fleet's connections (with their secrets) for a shell: readable by this user only."""
+        path.touch(mode=0o600)
+        path.chmod(0o600)
         path.write_text("".join(f"export {k}={_shell_quote(v)}\n" for k, v in self.env().items()))
 
     def apply_env(self) -> None:

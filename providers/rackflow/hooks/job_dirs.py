@@ -7,7 +7,9 @@ list it, read results back. :class:`LocalJobDirectory` uses this host's file sys
 provider's ``SSHHook``, through :class:`~rackflow.hooks.scheduler.LocalSchedulerHook`, which runs the
 scheduler commands on the same node). Both keep the same rules:
 
-* the job directory is created here and must not exist before (a job never reuses an old directory);
+* the job directory is created here, mode 0700, and must not exist before (a job never reuses an old
+  directory); its base is made 0711 when missing and refused when group- or world-writable (anyone
+  could swap a job's directory there). The submit then hands it to the intake's ``run_as`` account;
 * files are created exclusively (``O_EXCL``; over SFTP paramiko's ``"x"`` mode, which OpenSSH's
   sftp-server passes on as ``O_CREAT|O_EXCL``, so an existing file or a symlink there is refused);
 * every directory created or descended inside the job directory is ``lstat``-ed first and a symlink
@@ -38,6 +40,22 @@ if TYPE_CHECKING:
     from rackflow.hooks.scheduler import LocalSchedulerHook
 
 _NS = 1_000_000_000
+BASE_MODE = 0o711
+JOB_DIR_MODE = 0o700
+
+
+class UnsafeBaseError(OSError):
+    """A job directory base that others may write to."""
+
+
+def check_base_mode(base: str, mode: int) -> None:
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeBaseError(
+            errno.EPERM,
+            f"job directory base is group- or world-writable (mode {stat.S_IMODE(mode):o}); "
+            "use one only its owner can write (0711)",
+            base,
+        )
 
 
 def job_dir_path(base_dir: str | Path, prefix: str) -> str:
@@ -61,7 +79,8 @@ class JobDirectory(ABC):
 
     @abstractmethod
     def create(self) -> None:
-        """Create the missing parents and the job directory itself; FileExistsError if it is there."""
+        """Create the missing parents (the base: 0711) and the job directory itself (0700);
+        FileExistsError if it is there, :class:`UnsafeBaseError` if the base is group/world-writable."""
 
     @abstractmethod
     def make_dirs(self, parts: Sequence[str]) -> None:
@@ -146,8 +165,13 @@ class LocalJobDirectory(JobDirectory):
         return self._path.exists() or self._path.is_symlink()
 
     def create(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._path.mkdir(mode=0o755)  # FileExistsError: a job of this name ran here before
+        base = self._path.parent
+        if not base.exists():
+            base.mkdir(parents=True, exist_ok=True)
+            base.chmod(BASE_MODE)
+        check_base_mode(str(base), base.stat().st_mode)
+        self._path.mkdir(mode=JOB_DIR_MODE)  # FileExistsError: a job of this name ran here before
+        self._path.chmod(JOB_DIR_MODE)  # whatever the umask
 
     @contextlib.contextmanager
     def _dir_fd(self, parts: Sequence[str], *, create: bool = False) -> Iterator[int]:
@@ -324,14 +348,19 @@ class SftpJobDirectory(JobDirectory):
                 raise
 
     def create(self) -> None:
-        self._make_parents(posixpath.dirname(self.path))
+        base = posixpath.dirname(self.path)
+        if self._stat(base) is None:
+            self._make_parents(base)
+            self._sftp.chmod(base, BASE_MODE)
+        check_base_mode(base, self._sftp.stat(base).st_mode or 0)
         try:
-            self._sftp.mkdir(self.path, 0o755)
+            self._sftp.mkdir(self.path, JOB_DIR_MODE)
         except OSError as err:
             # OpenSSH answers an existing path with a generic failure; tell it apart by looking.
             if self._lstat(self.path) is not None:
                 raise FileExistsError(errno.EEXIST, "job directory exists", str(self)) from err
             raise
+        self._sftp.chmod(self.path, JOB_DIR_MODE)  # whatever the server's umask
 
     def make_dirs(self, parts: Sequence[str]) -> None:
         current = self.path
@@ -431,6 +460,7 @@ __all__ = [
     "JobDirectory",
     "LocalJobDirectory",
     "SftpJobDirectory",
+    "UnsafeBaseError",
     "as_job_directory",
     "job_dir_path",
     "open_job_dir",

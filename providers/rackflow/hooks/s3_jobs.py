@@ -24,8 +24,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 from botocore.exceptions import ClientError
@@ -52,6 +52,9 @@ from rackflow.core.s3_protocol import (
     validate_job_prefix,
 )
 from rackflow.hooks.job_dirs import JobDirectory, as_job_directory
+
+if TYPE_CHECKING:
+    from rackflow.hooks.scheduler import LocalSchedulerHook
 
 log = logging.getLogger(__name__)
 
@@ -501,84 +504,26 @@ class S3JobsHook(BaseHook):
 
 
 # -- scheduler bridge ---------------------------------------------------------------------------------
-# The uploader's own job script (with its own #SBATCH lines) is submitted as-is from the job directory,
-# idempotently by job name, through the batch-jobs layer's LocalSchedulerHook (its submit() writes a
-# script from a job description, so only the sbatch command line is built here).
-
-
-class ScriptSubmitError(RuntimeError):
-    """The scheduler refused the job script; the message carries its output."""
-
-
-class LocalScriptScheduler:
-    """
-    Submit an existing job script with the local scheduler's client commands and poll its state.
-
-    :param scheduler: scheduler kind (only ``slurm`` can take the job name and directory from the
-        command line so far).
-    :param env: extra environment for the client commands (e.g. ``SLURM_CONF``).
-    :param ssh_conn_id: SSH connection of the login node the commands run on; None: this host.
-    """
-
-    def __init__(
-        self,
-        scheduler: str = "slurm",
-        *,
-        env: Mapping[str, str] | None = None,
-        ssh_conn_id: str | None = None,
-    ) -> None:
-        from rackflow.hooks.scheduler import LocalSchedulerHook
-
-        self.hook = LocalSchedulerHook(scheduler=scheduler, ssh_conn_id=ssh_conn_id, env=dict(env or {}))
-        self.adapter = self.hook.adapter
-        if self.adapter.kind != "slurm":
-            raise ValueError(f"S3 intake submits job scripts to slurm only so far, not {scheduler!r}")
-
-    def job_name(self, raw: str) -> str:
-        return self.adapter.normalize_job_name(raw)
-
-    def close(self) -> None:
-        self.hook.close()
-
-    def submit(self, job_dir: str | Path, job_name: str) -> tuple[str, bool]:
-        """Submit ``job_dir/aws-job-run.sh`` from ``job_dir`` (a path on the host the commands run on)
-        unless a job ``job_name`` exists.
-
-        Returns (job id, newly submitted).
-        """
-        existing = self.hook.find_by_name(job_name)
-        if existing:
-            return existing[0], False
-        script = PurePosixPath(job_dir) / JOB_SCRIPT_NAME
-        argv = [
-            *self.adapter.submit_command(str(script))[:-1],
-            f"--job-name={job_name}",
-            f"--chdir={job_dir}",
-            str(script),
-        ]
-        out = self.hook.run(argv, check=False)
-        if out.returncode != 0:
-            raise ScriptSubmitError(f"sbatch refused the job script: {(out.stderr or out.stdout).strip()}")
-        return self.adapter.parse_submit_output(out.stdout), True
-
-    def cancel(self, job_id: str) -> bool:
-        """Cancel the scheduler job; False when the scheduler no longer knows it."""
-        return self.hook.cancel(job_id)
-
-    def status(self, job_ids: list[str]) -> dict[str, Any]:
-        """``{job_id: JobStatus}`` from one status command (a job the scheduler forgot reads FAILED)."""
-        return dict(self.hook.statuses(job_ids))
+# The uploader's own job script (with its own directives) is submitted as-is from the job directory, as
+# the intake's run_as account, idempotently by job name, through the batch-jobs layer's
+# LocalSchedulerHook.submit_script (options rackflow manages on the command line).
 
 
 def cancel_intake_job(
-    hook: S3JobsHook, scheduler: LocalScriptScheduler, prefix: str, job_id: str, why: str
+    hook: S3JobsHook,
+    scheduler: LocalSchedulerHook,
+    prefix: str,
+    job_id: str,
+    why: str,
+    account: str | None = None,
 ) -> JobStatusFile | None:
-    """Cancel a submitted intake job and write ``CANCELED`` with ``why`` unless its status is terminal.
+    """Cancel a submitted intake job (as ``account``, the intake's run_as) and write ``CANCELED`` with
+    ``why`` unless its status is terminal.
 
     The scheduler job is cancelled first (so a status reading CANCELED never hides a live job); what the
     status object says afterwards is returned (None when it is gone).
     """
-    known = scheduler.cancel(job_id)
+    known = scheduler.cancel(job_id, account=account)
     log.info("%s: scheduler job %s %s", prefix, job_id, "cancelled" if known else "was already gone")
     return hook.end_unless_terminal(
         prefix, JobStatus.CANCELED, reason=f"{why}; scheduler job {job_id} cancelled", scheduler_job_id=job_id

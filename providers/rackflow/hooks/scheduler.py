@@ -1,10 +1,21 @@
 """LocalSchedulerHook: run a batch scheduler adapter's commands on this host or on a login node over SSH.
 
 The adapters in :mod:`rackflow.core.schedulers` only build command lines and parse output; this hook
-runs them. Without ``ssh_conn_id`` commands run here (``subprocess``, with ``env`` added to the
-process environment); with one they run on the login node through the ssh provider's
-:class:`~airflow.providers.ssh.hooks.ssh.SSHHook` (``env`` is prefixed as ``env K=V``), and files go
-over SFTP. One :meth:`statuses` call asks about any number of jobs with one scheduler command.
+runs them. Without ``ssh_conn_id`` commands run here (``subprocess``); with one they run on the login
+node through the ssh provider's :class:`~airflow.providers.ssh.hooks.ssh.SSHHook`, and files go over
+SFTP. One :meth:`statuses` call asks about any number of jobs with one scheduler command.
+
+Confinement, the same locally and over SSH:
+
+* No command inherits the worker's environment (``AIRFLOW__*`` secrets, ``AIRFLOW_CONN_*``): each
+  gets :meth:`LocalSchedulerHook.command_env` -- a minimal ``PATH``, the scheduler client's own
+  variables found in the worker's environment (locally only, e.g. ``SLURM_CONF``) and ``env``.
+* Submitting and cancelling run as the job's Unix account:
+  ``sudo -n -u ACCOUNT -- env -i -C WORKDIR PATH=... <scheduler env> <command>`` (root needs no
+  sudoers entry; a non-root service account needs one, see the README's security model).
+* A job directory is made mode 0700 under a base that is not world-writable, and handed to the
+  account (``chown -R``) after staging in, before the submit. The service account (root) still reads
+  it for stage-out and removes it in cleanup.
 
 A job's final state and usage come from what the live queue reports or, once the job has left it,
 from the scheduler's accounting (Slurm: slurmdbd through ``sacct``), never from a controller that is
@@ -16,7 +27,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shlex
+import stat
 import subprocess
 import threading
 from collections import Counter
@@ -36,6 +49,29 @@ from rackflow.core.schedulers import (
     SchedulerError,
     get_adapter,
 )
+
+# PATH of every scheduler command (``env`` may replace it, e.g. for /opt/slurm/bin).
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The variables each scheduler's client commands read to find their cluster: the only part of the
+# worker's environment a (local) scheduler command sees.
+CLIENT_ENV: dict[str, tuple[str, ...]] = {
+    "slurm": ("SLURM_CONF",),
+    "pbspro": ("PBS_CONF_FILE", "PBS_SERVER"),
+    "lsf": ("LSF_ENVDIR", "LSF_SERVERDIR", "LSF_BINDIR", "LSF_LIBDIR"),
+    "sge": ("SGE_ROOT", "SGE_CELL", "SGE_QMASTER_PORT", "SGE_EXECD_PORT", "SGE_CLUSTER_NAME"),
+}
+_ACCOUNT_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+
+
+def check_account(account: str) -> str:
+    """A Unix account name as ``useradd`` takes it (no option, no path, no shell text)."""
+    if not _ACCOUNT_RE.match(account) or account == "root":
+        raise ValueError(f"{account!r} is not an unprivileged Unix account name")
+    return account
+
+
+class JobDirectoryError(RuntimeError):
+    """The job directory or its base is unsafe (world-writable base, not a directory...)."""
 
 
 class SchedulerCommandError(RuntimeError):
@@ -74,7 +110,8 @@ class LocalSchedulerHook(BaseHook):
 
     :param scheduler: adapter kind: ``slurm``, ``pbspro``, ``lsf`` or ``sge``.
     :param ssh_conn_id: SSH connection of a login node; None runs the commands on this host.
-    :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
+    :param env: environment of the scheduler commands on top of a minimal ``PATH`` and the client's
+        own variables (e.g. ``SLURM_CONF``); nothing else of the worker's environment is passed.
     :param command_timeout: seconds before a scheduler command is abandoned.
     :param accounting_lag: seconds to keep asking the scheduler's accounting about a job that has
         ended while it has no final record of it yet.
@@ -106,6 +143,7 @@ class LocalSchedulerHook(BaseHook):
         self.accounting_lag = accounting_lag
         self._ssh_client: Any = None
         self._ssh_hook: Any = None
+        self._root: bool | None = None
         self._lock = threading.Lock()
 
     # -- identity -----------------------------------------------------------------------------------
@@ -137,15 +175,64 @@ class LocalSchedulerHook(BaseHook):
             self._ssh_client.close()
             self._ssh_client = None
 
-    def run(self, argv: list[str], *, check: bool = True) -> CommandResult:
-        """Run one command (an argv list); raise :class:`SchedulerCommandError` on failure if ``check``."""
+    def command_env(self) -> dict[str, str]:
+        """The whole environment of a scheduler command: a minimal PATH, the scheduler client's
+        variables from this process (local commands only) and ``env``."""
+        env = {"PATH": DEFAULT_PATH}
+        if self.ssh_conn_id is None:
+            env.update({k: os.environ[k] for k in CLIENT_ENV.get(self.adapter.kind, ()) if k in os.environ})
+        env.update(self.env)
+        return env
+
+    def command_line(
+        self, argv: list[str], *, account: str | None = None, cwd: str | None = None
+    ) -> list[str]:
+        """``argv`` as it runs: with its whole environment in front (``env -i``) and, for ``account``,
+        through ``sudo -n -u ACCOUNT``. The same line runs locally and on a login node."""
+        env_argv = [
+            "env",
+            "-i",
+            *(["-C", cwd] if cwd else []),
+            *(f"{k}={v}" for k, v in self.command_env().items()),
+        ]
+        if account is None:
+            return [*env_argv, *argv]
+        return ["sudo", "-n", "-u", check_account(account), "--", *env_argv, *argv]
+
+    def _is_root(self) -> bool:
+        if self._root is None:
+            if self.ssh_conn_id is None:
+                self._root = os.geteuid() == 0
+            else:
+                self._root = self.run(["id", "-u"]).stdout.strip() == "0"
+        return self._root
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        check: bool = True,
+        account: str | None = None,
+        cwd: str | None = None,
+        privileged: bool = False,
+    ) -> CommandResult:
+        """Run one command (an argv list); raise :class:`SchedulerCommandError` on failure if ``check``.
+
+        :param account: run it as this Unix account (``sudo -n -u``), never as the service account.
+        :param cwd: its working directory.
+        :param privileged: it needs root (``chown`` of a job directory): ``sudo -n`` unless root.
+        """
         with self._count_lock:
             self.commands_run[(self.cluster_key, argv[0])] += 1
+        if privileged and account is None and not self._is_root():
+            line = ["sudo", "-n", "--", *argv]  # sudo's env_reset: no environment of ours either
+        else:
+            line = self.command_line(argv, account=account, cwd=cwd)
         if self.ssh_conn_id is None:
             try:
                 proc = subprocess.run(
-                    argv,
-                    env={**os.environ, **self.env},
+                    line,
+                    env={"PATH": DEFAULT_PATH},
                     capture_output=True,
                     text=True,
                     timeout=self.command_timeout,
@@ -154,11 +241,7 @@ class LocalSchedulerHook(BaseHook):
                 raise SchedulerCommandError(argv, 127, "", str(exc)) from exc
             result = CommandResult(proc.returncode, proc.stdout, proc.stderr)
         else:
-            command = " ".join(shlex.quote(a) for a in argv)
-            if self.env:
-                command = (
-                    "env " + " ".join(shlex.quote(f"{k}={v}") for k, v in self.env.items()) + " " + command
-                )
+            command = shlex.join(line)
             with self._lock:
                 client = self._ssh()
                 assert self._ssh_hook is not None
@@ -169,6 +252,29 @@ class LocalSchedulerHook(BaseHook):
         if check and result.returncode != 0:
             raise SchedulerCommandError(argv, result.returncode, result.stdout, result.stderr)
         return result
+
+    # -- job directories ----------------------------------------------------------------------------
+
+    def create_job_dir(self, workdir: str) -> None:
+        """Make ``workdir`` (mode 0700) under its base directory, which is made 0711 when missing and
+        must not be group- or world-writable (anyone could swap a job's directory there)."""
+        base = str(PurePosixPath(workdir).parent)
+        self.run(["mkdir", "-p", "-m", "0711", "--", base], privileged=True)
+        mode = int(self.run(["stat", "-L", "-c", "%a", "--", base]).stdout.strip() or "0", 8)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise JobDirectoryError(
+                f"job directory base {base} is group- or world-writable (mode {mode:o}); use a base "
+                "only root can write, e.g. /var/lib/rackflow/jobs (mode 0711)"
+            )
+        self.run(["mkdir", "-p", "-m", "0700", "--", workdir], privileged=True)
+
+    def hand_over(self, workdir: str, account: str) -> None:
+        """Give the job directory and everything staged into it to ``account``, mode 0700.
+
+        ``chown -R`` does not follow symlinks inside the directory (GNU chown: ``-R`` implies ``-P``).
+        """
+        self.run(["chown", "-R", "--", f"{check_account(account)}:", workdir], privileged=True)
+        self.run(["chmod", "0700", "--", workdir], privileged=True)
 
     # -- files on the cluster side ------------------------------------------------------------------
 
@@ -226,7 +332,7 @@ class LocalSchedulerHook(BaseHook):
         return sorted(files)
 
     def remove_tree(self, path: str) -> None:
-        self.run(["rm", "-rf", "--", path])
+        self.run(["rm", "-rf", "--", path], privileged=True)
 
     # -- scheduler operations -----------------------------------------------------------------------
 
@@ -236,11 +342,19 @@ class LocalSchedulerHook(BaseHook):
         return self.adapter.parse_find_by_name_output(out.stdout, job_name)
 
     def submit(
-        self, job: JobDescription, *, job_name: str, comment: str, workdir: str, find_existing: bool = True
+        self,
+        job: JobDescription,
+        *,
+        job_name: str,
+        comment: str,
+        workdir: str,
+        account: str,
+        find_existing: bool = True,
     ) -> SubmitResult:
-        """Submit ``job`` once: if a job named ``job_name`` exists already, return it instead.
+        """Submit ``job`` once, as ``account``: if a job named ``job_name`` exists already, return it.
 
-        The submit script goes to ``<workdir>/<adapter.script_name>``; ``workdir`` is created.
+        The submit script goes to ``<workdir>/<adapter.script_name>``; ``workdir`` is created (see
+        :meth:`create_job_dir`) and handed to ``account`` before the submit.
         """
         job_name = self.adapter.normalize_job_name(job_name)
         if find_existing:
@@ -249,15 +363,47 @@ class LocalSchedulerHook(BaseHook):
                 self.log.info("Job %s exists already as %s; not submitting again", job_name, existing[0])
                 return SubmitResult(existing[0], job_name, existing=True)
         script = self.adapter.submit_script(job, job_name, comment, workdir)
-        self.make_dirs(workdir)
+        self.create_job_dir(workdir)
         script_path = str(PurePosixPath(workdir) / self.adapter.script_name)
         self.write_text(script_path, script, 0o755)
-        argv = self.adapter.submit_command(script_path)
-        result = self.run(argv, check=False)
+        return self._submit(script_path, job_name, comment, workdir, account, output=True)
+
+    def submit_script(
+        self,
+        script_path: str,
+        *,
+        job_name: str,
+        workdir: str,
+        account: str,
+        comment: str = "",
+        find_existing: bool = True,
+    ) -> SubmitResult:
+        """Submit a ready-made script (e.g. an S3 upload's) once, as ``account``, from ``workdir``.
+
+        Its own directives stay, except for the options rackflow manages (job name, working directory,
+        environment), which the command line overrides. ``workdir`` is handed to ``account`` first.
+        """
+        job_name = self.adapter.normalize_job_name(job_name)
+        if find_existing:
+            existing = self.find_by_name(job_name)
+            if existing:
+                return SubmitResult(existing[0], job_name, existing=True)
+        return self._submit(script_path, job_name, comment, workdir, account, output=False)
+
+    def _submit(
+        self, script_path: str, job_name: str, comment: str, workdir: str, account: str, *, output: bool
+    ) -> SubmitResult:
+        self.hand_over(workdir, account)
+        argv = self.adapter.managed_submit_command(
+            script_path, job_name=job_name, workdir=workdir, comment=comment, output=output
+        )
+        result = self.run(argv, check=False, account=account, cwd=workdir)
         if result.returncode != 0:
             raise SchedulerRejectedJob(argv, result.returncode, result.stdout, result.stderr)
         job_id = self.adapter.parse_submit_output(result.stdout)
-        self.log.info("Submitted %s to %s as job %s", job_name, self.cluster_key, job_id)
+        self.log.info(
+            "Submitted %s to %s as job %s (account %s)", job_name, self.cluster_key, job_id, account
+        )
         return SubmitResult(job_id, job_name, existing=False)
 
     def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
@@ -360,13 +506,15 @@ class LocalSchedulerHook(BaseHook):
         }
         return {key: at.isoformat() for key, at in times.items() if at is not None}
 
-    def cancel(self, job_id: str) -> bool:
-        """Cancel ``job_id``; False when the scheduler no longer knows it (already gone)."""
+    def cancel(self, job_id: str, account: str | None = None) -> bool:
+        """Cancel ``job_id`` (as the job's ``account`` when given, as owners may; else as this service
+        account, which then must be a scheduler operator or root); False when the scheduler no longer
+        knows it (already gone)."""
         argv = self.adapter.cancel_command(job_id)
         if self.adapter.kind == "slurm":
             # scancel exits 0 for an unknown id and says so ("Invalid job id specified") only when verbose.
             argv = [argv[0], "--verbose", *argv[1:]]
-        result = self.run(argv, check=False)
+        result = self.run(argv, check=False, account=account)
         if self.adapter.is_unknown_job_error(result.stderr + result.stdout):
             return False
         if result.returncode != 0:
@@ -383,10 +531,14 @@ def cluster_key(kind: str, ssh_conn_id: str | None, env: dict[str, str] | None =
 
 
 __all__ = [
+    "CLIENT_ENV",
+    "DEFAULT_PATH",
     "CommandResult",
+    "JobDirectoryError",
     "LocalSchedulerHook",
     "SchedulerCommandError",
     "SchedulerRejectedJob",
     "SubmitResult",
+    "check_account",
     "cluster_key",
 ]

@@ -3,10 +3,14 @@
 Each step is a plain function over :class:`~rackflow.hooks.s3_jobs.S3JobsHook` (the intake DAG wraps
 them in tasks), except the wait, which is a deferrable operator. The job directory is on the execution
 host: this one, or a login node over SSH/SFTP (``ssh_conn_id``; see :mod:`rackflow.hooks.job_dirs`),
-where the scheduler commands then run too. A step that fails for a reason the job
-owner should see writes ``FAILED`` with that reason before raising; a step that finds the status object
-changed or deleted under it (another poller, or the uploader removed the job) stops quietly, so a job
-never runs twice and rackflow never recreates what the uploader deleted.
+where the scheduler commands then run too. Submit, poll and cancel go through
+:class:`~rackflow.hooks.scheduler.LocalSchedulerHook`, like the job API's jobs: the job runs as the
+intake's ``run_as`` account (its directory, mode 0700, is handed to that account before the submit),
+with no environment but its own, and the options rackflow manages on the submit command line.
+A step that fails for a reason the job owner should see writes ``FAILED`` with that reason before
+raising; a step that finds the status object changed or deleted under it (another poller, or the
+uploader removed the job) stops quietly, so a job never runs twice and rackflow never recreates what
+the uploader deleted.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow.configuration import conf
@@ -31,12 +35,8 @@ from rackflow.core.s3_protocol import (
     take_manifest,
 )
 from rackflow.hooks.job_dirs import job_dir_path, open_job_dir
-from rackflow.hooks.s3_jobs import (
-    LocalScriptScheduler,
-    S3JobsHook,
-    StatusConflict,
-    cancel_intake_job,
-)
+from rackflow.hooks.s3_jobs import S3JobsHook, StatusConflict, cancel_intake_job
+from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.triggers.s3_job_status import ScriptJobStateTrigger, job_state_event
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 ACCEPT_TASK_ID = "accept"
 CLAIMED_XCOM_KEY = "claimed"
 SUBMITTED_XCOM_KEY = "submitted_job_id"
+
+
+class ScriptRefused(RuntimeError):
+    """The scheduler refused the job script; the message carries what it said."""
 
 
 class JobFailed(RuntimeError):
@@ -130,31 +134,50 @@ def stage_in_job(
 def submit_job(
     hook: S3JobsHook,
     staged: dict[str, Any],
-    scheduler: LocalScriptScheduler,
+    scheduler: LocalSchedulerHook,
     claim_id: str,
+    run_as: str,
     on_submitted: Callable[[str], None] = lambda job_id: None,
 ) -> dict[str, Any]:
-    """Submit the job script from its directory (idempotent by job name) and write ``QUEUED <id>``;
-    ``on_submitted`` records the id before the status write can fail."""
+    """Submit the job script from its directory as ``run_as`` (idempotent by job name) and write
+    ``QUEUED <id>``; ``on_submitted`` records the id before the status write can fail."""
     prefix = staged["prefix"]
     with failing_job(hook, prefix, "submit"):
-        name = scheduler_job_name(hook.bucket_name, prefix, claim_id)
-        job_id, new = scheduler.submit(staged["job_dir"], scheduler.job_name(name))
+        account = check_account(run_as)
+        name = scheduler.adapter.normalize_job_name(scheduler_job_name(hook.bucket_name, prefix, claim_id))
+        script = str(PurePosixPath(staged["job_dir"]) / JOB_SCRIPT_NAME)
+        try:
+            submitted = scheduler.submit_script(
+                script, job_name=name, workdir=staged["job_dir"], account=account, comment=f"s3 {prefix}"
+            )
+        except SchedulerRejectedJob as exc:
+            client = "bsub" if scheduler.adapter.kind == "lsf" else exc.argv[0]  # lsf runs through sh
+            said = (exc.stderr or exc.stdout).strip()
+            raise ScriptRefused(f"{client} refused the job script: {said}") from exc
+        job_id = submitted.scheduler_job_id
         on_submitted(job_id)
-        log.info("%s: scheduler job %s (%s)", prefix, job_id, "submitted" if new else "found by name")
+        log.info(
+            "%s: scheduler job %s (%s, as %s)",
+            prefix,
+            job_id,
+            "found by name" if submitted.existing else "submitted",
+            account,
+        )
         hook.transition(prefix, JobStatus.QUEUED, scheduler_job_id=job_id)
-    return {**staged, "job_id": job_id, "job_name": name}
+    return {**staged, "job_id": job_id, "job_name": name, "run_as": account}
 
 
 def accept_job(
     hook: S3JobsHook,
     job: dict[str, str],
     base_dir: str | Path,
-    scheduler: LocalScriptScheduler,
+    scheduler: LocalSchedulerHook,
     claim_id: str,
     on_claimed: Callable[[dict[str, Any]], None] = lambda claimed: None,
     ssh_conn_id: str | None = None,
     on_submitted: Callable[[str], None] = lambda job_id: None,
+    *,
+    run_as: str,
 ) -> dict[str, Any]:
     """Claim -> stage-in -> submit one ready job, in one task: each Airflow task start costs about a
     second, and this keeps ``FILE_UPLOAD`` -> ``QUEUED`` within seconds. ``on_claimed`` records the claim
@@ -164,7 +187,7 @@ def accept_job(
     claimed = claim_job(hook, job)
     on_claimed(claimed)
     staged = stage_in_job(hook, claimed, base_dir, ssh_conn_id)
-    return submit_job(hook, staged, scheduler, claim_id, on_submitted)
+    return submit_job(hook, staged, scheduler, claim_id, run_as, on_submitted)
 
 
 def _mark_running(hook: S3JobsHook, prefix: str, job_id: str | None) -> None:
@@ -224,8 +247,9 @@ def fail_unfinished_job(
     hook: S3JobsHook,
     prefix: str,
     reason: str,
-    scheduler: LocalScriptScheduler | None = None,
+    scheduler: LocalSchedulerHook | None = None,
     job_id: str | None = None,
+    account: str | None = None,
 ) -> str | None:
     """After a per-job task died without ending the job: ``FAILED`` with ``reason``, never over a
     terminal status. The scheduler job this run submitted (``job_id``, from XCom -- never the id in the
@@ -237,7 +261,7 @@ def fail_unfinished_job(
     """
     if job_id and scheduler is not None:
         try:
-            if scheduler.cancel(job_id):
+            if scheduler.cancel(job_id, account=account):
                 reason += f"; scheduler job {job_id} cancelled"
         except Exception as err:  # the status must still say FAILED
             log.warning("%s: could not cancel scheduler job %s: %s", prefix, job_id, err)
@@ -251,13 +275,14 @@ def job_task_failed(
     scheduler: str,
     ssh_conn_id: str | None = None,
     scheduler_env: dict[str, str] | None = None,
+    run_as: str | None = None,
 ) -> Any:
     """An ``on_failure_callback`` for the per-job tasks of an intake run (see :func:`fail_unfinished_job`).
 
     It acts only for a job this run claimed (the ``accept`` task's ``claimed`` XCom of the same map
     index, pushed right after the claim), so a task that failed before or without the claim never
-    touches another poller's job. A scheduler job is cancelled on the login node of ``ssh_conn_id``
-    (None: this host).
+    touches another poller's job. A scheduler job is cancelled, as ``run_as``, on the login node of
+    ``ssh_conn_id`` (None: this host).
     """
 
     def callback(context: Any) -> None:
@@ -273,9 +298,9 @@ def job_task_failed(
         error = context.get("exception")
         reason = f"{step} task failed: {error or 'no error reported (task process lost)'}"
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
-        local = LocalScriptScheduler(scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
+        local = LocalSchedulerHook(scheduler=scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
-            fail_unfinished_job(hook, claimed["prefix"], reason, local, job_id or None)
+            fail_unfinished_job(hook, claimed["prefix"], reason, local, job_id or None, run_as)
         except Exception:
             log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
         finally:
@@ -331,8 +356,10 @@ class S3JobWaitOperator(BaseOperator):
     def _hook(self) -> S3JobsHook:
         return S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
 
-    def _scheduler(self) -> LocalScriptScheduler:
-        return LocalScriptScheduler(self.scheduler, env=self.scheduler_env, ssh_conn_id=self.ssh_conn_id)
+    def _scheduler(self) -> LocalSchedulerHook:
+        return LocalSchedulerHook(
+            scheduler=self.scheduler, env=self.scheduler_env, ssh_conn_id=self.ssh_conn_id
+        )
 
     def _handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """The result when the job ended; None to keep waiting (RUNNING written when it started)."""
@@ -379,6 +406,7 @@ class S3JobWaitOperator(BaseOperator):
                 self.job["prefix"],
                 self.job["job_id"],
                 f"Airflow task {self.task_id} was killed",
+                account=self.job.get("run_as"),
             )
         finally:
             scheduler.close()
@@ -396,6 +424,7 @@ class S3JobWaitOperator(BaseOperator):
                     "prefix": self.job["prefix"],
                     "bucket_name": self.bucket_name,
                     "aws_conn_id": self.aws_conn_id,
+                    "run_as": self.job.get("run_as") or "",
                 },
             ),
             method_name="execute_complete",

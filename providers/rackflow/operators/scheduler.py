@@ -1,13 +1,17 @@
 """Submit a batch job to the site's scheduler (Slurm, PBS Pro, LSF, Grid Engine) and wait for it.
 
-Submission is idempotent: the scheduler job is named after the DAG run (and commented with its id),
-and an existing job of that name is taken over instead of submitting again, so a retry, a cleared
-task or a worker crash never runs the job twice. Waiting happens in the triggerer
+Submission is idempotent: the scheduler job gets a name rackflow generates when the job is first
+recorded (``rf-<uuid>``, kept in the job record with the job directory), never one derived from the
+run id, and an existing job of that name is taken over instead of submitting again, so a retry, a
+cleared task or a worker crash never runs the job twice, and a crafted run id never adopts someone
+else's job. The job runs as the Unix account ``[rackflow] job_accounts`` maps its owner to (the run's
+triggering user); without one nothing is submitted. Waiting happens in the triggerer
 (:class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`), holding no worker slot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,10 +24,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
 from rackflow.core.schedulers import JobDetail, JobState, JobStatus
 from rackflow.db import jobs
-from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
+from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.triggers.scheduler import LocalSchedulerJobTrigger, cancel_claimed_job
-
-DEFAULT_JOBS_DIRECTORY = "/tmp/rackflow-jobs"
 
 
 def default_poll_interval() -> float:
@@ -34,24 +36,68 @@ def default_poll_interval() -> float:
 
 def jobs_directory() -> str:
     """Where job directories go on the cluster side: ``[rackflow] jobs_directory``."""
-    from airflow.configuration import conf
+    from rackflow import settings
 
-    return str(
-        conf.get("rackflow", "jobs_directory", fallback=DEFAULT_JOBS_DIRECTORY) or DEFAULT_JOBS_DIRECTORY
-    )
+    return settings.jobs_directory()
 
 
-def default_job_name(dag_id: str, run_id: str) -> str:
-    """The scheduler job name carrying the run: ``rf.<dag_id>.<run_id>`` (normalised by the adapter)."""
-    return f"rf.{dag_id}.{run_id}"
+def unrecorded_job_name(dag_id: str, run_id: str) -> str:
+    """The scheduler job name of a job without a record (``record_events=False``): a digest of the
+    exact run, so two runs never share a name (no normalisation collapses distinct run ids)."""
+    return "rf-" + hashlib.sha256(f"{dag_id}\0{run_id}".encode()).hexdigest()[:32]
 
 
-def job_workdir(dag_id: str, run_id: str, scheduler: str = "slurm", base: str | None = None) -> str:
-    """The job directory of one DAG run: ``<jobs_directory>/<normalised job name>``."""
-    from rackflow.core.schedulers import get_adapter
+class MissingJobAccount(AirflowFailException):
+    """The run's owner has no Unix account in ``[rackflow] job_accounts``: nothing is submitted."""
 
-    name = get_adapter(scheduler).normalize_job_name(default_job_name(dag_id, run_id))
-    return str(PurePosixPath(base or jobs_directory()) / name)
+
+def job_account(owner: str | None, run_as: str | None = None) -> str:
+    """The account a job runs as: ``run_as`` or the mapped account of ``owner``; never the service's."""
+    from rackflow import settings
+
+    account = run_as or settings.job_account(owner)
+    if account is None:
+        raise MissingJobAccount(settings.missing_job_account(owner))
+    try:
+        return check_account(account)
+    except ValueError as exc:
+        raise MissingJobAccount(f"job account of {owner!r}: {exc}") from exc
+
+
+def resolve_job(
+    dag_id: str,
+    run_id: str,
+    owner: str | None,
+    *,
+    run_as: str | None = None,
+    job_name: str | None = None,
+    workdir: str | None = None,
+    record: bool = True,
+) -> jobs.JobIdentity:
+    """Account, scheduler job name and directory of the run's job (recorded on first use).
+
+    Raises :class:`MissingJobAccount` for an owner without an account, and fails (without touching
+    anything) when the job record belongs to someone else.
+    """
+    account = job_account(owner, run_as)
+    if not record:
+        name = job_name or unrecorded_job_name(dag_id, run_id)
+        return jobs.JobIdentity(owner, account, name, workdir or str(PurePosixPath(jobs_directory()) / name))
+    try:
+        identity = jobs.job_identity(
+            dag_id,
+            run_id,
+            owner=owner,
+            jobs_directory=jobs_directory(),
+            account=account,
+            job_name=job_name,
+            workdir=workdir,
+        )
+    except jobs.JobOwnerMismatch as exc:
+        raise AirflowFailException(str(exc)) from exc
+    if identity.account is None:  # recorded before accounts existed
+        raise MissingJobAccount(f"job record {dag_id}/{run_id} has no account")
+    return identity
 
 
 def _run_keys(context: Any) -> tuple[str, str, str | None]:
@@ -215,8 +261,10 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
     :param env: extra environment for the scheduler commands, e.g. ``{"SLURM_CONF": ...}`` (templated).
     :param workdir: job directory on the cluster side (templated); default
         ``<[rackflow] jobs_directory>/<job name>``.
-    :param job_name: scheduler job name (templated); default ``rf.<dag_id>.<run_id>``, normalised.
-        It must be unique per run: it is how a resubmission finds the job.
+    :param job_name: scheduler job name (templated); default ``rf-<uuid>`` generated when the job is
+        first recorded. It must be unique per run: it is how a resubmission finds the job.
+    :param run_as: Unix account the job runs as (templated); default the account ``[rackflow]
+        job_accounts`` maps the run's triggering user to. Never root or the service account.
     :param poll_interval: seconds between status polls; default ``[rackflow] scheduler_poll_interval``.
     :param wait_for_completion: False returns right after submitting (state QUEUED).
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
@@ -224,7 +272,7 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
     :param fail_on_job_failure: fail the task when the job ends FAILED/CANCELED.
     """
 
-    template_fields: Sequence[str] = ("job", "job_name", "workdir", "ssh_conn_id", "env")
+    template_fields: Sequence[str] = ("job", "job_name", "workdir", "ssh_conn_id", "env", "run_as")
     template_fields_renderers = {"job": "json", "env": "json"}
     ui_color = "#d9ecf2"
 
@@ -237,6 +285,7 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         env: dict[str, str] | None = None,
         workdir: str | None = None,
         job_name: str | None = None,
+        run_as: str | None = None,
         poll_interval: float | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = True,
@@ -251,12 +300,14 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         self.env = env
         self.workdir = workdir
         self.job_name = job_name
+        self.run_as = run_as
         self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.record_events = record_events
         self.fail_on_job_failure = fail_on_job_failure
         self._scheduler_job_id: str | None = None
+        self._account: str | None = None
 
     def execute(self, context: Any) -> dict[str, Any]:
         try:
@@ -264,25 +315,28 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         except JobDescriptionError as exc:
             raise AirflowFailException(str(exc)) from exc
         dag_id, run_id, owner = _run_keys(context)
+        identity = resolve_job(
+            dag_id,
+            run_id,
+            owner,
+            run_as=self.run_as,
+            job_name=self.job_name,
+            workdir=self.workdir,
+            record=self.record_events,
+        )
         hook = self.hook()
-        job_name = hook.adapter.normalize_job_name(self.job_name or default_job_name(dag_id, run_id))
-        workdir = self.workdir or str(PurePosixPath(jobs_directory()) / job_name)
+        job_name = hook.adapter.normalize_job_name(identity.job_name)
+        workdir = identity.workdir
+        account = self._account = identity.account
+        assert account is not None
         if self.record_events:
-            jobs.ensure_job(
-                dag_id,
-                run_id,
-                owner=owner,
-                scheduler=self.scheduler,
-                cluster=hook.cluster_key,
-                job_name=job_name,
-                workdir=workdir,
-            )
+            jobs.ensure_job(dag_id, run_id, scheduler=self.scheduler, cluster=hook.cluster_key)
             who = jobs.termination_requested(dag_id, run_id)
             if who:
                 raise AirflowSkipException(f"not submitting: termination requested by {who}")
         try:
             submitted = hook.submit(
-                job, job_name=job_name, comment=f"airflow {dag_id} {run_id}", workdir=workdir
+                job, job_name=job_name, comment=f"airflow {dag_id} {run_id}", workdir=workdir, account=account
             )
         except SchedulerRejectedJob as exc:
             if self.record_events:
@@ -297,7 +351,7 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
                 run_id,
                 "QUEUED",
                 f"{'found existing' if submitted.existing else 'submitted'} {self.scheduler} job {job_id}"
-                f" ({job_name})",
+                f" ({job_name}, as {account})",
                 scheduler_job_id=job_id,
             )
             if jobs.termination_requested(dag_id, run_id):  # asked while we were submitting
@@ -326,7 +380,7 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         if self._scheduler_job_id is None:
             return
         try:
-            self.hook().cancel(self._scheduler_job_id)
+            self.hook().cancel(self._scheduler_job_id, account=self._account)
         except Exception:
             self.log.exception("Could not cancel scheduler job %s", self._scheduler_job_id)
 
@@ -369,7 +423,10 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
         self.record_events = record_events
         self.fail_on_job_failure = fail_on_job_failure
 
+    _keys: tuple[str, str] | None = None
+
     def execute(self, context: Any) -> dict[str, Any]:
+        self._keys = _run_keys(context)[:2]
         job_id = str(self.scheduler_job_id)
         if not job_id or job_id == "None":
             raise AirflowFailException("no scheduler job id to wait for")
@@ -389,7 +446,8 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
 
     def on_kill(self) -> None:
         try:
-            self.hook().cancel(str(self.scheduler_job_id))
+            row = jobs.get_job(*self._keys) if self.record_events and self._keys else None
+            self.hook().cancel(str(self.scheduler_job_id), account=row.account if row else None)
         except Exception:
             self.log.exception("Could not cancel scheduler job %s", self.scheduler_job_id)
 
@@ -420,9 +478,11 @@ def usage_text(result: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "MissingJobAccount",
     "SubmitToLocalSchedulerOperator",
     "WaitForLocalSchedulerJobOperator",
-    "default_job_name",
-    "job_workdir",
+    "job_account",
     "jobs_directory",
+    "resolve_job",
+    "unrecorded_job_name",
 ]

@@ -17,7 +17,8 @@ from rackflow.core.s3_protocol import StatusCache
 
 # Imported here, not in run(): importing boto3 and the amazon provider inside run() would block the
 # triggerer's event loop for seconds on first use.
-from rackflow.hooks.s3_jobs import LocalScriptScheduler, S3JobsHook, cancel_intake_job
+from rackflow.hooks.s3_jobs import S3JobsHook, cancel_intake_job
+from rackflow.hooks.scheduler import LocalSchedulerHook
 
 
 class S3JobStatusTrigger(BaseTrigger):
@@ -186,9 +187,11 @@ class ScriptJobStateTrigger(BaseTrigger):
     name, or ``"UNKNOWN"`` when the scheduler no longer knows the job.
 
     :param job_id: the scheduler's job id.
-    :param scheduler: scheduler kind (``slurm``).
+    :param scheduler: scheduler kind (``slurm``, ``pbspro``, ``lsf``, ``sge``).
     :param known_state: the PSI/J state the caller already handled.
     :param poll_interval: seconds between polls.
+    :param cancel_on_kill: ``prefix``, ``bucket_name``, ``aws_conn_id`` and ``run_as`` of the job to
+        cancel (as ``run_as``) and mark CANCELED when the waiting task is killed; None: do nothing.
     :param ssh_conn_id: SSH connection of the login node the scheduler commands run on; None: here.
     :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
     """
@@ -227,8 +230,8 @@ class ScriptJobStateTrigger(BaseTrigger):
             },
         )
 
-    def _scheduler(self) -> LocalScriptScheduler:
-        return LocalScriptScheduler(self.scheduler, env=self.env, ssh_conn_id=self.ssh_conn_id)
+    def _scheduler(self) -> LocalSchedulerHook:
+        return LocalSchedulerHook(scheduler=self.scheduler, env=self.env, ssh_conn_id=self.ssh_conn_id)
 
     async def on_kill(self) -> None:
         """The deferred task was killed by a user: cancel the job and write CANCELED to its status."""
@@ -245,6 +248,7 @@ class ScriptJobStateTrigger(BaseTrigger):
                 where["prefix"],
                 self.job_id,
                 "the Airflow task waiting for it was killed",
+                where.get("run_as") or None,
             )
         finally:
             await asyncio.to_thread(scheduler.close)  # an SSH close joins paramiko's thread
@@ -262,9 +266,9 @@ class ScriptJobStateTrigger(BaseTrigger):
             await asyncio.to_thread(scheduler.close)
 
 
-def job_state_event(scheduler: Any, job_id: str) -> dict[str, Any]:
+def job_state_event(scheduler: LocalSchedulerHook, job_id: str) -> dict[str, Any]:
     """One status poll of ``job_id`` as a JSON-serialisable event."""
-    status = scheduler.status([job_id]).get(job_id)
+    status = scheduler.statuses([job_id]).get(job_id)
     if status is None:
         return {"job_id": job_id, "state": "UNKNOWN", "native_state": "", "exit_code": None, "reason": None}
     return {

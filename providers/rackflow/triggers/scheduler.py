@@ -105,7 +105,8 @@ def cancel_claimed_job(hook: LocalSchedulerHook, key: JobKey, job_id: str, why: 
 
     if not jobs.claim_cancel(*key):
         return False
-    known = hook.cancel(job_id)
+    row = jobs.get_job(*key)
+    known = hook.cancel(job_id, account=row.account if row is not None else None)
     jobs.record_event(
         *key,
         None,

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rackflow.core.jobspec import JobDescription
+from rackflow.core.jobspec import JobDescription, managed_option
 
 
 class SchedulerError(RuntimeError):
@@ -124,8 +124,10 @@ def format_clock(d: timedelta) -> str:
 class SchedulerAdapter(ABC):
     """Builds a scheduler's commands and submit scripts and reads its output.
 
-    The caller writes :meth:`submit_script` to ``<workdir>/<script_name>``, runs
-    :meth:`submit_command`, reads the id with :meth:`parse_submit_output`, then polls many jobs at
+    The caller writes :meth:`submit_script` to ``<workdir>/<script_name>`` (or takes a ready-made
+    script), runs :meth:`managed_submit_command` -- the options rackflow manages (job name, working
+    directory, output files, environment) on the command line, where they override the script's own
+    directive lines -- reads the id with :meth:`parse_submit_output`, then polls many jobs at
     once with :meth:`status_command`/:meth:`parse_status_output`. A job missing from the status
     output has left the live queue (finished and aged out or, when :attr:`forgets_finished_jobs`,
     just finished) or is unknown: ask the scheduler's accounting with
@@ -178,7 +180,9 @@ class SchedulerAdapter(ABC):
         directive_value(comment, "comment")
         if not PurePosixPath(workdir).is_absolute():
             raise ValueError(f"workdir must be absolute, got {workdir!r}")
-        lines = ["#!/bin/bash"]
+        # inherit_environment: the job's account's login environment (a login shell), never the
+        # environment of whoever submitted; the scheduler gets an empty one (see managed_submit_command).
+        lines = ["#!/bin/bash -l" if job.inherit_environment else "#!/bin/bash"]
         lines += [f"{self.directive_prefix} {d}" for d in self.directives(job, job_name, comment, workdir)]
         lines.append(f"# rackflow job {job_name}: {comment}")
         lines += self.body(job, workdir)
@@ -213,15 +217,37 @@ class SchedulerAdapter(ABC):
         return lines
 
     def custom_directives(self, job: JobDescription, prefix: str) -> dict[str, str]:
+        found = job.attributes.custom_for(prefix)
+        for key in found:  # parse_job_description refuses these already; a hand-built model too
+            if managed_option(prefix, key) is not None:
+                raise ValueError(f"custom attribute {prefix}.{key} sets an option rackflow manages")
         return {
-            key: directive_value(value, f"custom attribute {prefix}.{key}")
-            for key, value in job.attributes.custom_for(prefix).items()
+            key: directive_value(value, f"custom attribute {prefix}.{key}") for key, value in found.items()
         }
 
     # -- commands and parsers -------------------------------------------------------------------
 
     @abstractmethod
-    def submit_command(self, script_path: str) -> list[str]: ...
+    def submit_command(self, script_path: str) -> list[str]:
+        """The bare submit command of a script (no options of rackflow's)."""
+
+    @abstractmethod
+    def managed_options(self, job_name: str, workdir: str, comment: str, output: bool) -> list[str]:
+        """Submit options rackflow sets: job name, working directory, no exported environment and,
+        with ``output``, the scheduler's stdout/stderr files (see :meth:`scheduler_output_paths`)."""
+
+    def managed_submit_command(
+        self, script_path: str, *, job_name: str, workdir: str, comment: str = "", output: bool = True
+    ) -> list[str]:
+        """The submit command with :meth:`managed_options` before the script: command-line options win
+        over the script's own directives, so a ready-made script cannot rename, move or re-environ
+        itself. Run it from ``workdir`` (schedulers without a working-directory option use that)."""
+        self._check_job_name(job_name)
+        directive_value(comment, "comment")
+        if not PurePosixPath(workdir).is_absolute():
+            raise ValueError(f"workdir must be absolute, got {workdir!r}")
+        bare = self.submit_command(script_path)
+        return [*bare[:-1], *self.managed_options(job_name, workdir, comment, output), bare[-1]]
 
     @abstractmethod
     def parse_submit_output(self, stdout: str) -> str:

@@ -73,7 +73,7 @@ class LsfAdapter(SchedulerAdapter):
         if comment:
             lines.append(f'-Jd "{comment}"')
         lines += [f'-cwd "{workdir}"', f'-o "{out}"', f'-e "{err}"']
-        lines.append("-env all" if job.inherit_environment else "-env none")
+        lines.append("-env none")
         r = job.resources
         if r is not None:
             lines.append(f"-n {r.computed_process_count * (r.cpu_cores_per_process or 1)}")
@@ -103,6 +103,25 @@ class LsfAdapter(SchedulerAdapter):
     def submit_command(self, script_path: str) -> list[str]:
         return ["sh", "-c", 'exec bsub < "$1"', "bsub", script_path]
 
+    def managed_options(self, job_name: str, workdir: str, comment: str, output: bool) -> list[str]:
+        options = ["-J", job_name, "-cwd", workdir, "-env", "none"]
+        if comment:
+            options += ["-Jd", comment]
+        if output:
+            out, err = self.scheduler_output_paths(workdir)
+            options += ["-o", out, "-e", err]
+        return options
+
+    def managed_submit_command(
+        self, script_path: str, *, job_name: str, workdir: str, comment: str = "", output: bool = True
+    ) -> list[str]:
+        """``bsub <options> < script``: the script path and the options stay arguments, never shell text."""
+        super().managed_submit_command(
+            script_path, job_name=job_name, workdir=workdir, comment=comment, output=output
+        )  # the checks
+        options = self.managed_options(job_name, workdir, comment, output)
+        return ["sh", "-c", 'script=$1; shift; exec bsub "$@" < "$script"', "bsub", script_path, *options]
+
     def parse_submit_output(self, stdout: str) -> str:
         m = _SUBMITTED.search(stdout)
         if m is None:
@@ -112,7 +131,7 @@ class LsfAdapter(SchedulerAdapter):
     def status_command(self, job_ids: list[str]) -> list[str]:
         if not job_ids:
             raise ValueError("status_command needs at least one job id")
-        return ["bjobs", "-a", "-json", "-o", BJOBS_FIELDS, *job_ids]
+        return ["bjobs", "-u", "all", "-a", "-json", "-o", BJOBS_FIELDS, *job_ids]
 
     def _records(self, stdout: str) -> list[dict[str, Any]]:
         try:
@@ -149,7 +168,7 @@ class LsfAdapter(SchedulerAdapter):
         return {str(r["JOBID"]): self._status(r) for r in self._records(stdout)}
 
     def find_by_name_command(self, job_name: str) -> list[str]:
-        return ["bjobs", "-a", "-json", "-o", BJOBS_FIELDS, "-J", job_name]
+        return ["bjobs", "-u", "all", "-a", "-json", "-o", BJOBS_FIELDS, "-J", job_name]
 
     def parse_find_by_name_output(self, stdout: str, job_name: str) -> list[str]:
         found = [jid for jid, st in self.parse_status_output(stdout).items() if st.name == job_name]
@@ -159,7 +178,7 @@ class LsfAdapter(SchedulerAdapter):
         return ["bkill", job_id]
 
     def detail_command(self, job_id: str) -> list[str]:
-        return ["bjobs", "-a", "-json", "-o", BJOBS_DETAIL_FIELDS, job_id]
+        return ["bjobs", "-u", "all", "-a", "-json", "-o", BJOBS_DETAIL_FIELDS, job_id]
 
     def parse_detail(self, stdout: str, job_id: str) -> JobDetail:
         record = next((r for r in self._records(stdout) if str(r["JOBID"]) == job_id), None)

@@ -62,9 +62,7 @@ class PbsProAdapter(SchedulerAdapter):
 
     def directives(self, job: JobDescription, job_name: str, comment: str, workdir: str) -> list[str]:
         out, err = self.scheduler_output_paths(workdir)
-        lines = [f"-N {job_name}", f"-o {out}", f"-e {err}"]
-        if job.inherit_environment:
-            lines.append("-V")
+        lines = [f"-N {job_name}", f"-o {out}", f"-e {err}"]  # never -V: no submitter environment
         r = job.resources
         if r is not None:
             chunk = (
@@ -93,6 +91,15 @@ class PbsProAdapter(SchedulerAdapter):
 
     def submit_command(self, script_path: str) -> list[str]:
         return ["qsub", script_path]
+
+    def managed_options(self, job_name: str, workdir: str, comment: str, output: bool) -> list[str]:
+        # PBS has no working-directory option: qsub runs from the job directory (PBS_O_WORKDIR), and
+        # the empty submit environment is all -V could export.
+        options = ["-N", job_name]
+        if output:
+            out, err = self.scheduler_output_paths(workdir)
+            options += ["-o", out, "-e", err]
+        return options
 
     def parse_submit_output(self, stdout: str) -> str:
         lines = content_lines(stdout)

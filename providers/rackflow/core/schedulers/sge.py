@@ -55,9 +55,7 @@ class SgeAdapter(SchedulerAdapter):
 
     def directives(self, job: JobDescription, job_name: str, comment: str, workdir: str) -> list[str]:
         out, err = self.scheduler_output_paths(workdir)
-        lines = [f"-N {job_name}", "-S /bin/bash", f"-wd {workdir}", f"-o {out}", f"-e {err}"]
-        if job.inherit_environment:
-            lines.append("-V")
+        lines = [f"-N {job_name}", "-S /bin/bash", f"-wd {workdir}", f"-o {out}", f"-e {err}"]  # never -V
         r = job.resources
         if r is not None:
             slots = r.computed_process_count * (r.cpu_cores_per_process or 1)
@@ -85,6 +83,13 @@ class SgeAdapter(SchedulerAdapter):
     def submit_command(self, script_path: str) -> list[str]:
         return ["qsub", "-terse", script_path]
 
+    def managed_options(self, job_name: str, workdir: str, comment: str, output: bool) -> list[str]:
+        options = ["-N", job_name, "-wd", workdir]
+        if output:
+            out, err = self.scheduler_output_paths(workdir)
+            options += ["-o", out, "-e", err]
+        return options
+
     def parse_submit_output(self, stdout: str) -> str:
         lines = content_lines(stdout)
         m = re.fullmatch(r"(\d+)(?:\.\d+-\d+:\d+)?", lines[-1].strip()) if lines else None
@@ -93,8 +98,8 @@ class SgeAdapter(SchedulerAdapter):
         return m.group(1)
 
     def status_command(self, job_ids: list[str]) -> list[str]:
-        """All of the user's live jobs in one call; ids absent from the answer have finished."""
-        return ["qstat", "-xml"]
+        """Every user's live jobs in one call (jobs run as their own accounts); ids absent have finished."""
+        return ["qstat", "-u", "*", "-xml"]
 
     def parse_status_output(self, stdout: str) -> dict[str, JobStatus]:
         try:
@@ -119,7 +124,7 @@ class SgeAdapter(SchedulerAdapter):
 
     def find_by_name_command(self, job_name: str) -> list[str]:
         """Live jobs only; use :meth:`finished_by_name_command` for jobs that already ended."""
-        return ["qstat", "-xml"]
+        return ["qstat", "-u", "*", "-xml"]
 
     def parse_find_by_name_output(self, stdout: str, job_name: str) -> list[str]:
         found = [jid for jid, st in self.parse_status_output(stdout).items() if st.name == job_name]

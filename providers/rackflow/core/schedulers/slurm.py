@@ -107,7 +107,7 @@ class SlurmAdapter(SchedulerAdapter):
         if comment:
             lines.append(f'--comment="{comment}"')
         lines += [f'--chdir="{workdir}"', f'--output="{out}"', f'--error="{err}"']
-        lines.append("--export=ALL" if job.inherit_environment else "--export=NONE")
+        lines.append("--export=NONE")  # also on the command line; the job exports its environment itself
         r = job.resources
         if r is not None:
             if r.node_count is not None or (r.process_count and r.processes_per_node):
@@ -140,6 +140,16 @@ class SlurmAdapter(SchedulerAdapter):
 
     def submit_command(self, script_path: str) -> list[str]:
         return ["sbatch", "--parsable", script_path]
+
+    def managed_options(self, job_name: str, workdir: str, comment: str, output: bool) -> list[str]:
+        # --export=NONE: only SLURM_* variables, and Slurm loads the account's login environment.
+        options = [f"--job-name={job_name}", f"--chdir={workdir}", "--export=NONE"]
+        if comment:
+            options.append(f"--comment={comment}")
+        if output:
+            out, err = self.scheduler_output_paths(workdir)
+            options += [f"--output={out}", f"--error={err}"]
+        return options
 
     def parse_submit_output(self, stdout: str) -> str:
         # --parsable prints "<id>" or "<id>;<cluster>"; warnings may precede it.
