@@ -342,3 +342,17 @@ def test_path_and_query_parameters_of_the_wrong_type_or_size_are_422(
 ) -> None:
     resp = api.request(method, url, headers=auth("admin"))
     assert resp.status_code == 422, resp.text
+
+
+def test_reservation_times_in_other_offsets_are_stored_in_utc_and_list_back(
+    api: Any, auth: Any, rackflow_db: str
+) -> None:
+    """Found by the fuzz: end after start in UTC but not in wall-clock time was stored naive and then
+    broke listing every reservation (500)."""
+    body = {**GOOD_RESERVATION, "start": "2031-01-01T10:00:00+05:00", "end": "2031-01-01T09:00:00Z"}
+    created = api.post(RESERVATIONS, json=body, headers=auth("operator"))
+    assert created.status_code == 201, created.text
+    assert created.json()["start"].startswith("2031-01-01T05:00:00")
+    listed = api.get(RESERVATIONS, headers=auth("operator"))
+    assert listed.status_code == 200, listed.text
+    assert created.json()["id"] in [r["id"] for r in listed.json()]
