@@ -37,6 +37,9 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # Re-parsing the dags folder writes a changed DAG at once (default: not within 30 s of the last
+        # write), so a test that parses with another inventory gets its own params (power node enum).
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         # rackflow's rules on top of the simple auth manager (see rackflow.auth_manager), as on a site.
         "AIRFLOW__CORE__AUTH_MANAGER": "rackflow.auth_manager.RackflowAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
