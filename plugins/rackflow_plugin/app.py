@@ -49,9 +49,11 @@ def create_app() -> FastAPI:
 
 
 def _static(name: str, user: CurrentUser) -> FileResponse:
-    path = (STATIC / name).resolve()
-    if path.parent != STATIC.resolve() or not path.is_file() or path.suffix not in {".js", ".css"}:
+    # Looked up among the files shipped, never joined onto a path: a NUL or an over-long name in the
+    # request cannot reach the filesystem (both raised there: 500).
+    shipped = {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in {".js", ".css"}}
+    if name not in shipped:
         from fastapi import HTTPException
 
-        raise HTTPException(status_code=404, detail=f"no static file {name!r}")
-    return FileResponse(path)
+        raise HTTPException(status_code=404, detail=f"no static file {name[:100]!r}")
+    return FileResponse(shipped[name])
