@@ -367,3 +367,25 @@ def test_static_files_outside_the_schema_answer_unknown_names_with_404(
     """The UI's static route is not in the OpenAPI document, so the fuzz does not reach it."""
     assert api.get(f"/rackflow/ui/static/{name}", headers=auth("victor")).status_code == 404
     assert api.get("/rackflow/ui/static/layout.js", headers=auth("victor")).status_code == 200
+
+
+def test_the_limits_are_read_from_the_rackflow_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[rackflow] api_max_body_bytes`` and ``api_max_json_depth`` set the limits of a new app; the
+    refusals come before authentication, so no token is needed to see them."""
+    from fastapi.testclient import TestClient
+
+    from rackflow_plugin.app import create_app
+
+    monkeypatch.setenv("AIRFLOW__RACKFLOW__API_MAX_BODY_BYTES", "4096")
+    monkeypatch.setenv("AIRFLOW__RACKFLOW__API_MAX_JSON_DEPTH", "3")
+    client = TestClient(create_app())
+    assert client.post("/api/jobs", content=b" " * 4097, headers=JSON_TYPE).status_code == 413
+    deep = client.post("/api/jobs", content=b"[[[[1]]]]", headers=JSON_TYPE)
+    assert deep.status_code == 400 and "deeper than 3 levels" in deep.json()["detail"]
+    assert client.post("/api/jobs", content=b"[[[1]]]", headers=JSON_TYPE).status_code == 401
+
+    for option, value in (("API_MAX_BODY_BYTES", "0"), ("API_MAX_JSON_DEPTH", "deep")):
+        monkeypatch.setenv(f"AIRFLOW__RACKFLOW__{option}", value)
+        with pytest.raises(ValueError, match=option.lower()):
+            create_app()
+        monkeypatch.setenv(f"AIRFLOW__RACKFLOW__{option}", "10")
