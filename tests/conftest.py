@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -335,3 +336,21 @@ def power_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     fleet = PowerFleet(workdir=tmp_path_factory.mktemp("power-fleet")).start()
     yield fleet
     fleet.stop()
+
+
+@pytest.fixture
+def own_slurm() -> Iterator[object]:
+    """A Slurm (with accounting) of this test's own, whose controller can lose its job records; in a
+    directory other Unix users can reach (its config and munge socket), unlike pytest's tmp_path."""
+    from rackflow.devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
+    from rackflow.devfleet.servers import Slurm
+
+    ensure_accounts(list(JOB_ACCOUNTS.values()))  # the Unix accounts jobs run as
+    workdir = Path(tempfile.mkdtemp(prefix="rf-slurm-"))
+    workdir.chmod(0o755)
+    server = Slurm(workdir=workdir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -138,3 +138,37 @@ def test_invalid_description_fails_without_submitting(rackflow_db: str) -> None:
 
     with pytest.raises(AirflowFailException, match="executable"):
         op.execute(_context("d", "r"))
+
+
+def test_wait_resumed_after_slurm_forgot_the_job_completes_it_from_accounting(
+    rackflow_db: str, own_slurm: Any, shared_tmp: Path
+) -> None:
+    """issue 14: a wait that resumes after MinJobAge asks again; slurmctld has forgotten the job, sacct
+    has not, so the job is COMPLETED with its exit code and usage (it was FAILED "no longer knows")."""
+    from rackflow.core.jobspec import parse_job_description
+    from rackflow.devfleet.fleet import JOB_ACCOUNTS
+    from rackflow.operators.scheduler import WaitForLocalSchedulerJobOperator
+    from tests.core.test_slurm_real import BURN
+
+    dag_id, run_id = "rackflow_job_forgotten_test", f"manual__{uuid.uuid4().hex}"
+    hook = LocalSchedulerHook(env=own_slurm.env)
+    job = parse_job_description({"executable": "/usr/bin/python3", "arguments": ["-c", BURN]})
+    workdir = str(shared_tmp / "job")
+    job_id = hook.submit(
+        job, job_name="rf.resumed", comment="x", workdir=workdir, account=JOB_ACCOUNTS["alice"]
+    ).scheduler_job_id
+    deadline = time.monotonic() + 60
+    while not hook.statuses([job_id])[job_id].state.is_final:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    hook.final_detail(job_id)  # accounting has the end
+    own_slurm.restart_controller(forget_jobs=True)
+
+    op = WaitForLocalSchedulerJobOperator(task_id="wait", scheduler_job_id=job_id, env=own_slurm.env)
+    result = op.execute(_context(dag_id, run_id))  # deferrable: checks once before deferring
+
+    assert (result["state"], result["native_state"], result["exit_code"]) == ("COMPLETED", "COMPLETED", 0)
+    assert result["cpu_time"] >= 1 and result["max_memory"] >= 150 * 10**6
+    row = jobs.get_job(dag_id, run_id)
+    assert row is not None and row.state == "COMPLETED" and row.max_memory == result["max_memory"]
+    assert "of CPU, peak memory" in jobs.events(dag_id, run_id)[-1].message
