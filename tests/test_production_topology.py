@@ -5,6 +5,7 @@ rackflow inventory, and api-server, scheduler, dag-processor and triggerer as se
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from rackflow.devfleet.fleet import JOB_ACCOUNTS
 from rackflow.devfleet.postgres import Postgres
 from rackflow.devfleet.servers import free_port, wait_for_port
 from tests.conftest import PASSWORDS, USERS
@@ -120,7 +122,7 @@ def test_rackflow_inventory_lives_in_postgres(topology: Topology):
     assert hosts == ["host-a", "host-b", "host-c"]
 
 
-def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topology: Topology, tmp_path):
+def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topology: Topology, shared_tmp):
     admin = topology.session("admin")
     deadline = time.monotonic() + 120
     while admin.get(f"{topology.url}/api/v2/dags/rackflow_job", timeout=30).status_code != 200:
@@ -128,7 +130,11 @@ def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topolog
         time.sleep(2)
     admin.patch(f"{topology.url}/api/v2/dags/rackflow_job", json={"is_paused": False}, timeout=30)
 
-    out = tmp_path / "topology.out"
+    # The job runs as alice's Unix account: it writes where that account may (not pytest's tmp_path).
+    writable = shared_tmp / "out"
+    writable.mkdir()
+    shutil.chown(writable, JOB_ACCOUNTS["alice"])
+    out = writable / "topology.out"
     job = {"executable": "/bin/sh", "arguments": ["-c", f"sleep 3; echo topology-ok > {out}"]}
     # alice submits through the job API (rackflow's auth manager keeps rackflow_job runs in /api/v2 to
     # admins); the run it triggers is followed as the admin.
