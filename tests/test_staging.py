@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import re
 import socket
@@ -226,11 +227,17 @@ def test_a_name_that_resolves_to_loopback_is_refused_before_any_connection(
 
 
 def test_job_that_plants_a_symlink_fails_stage_out_with_the_reason(
-    airflow_db: Path, rackflow_db: str, devfleet: Any
+    airflow_db: Path, rackflow_db: str, devfleet: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole job DAG on Slurm: the job links /etc/hostname as its result; stage-out refuses it."""
     from rackflow.db import jobs
+    from rackflow.devfleet.fleet import JOB_ACCOUNTS
     from tests.operators.test_scheduler import _job_dag
+
+    # dag.test() runs are triggered by the user dag_test: it runs as alice's account
+    monkeypatch.setenv(
+        "AIRFLOW__RACKFLOW__JOB_ACCOUNTS", json.dumps({**JOB_ACCOUNTS, "dag_test": JOB_ACCOUNTS["alice"]})
+    )
 
     prefix = f"dag-planted/{uuid.uuid4().hex}/"
     spec = {
