@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -83,6 +85,14 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
             timeout=30,
         )
         assert refused.status_code == 403, refused.text
+        # Job accounts exist; no job account can read AIRFLOW_HOME's secrets or the fleet's credentials.
+        for account in ("rf-alice", "rf-bob", "rf-intake"):
+            pwd.getpwnam(account)
+        state = tmp_path / "state"
+        assert stat.S_IMODE((state / "airflow").stat().st_mode) == 0o700
+        passwords = state / "airflow" / "simple_auth_manager_passwords.json.generated"
+        assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+        assert stat.S_IMODE((state / "fleet.env").stat().st_mode) == 0o600
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -85,6 +86,8 @@ class DevFleet:
     slurm: Slurm | None = None
     sshd: Sshd | None = None
     s3: SeaweedS3 | None = None
+    made_dirs: list[Path] = field(default_factory=list)
+    """Work directories made outside ``workdir`` (removed by :meth:`stop`)."""
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -101,6 +104,7 @@ class DevFleet:
             path.mkdir(exist_ok=True)
         else:
             path = Path(tempfile.mkdtemp(prefix=f"rackflow-{name}-"))
+            self.made_dirs.append(path)
         path.chmod(0o755)
         return path
 
@@ -159,6 +163,9 @@ class DevFleet:
         for server in reversed(self.servers):
             with contextlib.suppress(Exception):
                 server.stop()
+        for path in self.made_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self.made_dirs.clear()
 
     def connections(self) -> dict[str, dict]:
         """Airflow connections (conn_id -> JSON form) that reach every started server."""
