@@ -172,3 +172,22 @@ def test_wait_resumed_after_slurm_forgot_the_job_completes_it_from_accounting(
     row = jobs.get_job(dag_id, run_id)
     assert row is not None and row.state == "COMPLETED" and row.max_memory == result["max_memory"]
     assert "of CPU, peak memory" in jobs.events(dag_id, run_id)[-1].message
+
+
+def test_run_of_an_owner_without_a_job_account_fails_stage_in_with_the_reason_and_submits_nothing(
+    airflow_db: Path, rackflow_db: str, devfleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run made without the job API (here dag.test(), user dag_test) for an unmapped owner."""
+    import json
+
+    from rackflow.devfleet.fleet import JOB_ACCOUNTS
+
+    monkeypatch.setenv("AIRFLOW__RACKFLOW__JOB_ACCOUNTS", json.dumps(JOB_ACCOUNTS))  # no dag_test
+    dag = _job_dag()
+    run = dag.test(run_conf={"job": {"executable": "/bin/true"}})
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["stage_in"] == "failed" and states["submit"] == "upstream_failed", states
+    job = jobs.get_job(dag.dag_id, run.run_id)
+    assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
+    assert "no job account for Airflow user 'dag_test'" in (job.message or "")
+    assert job.workdir is None  # nothing was made on the cluster side either
