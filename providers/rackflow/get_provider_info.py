@@ -198,6 +198,20 @@ def get_provider_info() -> dict[str, Any]:
                         "",
                         "/shared/rackflow-jobs",
                     ),
+                    "job_output_tail_size": _option(
+                        "Bytes of each batch job's stdout and of its stderr (the last ones) kept in "
+                        "the rackflow database when the job ends, readable through "
+                        "GET /rackflow/api/jobs/<id>/output after its directory is gone.",
+                        "64K",
+                        "1M",
+                    ),
+                    "job_directory_retention": _option(
+                        "How long a finished job's directory stays after stage-out: 0 removes it in "
+                        "the job's own cleanup; a duration (seconds, 2h, 1-00:00:00, PT12H) keeps it "
+                        "that long, then the cleanup of a later job of the same DAG removes it.",
+                        "0",
+                        "7-00:00:00",
+                    ),
                     "api_max_body_bytes": _option(
                         "Largest request body (bytes) rackflow's routes under /rackflow accept; a larger "
                         "one, with or without Content-Length, is refused with 413 as it arrives.",

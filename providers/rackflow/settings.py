@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from rackflow.core.staging_policy import StagingPolicy, parse_allow_list, parse_size
@@ -134,3 +135,26 @@ def missing_job_account(user: str | None) -> str:
         f"no job account for Airflow user {user!r}: [rackflow] job_accounts has no mapping for it "
         "(batch jobs never run as the Airflow service account)"
     )
+
+
+def job_output_tail_bytes() -> int:
+    """``[rackflow] job_output_tail_size``: bytes of each job's stdout and of its stderr kept in the
+    rackflow database when the job ends (the last ones; a longer file is kept truncated)."""
+    try:
+        return parse_size(_get("job_output_tail_size", "64K"))
+    except ValueError as exc:
+        raise ValueError(f"[{SECTION}] job_output_tail_size: {exc}") from exc
+
+
+def job_directory_retention() -> timedelta:
+    """``[rackflow] job_directory_retention``: how long a finished job's directory stays after
+    stage-out; ``0`` (the default) removes it in the job's own cleanup."""
+    from rackflow.core.jobspec import parse_duration
+
+    raw = _get("job_directory_retention", "0").strip()
+    if raw in ("0", "0s", "PT0S"):
+        return timedelta(0)
+    try:
+        return parse_duration(raw)
+    except ValueError as exc:
+        raise ValueError(f"[{SECTION}] job_directory_retention: {exc}") from exc

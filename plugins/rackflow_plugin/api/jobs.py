@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from airflow.api_fastapi.common.dagbag import create_dag_bag
 from airflow.api_fastapi.common.db.common import SessionDep
@@ -80,6 +80,19 @@ class JobOut(BaseModel):
 class JobList(BaseModel):
     jobs: list[JobOut]
     total: int
+
+
+class JobOutputOut(BaseModel):
+    job_id: str
+    stream: Literal["stdout", "stderr"]
+    content: str = Field(description="The kept text (UTF-8; undecodable bytes as U+FFFD).")
+    truncated: bool = Field(
+        description="True when content is not the whole stream: the file was longer than the kept "
+        "tail ([rackflow] job_output_tail_size), or `tail` cut it."
+    )
+    size: int | None = Field(default=None, description="Bytes the stream's file had when the job ended.")
+    path: str | None = Field(default=None, description="The file, relative to the job directory.")
+    note: str | None = Field(default=None, description="Why nothing was kept (no file, a symlink...).")
 
 
 class TerminateOut(BaseModel):
@@ -257,6 +270,59 @@ def get_job(job_id: PathName, user: CurrentUser, session: SessionDep) -> JobOut:
 def get_job_events(job_id: PathName, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
     run = _own_run(job_id, user, session)
     return _out(run, None, with_events=True).events
+
+
+MAX_TAIL_LINES = 100_000
+
+
+@router.get(
+    "/{job_id}/output",
+    response_model=JobOutputOut,
+    summary="A job's stdout or stderr, kept when it ended",
+    description="The last bytes of the job's stdout or stderr ([rackflow] job_output_tail_size, 64 KiB "
+    "by default), copied into the rackflow database when the job ended, so readable after its job "
+    "directory is removed. JSON: `content` is the text, `truncated` says whether it is only the end of "
+    "the stream. `tail=N` gives only the last N lines. While the job has not finished (it runs, or its "
+    "output is being collected) the answer is 409: output is not read from a running job.",
+    responses={
+        404: {"description": "No such job (or not yours), or the job ended without running"},
+        409: {"description": "The job has not finished: its output is not available yet"},
+    },
+    dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
+)
+def get_job_output(
+    job_id: PathName,
+    user: CurrentUser,
+    session: SessionDep,
+    stream: Annotated[Literal["stdout", "stderr"], Query(description="Which stream.")] = "stdout",
+    tail: Annotated[
+        int | None, Query(ge=1, le=MAX_TAIL_LINES, description="Only the last N lines of what was kept.")
+    ] = None,
+) -> JobOutputOut:
+    run = _own_run(job_id, user, session)
+    kept = jobs_db.get_output(JOB_DAG_ID, job_id, stream)
+    if kept is None:
+        if run.state not in FINISHED_RUN_STATES:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"job {job_id!r} has not finished: its {stream} is kept when it ends, not yet available",
+            )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id!r} kept no {stream}: it never ran")
+    text = kept.content.decode("utf-8", "replace")
+    truncated = bool(kept.truncated)
+    if tail is not None:
+        lines = text.splitlines(keepends=True)
+        if len(lines) > tail:
+            text, truncated = "".join(lines[-tail:]), True
+    return JobOutputOut(
+        job_id=job_id,
+        stream=stream,
+        content=text,
+        truncated=truncated,
+        size=kept.size,
+        path=kept.path,
+        note=kept.note,
+    )
 
 
 @router.post(

@@ -13,6 +13,8 @@ events in the rackflow database (:mod:`rackflow.db.jobs`); clearing a failed tas
 Job states: QUEUED until the scheduler runs it (also while staging in), ACTIVE while it runs, then
 COMPLETED, FAILED (the job failed, or staging failed, or the scheduler refused it) or CANCELED
 (terminated through the job API). A job that does not end COMPLETED fails the run in ``cleanup``.
+``cleanup`` first keeps the tails of the job's stdout and stderr in the rackflow database, then removes
+the job directory or keeps it per ``[rackflow] job_directory_retention`` (:mod:`rackflow.job_output`).
 """
 
 from __future__ import annotations
@@ -194,10 +196,28 @@ def create_job_dag(
                 raise AirflowFailException(
                     f"job still {state} after a failed stage; clear that task to resume (directory kept)"
                 )
+            directory_note = kept = ""
             if workdir is not None:
+                from rackflow import settings
+                from rackflow.job_output import finish_job_directory, keep_output, remove_expired
+
                 h = hook()
                 try:
-                    h.remove_tree(workdir)
+                    if job_row is not None and job_row.scheduler_job_id is not None:
+                        with open_job_dir(workdir, ssh_conn_id, scheduler_hook=h) as job_dir:
+                            kept = keep_output(
+                                job_dir,
+                                h.adapter,
+                                description(context),
+                                dag_id=dag_id_,
+                                run_id=run_id,
+                                workdir=workdir,
+                                max_bytes=settings.job_output_tail_bytes(),
+                            )
+                    directory_note = finish_job_directory(
+                        h, dag_id_, run_id, workdir, settings.job_directory_retention()
+                    )
+                    remove_expired(h, dag_id_)
                 finally:
                     h.close()
             if (
@@ -212,8 +232,10 @@ def create_job_dag(
                     "CANCELED",
                     f"terminated at the request of {job_row.terminate_requested_by}",
                 )
-            if workdir is not None:
-                jobs.record_event(dag_id_, run_id, None, f"job directory {workdir} removed")
+            if kept:
+                jobs.record_event(dag_id_, run_id, None, kept)
+            if directory_note:
+                jobs.record_event(dag_id_, run_id, None, directory_note)
             if state != "COMPLETED":
                 message = job_row.message if job_row is not None and job_row.message else "no job record"
                 raise AirflowFailException(f"job {state}: {message}")

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rackflow.db.models import Job, JobEvent
+from rackflow.db.models import Job, JobEvent, JobOutput
 from rackflow.db.session import session_scope
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
@@ -243,25 +243,106 @@ def pending_terminations(keys: Iterable[tuple[str, str]], *, url: str | None = N
         return {(d, r) for d, r in rows}
 
 
+STREAMS = ("stdout", "stderr")
+
+
+def save_output(
+    dag_id: str,
+    run_id: str,
+    stream: str,
+    *,
+    content: bytes,
+    size: int | None,
+    truncated: bool,
+    path: str | None,
+    note: str | None = None,
+    url: str | None = None,
+) -> None:
+    """Keep one stream's tail (replacing an earlier copy, e.g. of a cleared cleanup)."""
+    with session_scope(url) as session:
+        session.merge(
+            JobOutput(
+                dag_id=dag_id,
+                run_id=run_id,
+                stream=stream,
+                content=content,
+                size=size,
+                truncated=truncated,
+                path=path,
+                note=note,
+                captured_at=_now(),
+            )
+        )
+
+
+def get_output(dag_id: str, run_id: str, stream: str, *, url: str | None = None) -> JobOutput | None:
+    """The kept copy of a job's ``stdout`` or ``stderr``; None when none was kept (yet)."""
+    with session_scope(url) as session:
+        return session.get(JobOutput, (dag_id, run_id, stream))
+
+
+def keep_workdir_until(dag_id: str, run_id: str, at: datetime, *, url: str | None = None) -> None:
+    """Note that the job's directory stays until ``at`` (``[rackflow] job_directory_retention``)."""
+    with session_scope(url) as session:
+        session.execute(
+            update(Job).where(Job.dag_id == dag_id, Job.run_id == run_id).values(workdir_remove_after=at)
+        )
+
+
+def workdir_removed(dag_id: str, run_id: str, *, url: str | None = None) -> None:
+    with session_scope(url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.dag_id == dag_id, Job.run_id == run_id)
+            .values(workdir_removed_at=_now(), workdir_remove_after=None)
+        )
+
+
+def expired_workdirs(
+    dag_id: str, *, now: datetime | None = None, limit: int = 50, url: str | None = None
+) -> list[tuple[str, str]]:
+    """``(run_id, workdir)`` of the DAG's kept job directories whose retention has run out, oldest first."""
+    with session_scope(url) as session:
+        rows = session.execute(
+            select(Job.run_id, Job.workdir)
+            .where(
+                Job.dag_id == dag_id,
+                Job.workdir.is_not(None),
+                Job.workdir_removed_at.is_(None),
+                Job.workdir_remove_after.is_not(None),
+                Job.workdir_remove_after <= (now or _now()),
+            )
+            .order_by(Job.workdir_remove_after)
+            .limit(limit)
+        ).all()
+        return [(r, w) for r, w in rows if w]
+
+
 def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 __all__ = [
     "FINAL_STATES",
+    "STREAMS",
     "EventOut",
     "JobIdentity",
     "JobOwnerMismatch",
     "claim_cancel",
     "ensure_job",
     "events",
+    "expired_workdirs",
     "get_job",
     "get_jobs",
+    "get_output",
     "job_identity",
+    "keep_workdir_until",
     "new_job_name",
     "pending_terminations",
     "record_event",
     "request_termination",
+    "save_output",
     "states_seen",
     "termination_requested",
+    "workdir_removed",
 ]

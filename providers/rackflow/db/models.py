@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,6 +86,8 @@ class Job(Base):
     Ownership is the run's ``triggering_user_name`` in Airflow; ``owner`` is a copy for listing.
     ``job_name`` (the scheduler job name) and ``workdir`` come from a uuid rackflow generates when the
     job is first recorded, never from the run id; ``account`` is the Unix account it runs as.
+    ``workdir_remove_after`` is when a directory kept by ``[rackflow] job_directory_retention`` may
+    go, ``workdir_removed_at`` when it went.
     """
 
     __tablename__ = "rackflow_job"
@@ -109,6 +111,8 @@ class Job(Base):
     terminate_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     terminate_requested_by: Mapped[str | None] = mapped_column(String(250))
     cancel_issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    workdir_remove_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    workdir_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -126,3 +130,26 @@ class JobEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64))
     node: Mapped[str | None] = mapped_column(Text)
+
+
+class JobOutput(Base):
+    """The kept copy of one stream (``stdout`` or ``stderr``) of a job: the file's last bytes, copied
+    from the job directory when the job ends, so that it outlives the directory.
+
+    ``content`` is bytes as the job wrote them (a job may write NULs, which a Postgres TEXT refuses);
+    ``size`` is the file's whole size then, and ``truncated`` says the file was longer than the kept
+    tail (``[rackflow] job_output_tail_size``). ``note`` says why nothing was kept (no such file, not
+    a regular file, outside the job directory).
+    """
+
+    __tablename__ = "rackflow_job_output"
+
+    dag_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    stream: Mapped[str] = mapped_column(String(8), primary_key=True)
+    path: Mapped[str | None] = mapped_column(Text)
+    content: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    truncated: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

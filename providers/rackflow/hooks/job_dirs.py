@@ -105,6 +105,24 @@ class JobDirectory(ABC):
         """``rel`` open read-only and its size; OSError unless it is a regular file reached without a
         symlink. The caller closes it."""
 
+    def read_tail(self, rel: str, max_bytes: int) -> tuple[bytes, int]:
+        """The last ``max_bytes`` of the regular file ``rel`` and its size, opened as
+        :meth:`open_result` does (no symlink anywhere on the way), read in chunks from where the tail
+        starts: never more than ``max_bytes`` in memory, whatever the file's size."""
+        handle, size = self.open_result(rel)
+        with handle:
+            start = max(0, size - max_bytes)
+            handle.seek(start)
+            chunks: list[bytes] = []
+            remaining = size - start  # a file still growing is read up to the size it had
+            while remaining > 0:
+                chunk = handle.read(min(1 << 16, remaining))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+        return b"".join(chunks), size
+
     @abstractmethod
     def lstat(self, rel: str) -> EntryStat | None:
         """``rel`` as lstat sees it (a final symlink is itself); None when absent. OSError (or

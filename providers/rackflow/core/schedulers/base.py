@@ -8,6 +8,7 @@ SSH, and every parser is tested on recorded output.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 import shlex
 from abc import ABC, abstractmethod
@@ -166,6 +167,21 @@ class SchedulerAdapter(ABC):
     def scheduler_output_paths(self, workdir: str) -> tuple[str, str]:
         """Where the scheduler writes the script's own stdout and stderr (those not redirected)."""
         return str(PurePosixPath(workdir) / "rackflow.out"), str(PurePosixPath(workdir) / "rackflow.err")
+
+    def job_output_files(self, job: JobDescription, workdir: str) -> tuple[str | None, str | None]:
+        """Where the job's stdout and stderr end up, relative to ``workdir``: its ``stdout_path`` /
+        ``stderr_path`` (relative to the job's directory, as :meth:`body` redirects them) or else
+        :meth:`scheduler_output_paths`. None for a file outside ``workdir`` (rackflow keeps only what
+        is inside the job directory)."""
+        root = PurePosixPath(workdir)
+        directory = root / job.directory if job.directory else root
+        defaults = self.scheduler_output_paths(workdir)
+        found: list[str | None] = []
+        for path, default in ((job.stdout_path, defaults[0]), (job.stderr_path, defaults[1])):
+            full = posixpath.normpath(str(directory / path)) if path else default
+            rel = posixpath.relpath(full, str(root)) if full.startswith(str(root) + "/") else None
+            found.append(rel if rel is not None and not rel.startswith("..") else None)
+        return found[0], found[1]
 
     # -- script ---------------------------------------------------------------------------------
 
