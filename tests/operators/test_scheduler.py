@@ -191,3 +191,18 @@ def test_run_of_an_owner_without_a_job_account_fails_stage_in_with_the_reason_an
     assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
     assert "no job account for Airflow user 'dag_test'" in (job.message or "")
     assert job.workdir is None  # nothing was made on the cluster side either
+
+
+def test_world_writable_jobs_directory_is_refused_before_anything_is_staged(
+    airflow_db: Path, rackflow_db: str, devfleet: Any, shared_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = shared_tmp / "open"
+    base.mkdir()
+    base.chmod(0o777)
+    monkeypatch.setenv("AIRFLOW__RACKFLOW__JOBS_DIRECTORY", str(base))
+    dag = _job_dag()
+    run = dag.test(run_conf={"job": {"executable": "/bin/true"}})
+    job = jobs.get_job(dag.dag_id, run.run_id)
+    assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
+    assert "group- or world-writable" in (job.message or ""), job.message
+    assert list(base.iterdir()) == []

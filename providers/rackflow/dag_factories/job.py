@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from rackflow.core.jobspec import JobDescription, parse_job_description
 from rackflow.db import jobs
 from rackflow.hooks.job_dirs import open_job_dir
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.scheduler import JobDirectoryError, LocalSchedulerHook, SchedulerCommandError
 from rackflow.operators.scheduler import (
     MissingJobAccount,
     SubmitToLocalSchedulerOperator,
@@ -125,7 +125,12 @@ def create_job_dag(
                 scheduler=scheduler,
                 cluster=h.cluster_key,
             )
-            h.create_job_dir(workdir)
+            try:
+                h.create_job_dir(workdir)
+            except (JobDirectoryError, SchedulerCommandError) as exc:
+                h.close()
+                jobs.record_event(dag_id_, run_id, "FAILED", f"job directory {workdir}: {exc}")
+                raise AirflowFailException(f"job directory {workdir}: {exc}") from exc
             try:
                 with open_job_dir(workdir, ssh_conn_id, scheduler_hook=h) as job_dir:
                     return stage_in(job.stage_in, job_dir=job_dir, aws_conn_id=aws_conn_id)
