@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
 from rackflow import __version__, settings
-from rackflow_plugin.api import fleet, jobnets, jobs, power, status
+from rackflow_plugin.api import fleet, jobnets, jobs, power, status, tes
 from rackflow_plugin.limits import LIMIT_RESPONSES, RequestLimits
 from rackflow_plugin.security import CurrentUser
 
@@ -36,6 +36,7 @@ def create_app() -> FastAPI:
     )
     for router in ROUTERS:
         app.include_router(router, prefix="/api", responses=LIMIT_RESPONSES)
+    app.include_router(tes.router, responses=LIMIT_RESPONSES)  # GA4GH TES at /rackflow/ga4gh/tes/v1
     for page in sorted(p.stem for p in STATIC.glob("*.html")):
         app.add_api_route(f"/ui/{page}", _page(page), methods=["GET"], include_in_schema=False)
     app.add_api_route("/ui/static/{name}", _static, methods=["GET"], include_in_schema=False)

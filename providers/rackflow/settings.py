@@ -158,3 +158,18 @@ def job_directory_retention() -> timedelta:
         return parse_duration(raw)
     except ValueError as exc:
         raise ValueError(f"[{SECTION}] job_directory_retention: {exc}") from exc
+
+
+def tes_container_runtime() -> str | None:
+    """``[rackflow] tes_container_runtime``: ``apptainer`` or ``singularity`` runs TES executors in
+    their images; empty (the default) runs their commands as they are."""
+    from rackflow.core.tes import CONTAINER_RUNTIMES
+
+    value = _get("tes_container_runtime", "").strip()
+    if not value:
+        return None
+    if value not in CONTAINER_RUNTIMES:
+        raise ValueError(
+            f"[rackflow] tes_container_runtime {value[:40]!r} is not one of {', '.join(CONTAINER_RUNTIMES)}"
+        )
+    return value

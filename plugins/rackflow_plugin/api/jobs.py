@@ -155,7 +155,8 @@ def _out(run: DagRun, row: Any, with_events: bool = False) -> JobOut:
     )
 
 
-def _own_run(job_id: str, user: Any, session: Any) -> DagRun:
+def own_run(job_id: str, user: Any, session: Any) -> DagRun:
+    """The run of job ``job_id`` if ``user`` owns it or is an admin; 404 otherwise (never 403)."""
     run = session.scalar(select(DagRun).where(DagRun.dag_id == JOB_DAG_ID, DagRun.run_id == job_id))
     if run is None or (run.triggering_user_name != user.get_name() and not is_admin(user)):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
@@ -195,9 +196,35 @@ async def submit_job(request: Request, user: CurrentUser, session: SessionDep) -
     return await run_in_threadpool(_submit, raw, request, user, session)
 
 
-def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted:
+def require_job_account(user: Any) -> None:
+    """403 naming ``[rackflow] job_accounts`` when ``user`` has no Unix account to run jobs as."""
     if settings.job_account(user.get_name()) is None:  # jobs never run as the service account
         raise HTTPException(status.HTTP_403_FORBIDDEN, settings.missing_job_account(user.get_name()))
+
+
+def trigger_job(
+    job: JobDescription,
+    request: Request,
+    user: Any,
+    session: Any,
+    *,
+    prefix: str = "job",
+    extra_conf: dict[str, Any] | None = None,
+) -> str:
+    """Start a run of the job DAG for ``job`` (already validated and staging-checked) on ``user``'s
+    behalf; its id is ``<prefix>__<time>__<random>``. ``extra_conf`` rides along in the run's conf."""
+    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
+
+    run_id = f"{prefix}__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:12]}"
+    conf = {**(extra_conf or {}), "job": job.to_dict()}
+    body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf=conf)
+    trigger_dag_run(JOB_DAG_ID, body, _dag_bag(request), user, session, request)
+    session.commit()
+    return run_id
+
+
+def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted:
+    require_job_account(user)
     try:
         if "xml" not in request.headers.get("content-type", ""):
             try:
@@ -214,12 +241,7 @@ def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, {"message": str(exc), "problems": exc.problems}
         ) from exc
-    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
-
-    run_id = f"job__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:12]}"
-    body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf={"job": job.to_dict()})
-    trigger_dag_run(JOB_DAG_ID, body, _dag_bag(request), user, session, request)
-    session.commit()
+    run_id = trigger_job(job, request, user, session)
     return JobSubmitted(job_id=run_id, state="QUEUED", owner=user.get_name())
 
 
@@ -256,7 +278,7 @@ def list_jobs(
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def get_job(job_id: PathName, user: CurrentUser, session: SessionDep) -> JobOut:
-    run = _own_run(job_id, user, session)
+    run = own_run(job_id, user, session)
     return _out(run, jobs_db.get_job(JOB_DAG_ID, job_id), with_events=True)
 
 
@@ -268,7 +290,7 @@ def get_job(job_id: PathName, user: CurrentUser, session: SessionDep) -> JobOut:
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def get_job_events(job_id: PathName, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
-    run = _own_run(job_id, user, session)
+    run = own_run(job_id, user, session)
     return _out(run, None, with_events=True).events
 
 
@@ -346,7 +368,15 @@ def terminate_job(
 ) -> Any:
     from fastapi.responses import JSONResponse
 
-    run = _own_run(job_id, user, session)
+    out = terminate(own_run(job_id, user, session), user, reason)
+    if not out.acted:
+        return out
+    return JSONResponse(out.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+def terminate(run: DagRun, user: Any, reason: str | None = None) -> TerminateOut:
+    """Mark ``run``'s job for termination (once); ``acted`` says whether this request started it."""
+    job_id = run.run_id
     row = jobs_db.get_job(JOB_DAG_ID, job_id)
     state = job_state(run.state, row)
     if state in jobs_db.FINAL_STATES or run.state in FINISHED_RUN_STATES:
@@ -367,5 +397,4 @@ def terminate_job(
         None,
         f"termination requested by {user.get_name()}" + (f": {reason}" if reason else ""),
     )
-    out = TerminateOut(job_id=job_id, state=state, acted=True, message="terminating")
-    return JSONResponse(out.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+    return TerminateOut(job_id=job_id, state=state, acted=True, message="terminating")
