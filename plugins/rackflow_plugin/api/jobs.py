@@ -321,7 +321,7 @@ def get_job_output(
         int | None, Query(ge=1, le=MAX_TAIL_LINES, description="Only the last N lines of what was kept.")
     ] = None,
 ) -> JobOutputOut:
-    run = _own_run(job_id, user, session)
+    run = own_run(job_id, user, session)
     kept = jobs_db.get_output(JOB_DAG_ID, job_id, stream)
     if kept is None:
         if run.state not in FINISHED_RUN_STATES:
