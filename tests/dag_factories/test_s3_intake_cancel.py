@@ -106,7 +106,7 @@ def test_killing_the_deferred_wait_task_cancels_through_its_trigger(devfleet, sh
     trigger = deferred.value.trigger
     # the trigger is stored serialised; rebuild it from its kwargs as the triggerer does
     classpath, kwargs = trigger.serialize()
-    assert classpath.endswith("ScriptJobStateTrigger")
+    assert classpath.endswith("LocalSchedulerJobTrigger")  # the shared cluster poller's
     asyncio.run(type(trigger)(**kwargs).on_kill())
 
     assert _slurm_state(devfleet, submitted["job_id"]) == "CANCELLED"

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rackflow.core.s3_protocol import StatusCache
+from rackflow.core.schedulers import JobState
+from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
 from rackflow.devfleet.fleet import INTAKE_ACCOUNT
 from rackflow.hooks.s3_jobs import S3JobsHook
 from rackflow.hooks.scheduler import LocalSchedulerHook
@@ -124,7 +126,7 @@ def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path, sh
         # The uploader rewrites line 2: rackflow's next write still names its own job.
         _put_status(client, bucket, prefix, f"QUEUED\n{victim}\n".encode())
         waiter = S3JobWaitOperator(task_id="wait", job=submitted, bucket_name=bucket, aws_conn_id=CONN_ID)
-        assert waiter._handle({"state": "ACTIVE"}) is None
+        waiter.follower().on_state(own, SchedulerJobStatus(state=JobState.ACTIVE, native_state="RUNNING"))
         assert read_status(client, bucket, prefix) == f"RUNNING\n{own}\n"
 
         # A crashed task's clean-up cancels the job this run submitted, not the one the object names.

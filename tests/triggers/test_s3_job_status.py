@@ -10,12 +10,10 @@ import threading
 import time
 
 from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+from rackflow.hooks.s3_jobs import S3StatusFollower
 from rackflow.hooks.scheduler import LocalSchedulerHook
-from rackflow.triggers.s3_job_status import (
-    S3JobsReadyEventTrigger,
-    S3JobStatusTrigger,
-    ScriptJobStateTrigger,
-)
+from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger, S3JobStatusTrigger
+from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, upload_job
 
 
@@ -106,7 +104,13 @@ def test_event_trigger_announces_a_job_again_while_nobody_takes_it(devfleet):
     assert all(later - earlier >= 1.5 for earlier, later in itertools.pairwise(times)), times
 
 
-def test_script_job_trigger_fires_on_each_state_change_of_a_real_slurm_job(devfleet, shared_tmp):
+def test_intake_job_wait_writes_running_from_the_trigger_and_fires_once_at_the_end(devfleet, shared_tmp):
+    """The intake's wait is the shared cluster poller's trigger with the S3 status follower: QUEUED ->
+    RUNNING is written to the status object from the triggerer and the task is resumed once, when the
+    job has ended (formerly: one event, one task resume, per state change)."""
+    client = devfleet.s3.client()
+    bucket = new_bucket(devfleet, "follow")
+    upload_job(client, bucket, "job0001", status=b"QUEUED\n")
     (shared_tmp / "aws-job-run.sh").write_text("#!/bin/bash\nsleep 2\n")
     scheduler = LocalSchedulerHook(env=devfleet.slurm.env)
     os.environ.update(devfleet.slurm.env)
@@ -115,11 +119,27 @@ def test_script_job_trigger_fires_on_each_state_change_of_a_real_slurm_job(devfl
     first = scheduler.submit_script(script, job_name=name, workdir=str(shared_tmp), account=INTAKE_ACCOUNT)
     job_id, new = first.scheduler_job_id, not first.existing
     assert new
-    trigger = ScriptJobStateTrigger(job_id=job_id, scheduler="slurm", known_state="QUEUED", poll_interval=0.2)
-    started = asyncio.run(_first_event(trigger))
-    assert started["state"] == "ACTIVE"
-    trigger = ScriptJobStateTrigger(job_id=job_id, scheduler="slurm", known_state="ACTIVE", poll_interval=0.2)
-    ended = asyncio.run(_first_event(trigger))
-    assert (ended["state"], ended["exit_code"]) == ("COMPLETED", 0)
+    follower = S3StatusFollower(bucket_name=bucket, aws_conn_id=CONN_ID, prefix="job0001")
+    trigger = LocalSchedulerJobTrigger(
+        scheduler_job_id=job_id,
+        poll_interval=0.2,
+        account=INTAKE_ACCOUNT,
+        follower="rackflow.hooks.s3_jobs.S3StatusFollower",
+        follower_kwargs=follower.kwargs,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert LocalSchedulerJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+    async def all_events() -> list[dict]:
+        return [e.payload async for e in LocalSchedulerJobTrigger(**kwargs).run()]
+
+    events = asyncio.run(all_events())
+    assert [(e["status"], e["job_status"]["state"], e["job_status"]["exit_code"]) for e in events] == [
+        ("done", "COMPLETED", 0)
+    ]
+    # RUNNING came from the trigger (the end is the resumed task's to write, after its stage-out)
+    assert client.get_object(Bucket=bucket, Key="job0001/aws-job-stat.txt")["Body"].read() == (
+        f"RUNNING\n{job_id}\n".encode()
+    )
     again = scheduler.submit_script(script, job_name=name, workdir=str(shared_tmp), account=INTAKE_ACCOUNT)
     assert (again.scheduler_job_id, not again.existing) == (job_id, False)  # idempotent by job name

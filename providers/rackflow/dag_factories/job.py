@@ -30,6 +30,8 @@ from rackflow.db import jobs
 from rackflow.hooks.job_dirs import open_job_dir
 from rackflow.hooks.scheduler import JobDirectoryError, LocalSchedulerHook, SchedulerCommandError
 from rackflow.operators.scheduler import (
+    WAIT_RETRIES,
+    WAIT_RETRY_DELAY,
     MissingJobAccount,
     SubmitToLocalSchedulerOperator,
     WaitForLocalSchedulerJobOperator,
@@ -157,6 +159,9 @@ def create_job_dag(
             ssh_conn_id=ssh_conn_id,
             env=env,
             poll_interval=poll_interval,
+            # a lost try re-attaches to the same scheduler job (its id from XCom), never resubmits
+            retries=WAIT_RETRIES,
+            retry_delay=WAIT_RETRY_DELAY,
         )
 
         @task(task_id="stage_out", trigger_rule="all_done")

@@ -18,10 +18,16 @@ Pausing the DAG is the seed's ``crontab -r``: a paused DAG gets no runs (its wat
 parse of the DAG file), so a job that is ready stays ``FILE_UPLOAD``; after unpausing, the watcher's first
 poll sees it and it is claimed -- once, because every claim is a conditional write.
 
-Killing the ``wait`` task (mark failed/clear, deferred or not) cancels the scheduler job and writes
+The ``wait`` task waits on the cluster's shared poller (one status query per cluster and interval for
+all waiting jobs, the job API's included); ``RUNNING`` is written from the triggerer, and the task
+resumes once, when the job has ended. It has retries: a try lost for a reason that is not the job's
+own (its process lost, a stale executor event, a worker restart) re-attaches to the same scheduler job.
+
+Killing the ``wait`` task (mark failed/clear, deferred or not) cancels a live scheduler job and writes
 ``CANCELED``; a per-job task that fails without ending its job (a crash, a lost worker) gets ``FAILED``
-with the reason from the DAG's ``on_failure_callback``. Neither overwrites a terminal status or
-resubmits anything.
+with the reason from the DAG's ``on_failure_callback`` -- except a ``wait`` whose job still runs: that
+job is neither cancelled nor marked, and clearing the ``wait`` task re-attaches to it. Nothing
+overwrites a terminal status or resubmits anything.
 
 Configuration: a YAML file (``[rackflow] s3_intake_file``, default ``s3_intake.yaml`` under
 AIRFLOW_HOME)::
@@ -139,12 +145,14 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         ACCEPT_TASK_ID,
         CLAIMED_XCOM_KEY,
         SUBMITTED_XCOM_KEY,
+        WAIT_TASK_ID,
         S3JobWaitOperator,
         accept_job,
         finish_job,
         job_task_failed,
         stage_out_job,
     )
+    from rackflow.operators.scheduler import WAIT_RETRIES, WAIT_RETRY_DELAY
     from rackflow.sensors.s3_job_status import S3JobStatusSensor
     from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger
 
@@ -236,7 +244,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         @task_group(group_id="job")
         def job_pipeline(job: Any) -> None:
             waited = S3JobWaitOperator(
-                task_id="wait",
+                task_id=WAIT_TASK_ID,
                 job=accept(job),
                 bucket_name=config.bucket,
                 aws_conn_id=config.aws_conn_id,
@@ -245,6 +253,9 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
                 scheduler_env=config.scheduler_env,
                 poll_interval=config.scheduler_poll_interval,
                 deferrable=True,
+                # a lost try re-attaches to the submitted job (accept's XCom), never resubmits
+                retries=WAIT_RETRIES,
+                retry_delay=WAIT_RETRY_DELAY,
             )
             finish(stage_out(waited.output))
 

@@ -51,7 +51,10 @@ from rackflow.core.s3_protocol import (
     status_key,
     validate_job_prefix,
 )
+from rackflow.core.schedulers import JobState
+from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
 from rackflow.hooks.job_dirs import JobDirectory, as_job_directory
+from rackflow.hooks.scheduler import JobFollower
 
 if TYPE_CHECKING:
     from rackflow.hooks.scheduler import LocalSchedulerHook
@@ -374,6 +377,15 @@ class S3JobsHook(BaseHook):
             prefix, JobStatusFile(new, scheduler_job_id=scheduler_job_id, reason=reason), if_match=etag
         )
 
+    def mark_running(self, prefix: str, scheduler_job_id: str | None) -> None:
+        """``QUEUED`` -> ``RUNNING`` (conditional write); any other status is left as it is. Raises
+        :class:`StatusConflict` when the status object is gone."""
+        current = self.read_status(prefix)
+        if current is None:
+            raise StatusConflict(f"{prefix}: status object is gone")
+        if current[0].status is JobStatus.QUEUED:
+            self.transition(prefix, JobStatus.RUNNING, scheduler_job_id=scheduler_job_id)
+
     def fail(self, prefix: str, reason: str, *, scheduler_job_id: str | None = None) -> bool:
         """Best effort: mark the job FAILED with ``reason``; False (logged) when that is not possible."""
         try:
@@ -525,6 +537,37 @@ def cancel_intake_job(
     """
     known = scheduler.cancel(job_id, account=account)
     log.info("%s: scheduler job %s %s", prefix, job_id, "cancelled" if known else "was already gone")
+    return write_canceled(hook, prefix, job_id, why)
+
+
+def write_canceled(hook: S3JobsHook, prefix: str, job_id: str, why: str) -> JobStatusFile | None:
+    """``CANCELED`` with ``why`` after rackflow cancelled ``job_id``, unless the status is terminal."""
     return hook.end_unless_terminal(
         prefix, JobStatus.CANCELED, reason=f"{why}; scheduler job {job_id} cancelled", scheduler_job_id=job_id
     )
+
+
+class S3StatusFollower(JobFollower):
+    """Keeps an intake job's status object in step while the shared cluster poller waits for it.
+
+    Given to :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` by the intake's wait task:
+    in the triggerer it writes ``RUNNING`` when the job starts (a conditional write, and only over
+    ``QUEUED``), and ``CANCELED`` when the waiting task is killed. The task itself resumes only when the
+    job has ended, for the stage-out.
+
+    :param bucket_name: the intake bucket.
+    :param aws_conn_id: Airflow AWS connection.
+    :param prefix: the job's prefix in the bucket.
+    """
+
+    def __init__(self, *, bucket_name: str, aws_conn_id: str, prefix: str) -> None:
+        super().__init__(bucket_name=bucket_name, aws_conn_id=aws_conn_id, prefix=prefix)
+        self.hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
+        self.prefix = prefix
+
+    def on_state(self, job_id: str, status: SchedulerJobStatus) -> None:
+        if status.state is JobState.ACTIVE:
+            self.hook.mark_running(self.prefix, job_id)
+
+    def on_killed(self, job_id: str, why: str) -> None:
+        write_canceled(self.hook, self.prefix, job_id, why)

@@ -523,6 +523,25 @@ class LocalSchedulerHook(BaseHook):
         return True
 
 
+class JobFollower:
+    """What a front door does, in the triggerer, when its waiting job changes state or is killed.
+
+    A subclass is named by its import path in
+    :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` (``follower``) and
+    built with ``follower_kwargs`` (JSON values); its methods run in a thread and may block.
+    An exception is logged and the wait goes on: the job's end is what matters.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    def on_state(self, job_id: str, status: JobStatus) -> None:
+        """The job moved to a state that is not final (e.g. QUEUED -> ACTIVE)."""
+
+    def on_killed(self, job_id: str, why: str) -> None:
+        """The waiting task was killed and the scheduler job cancelled (as far as the scheduler knew it)."""
+
+
 def cluster_key(kind: str, ssh_conn_id: str | None, env: dict[str, str] | None = None) -> str:
     """``slurm@local`` or ``slurm@ssh:<conn>``, plus the extra environment (it can select the cluster)."""
     where = f"ssh:{ssh_conn_id}" if ssh_conn_id else "local"
@@ -535,6 +554,7 @@ __all__ = [
     "DEFAULT_PATH",
     "CommandResult",
     "JobDirectoryError",
+    "JobFollower",
     "LocalSchedulerHook",
     "SchedulerCommandError",
     "SchedulerRejectedJob",

@@ -34,10 +34,12 @@ from rackflow.core.s3_protocol import (
     ManifestEntry,
     take_manifest,
 )
+from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
 from rackflow.hooks.job_dirs import job_dir_path, open_job_dir
-from rackflow.hooks.s3_jobs import S3JobsHook, StatusConflict, cancel_intake_job
+from rackflow.hooks.s3_jobs import S3JobsHook, S3StatusFollower, StatusConflict, cancel_intake_job
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
-from rackflow.triggers.s3_job_status import ScriptJobStateTrigger, job_state_event
+from rackflow.operators.scheduler import job_has_ended
+from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 # of the scheduler job it submitted (the only job id rackflow ever acts on: never line 2 of a status
 # object, which the uploader can write).
 ACCEPT_TASK_ID = "accept"
+WAIT_TASK_ID = "wait"
 CLAIMED_XCOM_KEY = "claimed"
 SUBMITTED_XCOM_KEY = "submitted_job_id"
 
@@ -190,20 +193,12 @@ def accept_job(
     return submit_job(hook, staged, scheduler, claim_id, run_as, on_submitted)
 
 
-def _mark_running(hook: S3JobsHook, prefix: str, job_id: str | None) -> None:
-    current = hook.read_status(prefix)
-    if current is None:
-        raise StatusConflict(f"{prefix}: status object is gone")
-    if current[0].status is JobStatus.QUEUED:
-        hook.transition(prefix, JobStatus.RUNNING, scheduler_job_id=job_id)
-
-
 def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
     """Write STAGING_OUT and upload what the job created or changed; stops if the job was deleted."""
     prefix = waited["prefix"]
     with failing_job(hook, prefix, "stage-out", waited.get("job_id")):
         job_id = waited.get("job_id")
-        _mark_running(hook, prefix, job_id)  # a job can end between two polls while still QUEUED
+        hook.mark_running(prefix, job_id)  # a job can end between two polls while still QUEUED
         hook.transition(prefix, JobStatus.STAGING_OUT, scheduler_job_id=job_id)
         manifest = {rel: ManifestEntry(*entry) for rel, entry in waited["manifest"].items()}
         with open_job_dir(waited["job_dir"], waited.get("ssh_conn_id")) as job_dir:
@@ -282,7 +277,8 @@ def job_task_failed(
     It acts only for a job this run claimed (the ``accept`` task's ``claimed`` XCom of the same map
     index, pushed right after the claim), so a task that failed before or without the claim never
     touches another poller's job. A scheduler job is cancelled, as ``run_as``, on the login node of
-    ``ssh_conn_id`` (None: this host).
+    ``ssh_conn_id`` (None: this host) -- except after a failed ``wait`` while the job still runs: the
+    job is the user's, not lost; it is left alone and clearing the ``wait`` task follows it again.
     """
 
     def callback(context: Any) -> None:
@@ -300,6 +296,16 @@ def job_task_failed(
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
         local = LocalSchedulerHook(scheduler=scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
+            if step == WAIT_TASK_ID and job_id and not job_has_ended(local, job_id):
+                # The wait failed, not the job: leave it running and its status as it is; clearing
+                # the wait task re-attaches to it (rackflow cancels only on a kill or a terminate).
+                log.warning(
+                    "%s: %s; scheduler job %s still runs: clear the wait task to follow it again",
+                    claimed["prefix"],
+                    reason,
+                    job_id,
+                )
+                return
             fail_unfinished_job(hook, claimed["prefix"], reason, local, job_id or None, run_as)
         except Exception:
             log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
@@ -311,7 +317,17 @@ def job_task_failed(
 
 class S3JobWaitOperator(BaseOperator):
     """
-    Wait for a submitted intake job to end, writing ``RUNNING`` to its status object when it starts.
+    Wait for a submitted intake job to end, on the cluster's shared poller; resumes once, at the end.
+
+    The job is checked once here (one that ended already is returned at once); then the task defers to
+    :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`, whose
+    :class:`~rackflow.hooks.s3_jobs.S3StatusFollower` writes ``RUNNING`` to the status object from the
+    triggerer when the job starts, so the task resumes only when the job has ended and the stage-out
+    has work. The end is what the trigger observed (the live queue, else the scheduler's accounting),
+    never asked again of a controller that may have forgotten the job.
+
+    A retried or cleared wait re-attaches to the scheduler job the ``accept`` task submitted (its
+    result, from XCom); nothing is ever resubmitted.
 
     Returns the submitted job's dict with ``end`` set to ``{"state", "native_state", "exit_code",
     "reason"}`` (PSI/J state names).
@@ -361,37 +377,46 @@ class S3JobWaitOperator(BaseOperator):
             scheduler=self.scheduler, env=self.scheduler_env, ssh_conn_id=self.ssh_conn_id
         )
 
-    def _handle(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        """The result when the job ended; None to keep waiting (RUNNING written when it started)."""
-        prefix = self.job["prefix"]
-        hook = self._hook()
-        with failing_job(hook, prefix, "wait", self.job["job_id"]):
-            state = event["state"]
-            if state == "ACTIVE":
-                _mark_running(hook, prefix, self.job["job_id"])
-                return None
-            if state in ("COMPLETED", "FAILED", "CANCELED"):
-                return {**self.job, "end": event}
-            if state == "UNKNOWN":
-                raise RuntimeError(f"scheduler no longer knows job {self.job['job_id']}")
-            return None
+    def follower(self) -> S3StatusFollower:
+        """What writes this job's intermediate states to its status object."""
+        return S3StatusFollower(
+            bucket_name=self.bucket_name, aws_conn_id=self.aws_conn_id, prefix=self.job["prefix"]
+        )
 
-    def execute(self, context: Any) -> Any:
+    def _status(self) -> SchedulerJobStatus:
         scheduler = self._scheduler()
         try:
-            while True:
-                event = job_state_event(scheduler, self.job["job_id"])
-                done = self._handle(event)
-                if done is not None:
-                    return done
-                if self.deferrable:
-                    self._defer(event["state"])
-                time.sleep(self.poll_interval)
+            return scheduler.statuses([self.job["job_id"]])[self.job["job_id"]]
         finally:
             scheduler.close()
 
+    def _ended(self, status: SchedulerJobStatus) -> dict[str, Any]:
+        end = {
+            "state": status.state.value,
+            "native_state": status.native_state,
+            "exit_code": status.exit_code,
+            "reason": status.reason,
+        }
+        return {**self.job, "end": end}
+
+    def execute(self, context: Any) -> Any:
+        job_id = self.job["job_id"]
+        status = self._status()
+        last = None
+        while not status.state.is_final:
+            if status.state.value != last:
+                with failing_job(self._hook(), self.job["prefix"], "wait", job_id):
+                    self.follower().on_state(job_id, status)
+                last = status.state.value
+            if self.deferrable:
+                self._defer(status.state.value)
+            time.sleep(self.poll_interval)
+            status = self._status()
+        return self._ended(status)
+
     def on_kill(self) -> None:
-        """The task was killed (marked failed, cleared): cancel the scheduler job and write CANCELED.
+        """The task was killed (marked failed, cleared): cancel the scheduler job and write CANCELED,
+        unless the job has ended already (its end stands; a retry or a clear completes it).
 
         While the task is deferred, the trigger's ``on_kill`` does the same in the triggerer.
         """
@@ -400,6 +425,9 @@ class S3JobWaitOperator(BaseOperator):
             return
         scheduler = self._scheduler()
         try:
+            if job_has_ended(scheduler, self.job["job_id"]):
+                self.log.info("on_kill: scheduler job %s has ended; nothing to cancel", self.job["job_id"])
+                return
             cancel_intake_job(
                 self._hook(),
                 scheduler,
@@ -412,26 +440,24 @@ class S3JobWaitOperator(BaseOperator):
             scheduler.close()
 
     def _defer(self, known_state: str) -> None:
+        follower = self.follower()
         self.defer(
-            trigger=ScriptJobStateTrigger(
-                job_id=self.job["job_id"],
+            trigger=LocalSchedulerJobTrigger(
+                scheduler_job_id=self.job["job_id"],
                 scheduler=self.scheduler,
                 ssh_conn_id=self.ssh_conn_id,
                 env=self.scheduler_env,
-                known_state=known_state,
                 poll_interval=self.poll_interval,
-                cancel_on_kill={
-                    "prefix": self.job["prefix"],
-                    "bucket_name": self.bucket_name,
-                    "aws_conn_id": self.aws_conn_id,
-                    "run_as": self.job.get("run_as") or "",
-                },
+                last_state=known_state,
+                account=self.job.get("run_as") or None,
+                follower=f"{type(follower).__module__}.{type(follower).__qualname__}",
+                follower_kwargs=follower.kwargs,
             ),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        done = self._handle(event)
-        if done is not None:
-            return done
-        self._defer(event["state"])
+        if event.get("status") != "done":
+            # Not the job's failure (status polls failed): a retry of this task re-attaches to it.
+            raise RuntimeError(f"lost track of scheduler job {self.job['job_id']}: {event.get('message')}")
+        return self._ended(SchedulerJobStatus.model_validate(event["job_status"]))

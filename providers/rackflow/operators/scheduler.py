@@ -34,6 +34,24 @@ def default_poll_interval() -> float:
     return settings.poll_interval("scheduler", 5.0)
 
 
+# Retries of a wait task: a wait that fails for a reason that is not the job's own (its task process
+# lost, a stale executor event failing a resumed try, a worker restart) tries again and re-attaches to
+# the same scheduler job (its id from XCom); nothing is resubmitted and nothing is cancelled.
+WAIT_RETRIES = 3
+WAIT_RETRY_DELAY = timedelta(seconds=5)
+
+
+def job_has_ended(hook: LocalSchedulerHook, job_id: str) -> bool:
+    """Whether ``job_id`` has ended (the queue, else the accounting): a kill then cancels nothing.
+
+    A task killed while it completes an ended job -- e.g. a resumed try the scheduler fails on a stale
+    event -- must not cancel anything or write CANCELED over the job's real end."""
+    try:
+        return hook.statuses([job_id])[job_id].state.is_final
+    except Exception:  # the scheduler cannot answer: cancel, as a kill asks
+        return False
+
+
 def jobs_directory() -> str:
     """Where job directories go on the cluster side: ``[rackflow] jobs_directory``."""
     from rackflow import settings
@@ -380,7 +398,11 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         if self._scheduler_job_id is None:
             return
         try:
-            self.hook().cancel(self._scheduler_job_id, account=self._account)
+            hook = self.hook()
+            if job_has_ended(hook, self._scheduler_job_id):
+                self.log.info("on_kill: job %s has ended; nothing to cancel", self._scheduler_job_id)
+                return
+            hook.cancel(self._scheduler_job_id, account=self._account)
         except Exception:
             self.log.exception("Could not cancel scheduler job %s", self._scheduler_job_id)
 
@@ -445,9 +467,14 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
         return self._complete(context, event)
 
     def on_kill(self) -> None:
+        """Cancel the job waited for, unless it has ended (see :func:`job_has_ended`)."""
         try:
+            hook = self.hook()
+            if job_has_ended(hook, str(self.scheduler_job_id)):
+                self.log.info("on_kill: job %s has ended; nothing to cancel", self.scheduler_job_id)
+                return
             row = jobs.get_job(*self._keys) if self.record_events and self._keys else None
-            self.hook().cancel(str(self.scheduler_job_id), account=row.account if row else None)
+            hook.cancel(str(self.scheduler_job_id), account=row.account if row else None)
         except Exception:
             self.log.exception("Could not cancel scheduler job %s", self.scheduler_job_id)
 
@@ -478,10 +505,13 @@ def usage_text(result: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "WAIT_RETRIES",
+    "WAIT_RETRY_DELAY",
     "MissingJobAccount",
     "SubmitToLocalSchedulerOperator",
     "WaitForLocalSchedulerJobOperator",
     "job_account",
+    "job_has_ended",
     "jobs_directory",
     "resolve_job",
     "unrecorded_job_name",

@@ -1,7 +1,10 @@
-"""Triggers of the S3 job intake: wait for ready jobs in a bucket, and for a submitted job script to move.
+"""Triggers of the S3 job intake: wait for ready jobs in a bucket.
 
-Both run in the triggerer, so nothing holds a worker slot while a bucket is idle or a job is queued.
-The S3 and scheduler calls are blocking clients; they run in a thread (``asyncio.to_thread``).
+They run in the triggerer, so nothing holds a worker slot while a bucket is idle. (A submitted job
+waits like every batch job, on the cluster's shared poller:
+:class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` with an
+:class:`~rackflow.hooks.s3_jobs.S3StatusFollower`.) The S3 calls are blocking clients; they run in a
+thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from rackflow.core.s3_protocol import StatusCache
 
 # Imported here, not in run(): importing boto3 and the amazon provider inside run() would block the
 # triggerer's event loop for seconds on first use.
-from rackflow.hooks.s3_jobs import S3JobsHook, cancel_intake_job
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.s3_jobs import S3JobsHook
 
 
 class S3JobStatusTrigger(BaseTrigger):
@@ -177,104 +179,3 @@ def _log_problems(trigger: Any, result: Any, reported: dict[str, str]) -> dict[s
         if reported.get(job) != problem:
             trigger.log.warning("s3://%s: ignoring %s: %s", trigger.bucket_name, job, problem)
     return problems
-
-
-class ScriptJobStateTrigger(BaseTrigger):
-    """
-    Poll the local scheduler until a job leaves ``known_state`` (e.g. QUEUED -> ACTIVE, or ends).
-
-    Fires ``{"job_id", "state", "native_state", "exit_code", "reason"}``; ``state`` is a PSI/J state
-    name, or ``"UNKNOWN"`` when the scheduler no longer knows the job.
-
-    :param job_id: the scheduler's job id.
-    :param scheduler: scheduler kind (``slurm``, ``pbspro``, ``lsf``, ``sge``).
-    :param known_state: the PSI/J state the caller already handled.
-    :param poll_interval: seconds between polls.
-    :param cancel_on_kill: ``prefix``, ``bucket_name``, ``aws_conn_id`` and ``run_as`` of the job to
-        cancel (as ``run_as``) and mark CANCELED when the waiting task is killed; None: do nothing.
-    :param ssh_conn_id: SSH connection of the login node the scheduler commands run on; None: here.
-    :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
-    """
-
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        scheduler: str,
-        known_state: str,
-        poll_interval: float = 5.0,
-        cancel_on_kill: dict[str, str] | None = None,
-        ssh_conn_id: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__()
-        self.job_id = job_id
-        self.scheduler = scheduler
-        self.ssh_conn_id = ssh_conn_id or None
-        self.env = dict(env or {})
-        self.known_state = known_state
-        self.poll_interval = poll_interval
-        self.cancel_on_kill = cancel_on_kill
-
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "job_id": self.job_id,
-                "scheduler": self.scheduler,
-                "known_state": self.known_state,
-                "poll_interval": self.poll_interval,
-                "cancel_on_kill": self.cancel_on_kill,
-                "ssh_conn_id": self.ssh_conn_id,
-                "env": self.env,
-            },
-        )
-
-    def _scheduler(self) -> LocalSchedulerHook:
-        return LocalSchedulerHook(scheduler=self.scheduler, env=self.env, ssh_conn_id=self.ssh_conn_id)
-
-    async def on_kill(self) -> None:
-        """The deferred task was killed by a user: cancel the job and write CANCELED to its status."""
-        if not self.cancel_on_kill:
-            return
-        where = self.cancel_on_kill
-        hook = S3JobsHook(where["aws_conn_id"], bucket_name=where["bucket_name"])
-        scheduler = self._scheduler()
-        try:
-            await asyncio.to_thread(
-                cancel_intake_job,
-                hook,
-                scheduler,
-                where["prefix"],
-                self.job_id,
-                "the Airflow task waiting for it was killed",
-                where.get("run_as") or None,
-            )
-        finally:
-            await asyncio.to_thread(scheduler.close)  # an SSH close joins paramiko's thread
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        scheduler = self._scheduler()
-        try:
-            while True:
-                event = await asyncio.to_thread(job_state_event, scheduler, self.job_id)
-                if event["state"] != self.known_state:
-                    yield TriggerEvent(event)
-                    return
-                await asyncio.sleep(self.poll_interval)
-        finally:
-            await asyncio.to_thread(scheduler.close)
-
-
-def job_state_event(scheduler: LocalSchedulerHook, job_id: str) -> dict[str, Any]:
-    """One status poll of ``job_id`` as a JSON-serialisable event."""
-    status = scheduler.statuses([job_id]).get(job_id)
-    if status is None:
-        return {"job_id": job_id, "state": "UNKNOWN", "native_state": "", "exit_code": None, "reason": None}
-    return {
-        "job_id": job_id,
-        "state": str(status.state),
-        "native_state": status.native_state,
-        "exit_code": status.exit_code,
-        "reason": status.reason,
-    }

@@ -5,12 +5,17 @@ Every :class:`LocalSchedulerJobTrigger` in a triggerer process subscribes its jo
 runs one status command for all subscribed jobs each interval and hands each trigger its job's
 status; it also asks the rackflow database, in one query, which of its jobs a user asked to
 terminate, and cancels those (once: the cancel is claimed in the database first).
+
+A front door whose jobs have more to follow than the rackflow record (the S3 intake's status object)
+passes a :class:`JobFollower`: it is told every intermediate state change and a kill, in the triggerer,
+so the waiting task resumes only once, when the job has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,7 +24,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from rackflow.core.schedulers import JobStatus
-from rackflow.hooks.scheduler import LocalSchedulerHook, cluster_key
+from rackflow.hooks.scheduler import JobFollower, LocalSchedulerHook, cluster_key
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +122,17 @@ def cancel_claimed_job(hook: LocalSchedulerHook, key: JobKey, job_id: str, why: 
     return True
 
 
+def load_follower(path: str | None, kwargs: dict[str, Any] | None) -> JobFollower | None:
+    """The :class:`JobFollower` named ``module.Class``, built with ``kwargs``; None for no follower."""
+    if not path:
+        return None
+    module, _, name = path.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, JobFollower)):
+        raise TypeError(f"{path} is not a JobFollower")
+    return cls(**(kwargs or {}))
+
+
 class LocalSchedulerJobTrigger(BaseTrigger):
     """Wait until a batch scheduler job ends; fires ``{"status": "done", "job_status": {...}}``.
 
@@ -129,6 +145,9 @@ class LocalSchedulerJobTrigger(BaseTrigger):
     :param run_id: the job's DAG run id.
     :param last_state: the PSI/J state already recorded (no event is written for it again).
     :param max_errors: consecutive failed polls before the trigger gives up with an ``error`` event.
+    :param account: Unix account the job runs as; a kill without a job record cancels as this account.
+    :param follower: import path of a :class:`JobFollower` told of state changes and a kill.
+    :param follower_kwargs: the follower's constructor arguments (JSON values).
     """
 
     def __init__(
@@ -143,6 +162,9 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         run_id: str | None = None,
         last_state: str | None = "QUEUED",
         max_errors: int = 12,
+        account: str | None = None,
+        follower: str | None = None,
+        follower_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.scheduler_job_id = scheduler_job_id
@@ -154,6 +176,9 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         self.run_id = run_id
         self.last_state = last_state
         self.max_errors = max_errors
+        self.account = account
+        self.follower = follower
+        self.follower_kwargs = dict(follower_kwargs or {})
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -168,6 +193,9 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                 "run_id": self.run_id,
                 "last_state": self.last_state,
                 "max_errors": self.max_errors,
+                "account": self.account,
+                "follower": self.follower,
+                "follower_kwargs": self.follower_kwargs,
             },
         )
 
@@ -183,6 +211,8 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         return LocalSchedulerHook(scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, env=self.env)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # (in a thread: a follower's module may import boto3, seconds the event loop must not block)
+        follower = await asyncio.to_thread(load_follower, self.follower, self.follower_kwargs)
         poller = ClusterPoller.for_hook(self._hook())
         sub = poller.subscribe(self.scheduler_job_id, self.job_key, self.poll_interval)
         errors = 0
@@ -204,7 +234,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                 errors = 0
                 status = item
                 if status.state.value != self.last_state and not status.state.is_final:
-                    await asyncio.to_thread(self._record, status)
+                    await asyncio.to_thread(self._record, status, follower)
                     self.last_state = status.state.value
                 if status.state.is_final:
                     yield TriggerEvent(
@@ -218,7 +248,14 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         finally:
             poller.unsubscribe(sub)
 
-    def _record(self, status: JobStatus) -> None:
+    def _record(self, status: JobStatus, follower: JobFollower | None = None) -> None:
+        """Write an intermediate state to the job record and tell the follower (both best effort for
+        the follower: its failure is logged, the wait goes on)."""
+        if follower is not None:
+            try:
+                follower.on_state(self.scheduler_job_id, status)
+            except Exception as exc:
+                log.warning("follower of job %s failed on %s: %s", self.scheduler_job_id, status.state, exc)
         if self.job_key is None:
             return
         from rackflow.db import jobs
@@ -235,18 +272,25 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         )
 
     async def on_kill(self) -> None:
-        """The user killed the deferred task (mark failed/success, clear): cancel the scheduler job."""
+        """The user killed the deferred task (mark failed/success, clear): cancel the scheduler job,
+        unless it has ended already (then there is nothing to cancel and its end stands)."""
         hook = self._hook()
+        why = "the Airflow task waiting for it was killed"
         try:
+            status = (await asyncio.to_thread(hook.statuses, [self.scheduler_job_id]))[self.scheduler_job_id]
+            if status.state.is_final:
+                log.info("job %s already ended %s: nothing to cancel", self.scheduler_job_id, status.state)
+                return
             if self.job_key is not None:
-                await asyncio.to_thread(
-                    cancel_claimed_job, hook, self.job_key, self.scheduler_job_id, "task killed in Airflow"
-                )
+                await asyncio.to_thread(cancel_claimed_job, hook, self.job_key, self.scheduler_job_id, why)
             else:
-                await asyncio.to_thread(hook.cancel, self.scheduler_job_id)
+                await asyncio.to_thread(hook.cancel, self.scheduler_job_id, self.account)
+            follower = await asyncio.to_thread(load_follower, self.follower, self.follower_kwargs)
+            if follower is not None:
+                await asyncio.to_thread(follower.on_killed, self.scheduler_job_id, why)
         finally:
             with contextlib.suppress(Exception):
-                hook.close()
+                await asyncio.to_thread(hook.close)
 
 
-__all__ = ["ClusterPoller", "LocalSchedulerJobTrigger", "cancel_claimed_job"]
+__all__ = ["ClusterPoller", "JobFollower", "LocalSchedulerJobTrigger", "cancel_claimed_job", "load_follower"]
