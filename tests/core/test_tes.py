@@ -12,6 +12,7 @@ from rackflow.core.tes import (
     TesTaskError,
     executor_logs,
     executor_script,
+    executor_sections,
     parse_task,
     tes_state,
     to_job_description,
@@ -128,3 +129,32 @@ def test_executor_logs_report_what_the_exit_code_tells() -> None:
     assert [log.exit_code for log in executor_logs(task, TesState.COMPLETE, 0)] == [0, 0]
     assert [log.exit_code for log in executor_logs(task, TesState.EXECUTOR_ERROR, 3)] == [3]
     assert executor_logs(task, TesState.QUEUED, None) == []
+
+
+def test_each_executors_output_and_exit_code_are_read_back_from_the_job_output(tmp_path: Path) -> None:
+    task = parse_task(
+        {"executors": [
+            {"image": "a", "command": ["sh", "-c", "echo one; echo oops >&2"]},
+            {"image": "a", "command": ["printf", "no newline"], "stdout": "/out/two.txt"},
+            {"image": "a", "command": ["sh", "-c", "echo MK 0 9 99; exit 3"]},
+        ]}
+    )  # fmt: skip
+    done = subprocess.run(
+        ["/bin/bash", "-c", executor_script(task, marker="MK")], cwd=tmp_path, capture_output=True
+    )
+    assert done.returncode == 3
+    assert (tmp_path / "out" / "two.txt").read_text() == "no newline"  # its own stdout path as well
+    sections = executor_sections(done.stdout, done.stderr, "MK")
+    assert {i: (s.exit_code, s.stdout, s.stderr) for i, s in sections.items()} == {
+        0: (0, "one\n", "oops\n"),
+        1: (0, "no newline", ""),
+        2: (3, "MK 0 9 99\n", ""),  # a header-like line inside an executor's output is its output
+    }
+    logs = executor_logs(task, TesState.EXECUTOR_ERROR, 3, sections)
+    assert [(log.exit_code, log.stdout) for log in logs] == [
+        (0, "one\n"),
+        (0, "no newline"),
+        (3, "MK 0 9 99\n"),
+    ]
+    # A kept tail that lost the first header still yields the later sections.
+    assert sorted(executor_sections(done.stdout[3:], None, "MK")) == [1, 2]

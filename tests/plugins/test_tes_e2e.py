@@ -98,7 +98,7 @@ def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devflee
     full = alice.get_task(two_steps, view="FULL")
     assert full.state == "COMPLETE" and full.name == "two steps"
     log = full.logs[0]
-    assert [e.exit_code for e in log.logs] == [0, 0]
+    assert [(e.exit_code, e.stdout) for e in log.logs] == [(0, "one\n"), (0, "two\n")]
     assert log.start_time is not None and log.end_time is not None
     assert log.metadata["scheduler"] == "slurm" and "wall_time" in log.metadata
     assert any("staged out" in line for line in log.system_logs)

@@ -15,6 +15,7 @@ mounted at this one prefix only.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated, Any
 
 from airflow.api_fastapi.common.db.common import SessionDep
@@ -29,6 +30,7 @@ from rackflow import __version__, settings
 from rackflow.core.jobspec import JobDescriptionError
 from rackflow.core.tes import (
     BACKEND_PARAMETERS,
+    DEFAULT_MARKER,
     TES_VERSION,
     TesExecutorLog,
     TesState,
@@ -37,6 +39,7 @@ from rackflow.core.tes import (
     TesTaskLog,
     View,
     executor_logs,
+    executor_sections,
     parse_task,
     staging_problems_as_tes,
     tes_state,
@@ -133,11 +136,17 @@ def _view_of(run: DagRun, row: Any, view: View) -> dict[str, Any] | None:
     out = task.model_copy(update={"id": run.run_id, "state": state, "creation_time": run.run_after})
     if view == View.BASIC and out.inputs:
         out.inputs = [i.model_copy(update={"content": None}) for i in out.inputs]
-    out.logs = [_task_log(run, row, task, state, full=view == View.FULL)]
+    out.logs = [_task_log(run, row, task, state, view)]
     return _dump(out)
 
 
-def _task_log(run: DagRun, row: Any, task: TesTask, state: TesState, *, full: bool) -> TesTaskLog:
+def _marker(run: DagRun) -> str:
+    marker = (run.conf or {}).get("tes_marker") if isinstance(run.conf, dict) else None
+    return marker if isinstance(marker, str) and marker else DEFAULT_MARKER
+
+
+def _task_log(run: DagRun, row: Any, task: TesTask, state: TesState, view: View) -> TesTaskLog:
+    full = view == View.FULL
     events = jobs_db.events(JOB_DAG_ID, run.run_id)
     started = next((e.at for e in events if e.state == "ACTIVE"), None)
     ended = next((e.at for e in reversed(events) if e.state in jobs_db.FINAL_STATES), None)
@@ -155,7 +164,13 @@ def _task_log(run: DagRun, row: Any, task: TesTask, state: TesState, *, full: bo
         ):
             if value is not None and value != "":
                 metadata[key] = str(value)
-        logs = executor_logs(task, state, row.exit_code)
+        out, err = (jobs_db.get_output(JOB_DAG_ID, run.run_id, stream) for stream in ("stdout", "stderr"))
+        sections = executor_sections(
+            out.content if out is not None else None, err.content if err is not None else None, _marker(run)
+        )
+        logs = executor_logs(task, state, row.exit_code, sections)
+        if not full:  # BASIC: no stdout/stderr
+            logs = [log.model_copy(update={"stdout": None, "stderr": None}) for log in logs]
     for log in logs:
         log.start_time, log.end_time = started, ended
     return TesTaskLog(
@@ -225,7 +240,8 @@ def _create(raw: bytes, request: Request, user: Any, session: Any) -> CreateTask
     try:
         task = parse_task(data)
         runtime = settings.tes_container_runtime()
-        job = to_job_description(task, runtime)
+        marker = f"{DEFAULT_MARKER}-{uuid.uuid4().hex[:16]}"
+        job = to_job_description(task, runtime, marker)
         try:
             check_staging(job)
         except JobDescriptionError as exc:
@@ -236,7 +252,8 @@ def _create(raw: bytes, request: Request, user: Any, session: Any) -> CreateTask
         ) from exc
     tes = _dump(task)
     tes.pop("state", None)
-    run_id = trigger_job(job, request, user, session, prefix=RUN_PREFIX, extra_conf={"tes": tes})
+    conf = {"tes": tes, "tes_marker": marker}
+    run_id = trigger_job(job, request, user, session, prefix=RUN_PREFIX, extra_conf=conf)
     return CreateTaskResponse(id=run_id)
 
 

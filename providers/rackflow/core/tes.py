@@ -47,6 +47,8 @@ TES_VERSION = "1.1.0"
 CONTAINER_RUNTIMES = ("apptainer", "singularity")
 BACKEND_PARAMETERS = ("duration", "queue_name", "account", "reservation_id")
 """``backend_parameters`` keys besides ``<scheduler>.<option>``: the job description's attributes."""
+DEFAULT_MARKER = "rackflow-tes"
+"""Start of an executor section's header in a job's stdout/stderr (the API adds a per-task nonce)."""
 STATUS_DIR = ".tes"
 """Directory inside the job directory where the script records each executor's exit code."""
 
@@ -245,12 +247,14 @@ def _binds(task: TesTask) -> list[str]:
     return sorted({rel.split("/")[0] for rel in rels if job_path_problem(rel) is None})
 
 
-def executor_script(task: TesTask, container_runtime: str | None = None) -> str:
+def executor_script(task: TesTask, container_runtime: str | None = None, marker: str = DEFAULT_MARKER) -> str:
     """The bash script that prepares the task's paths and runs its executors in order.
 
     Each executor's exit code is written to ``.tes/exit.<index>`` in the job directory; the script
     exits with the first code of an executor that failed without ``ignore_error`` (later executors do
-    not run), else 0.
+    not run), else 0. Each executor's stdout and stderr go to its ``stdout``/``stderr`` path, or to
+    ``.tes/stdout.<index>``/``.tes/stderr.<index>``, and once it ended the script writes them to its own
+    stdout and stderr as a section: the line ``<marker> <index> <exit code> <bytes>``, then the bytes.
     """
     q = shlex.quote
     lines = ["top=$PWD", f"mkdir -p {STATUS_DIR}"]
@@ -297,13 +301,21 @@ def executor_script(task: TesTask, container_runtime: str | None = None) -> str:
             argv = " ".join(q(part) for part in e.command)
             cd = f"cd -- {q(job_path(e.workdir, f'executors[{i}].workdir'))} && " if e.workdir else ""
         env = "".join(f"export {k}={q(v)}; " for k, v in (e.env or {}).items())
-        redirects = ""
-        for name, op in (("stdin", "<"), ("stdout", ">"), ("stderr", "2>")):
+        files = {}
+        for name in ("stdout", "stderr"):
             value = getattr(e, name)
-            if value:
-                redirects += f' {op} "$top"/{q(job_path(value, f"executors[{i}].{name}"))}'
+            rel = job_path(value, f"executors[{i}].{name}") if value else f"{STATUS_DIR}/{name}.{i}"
+            files[name] = f'"$top"/{q(rel)}'
+        redirects = f' < "$top"/{q(job_path(e.stdin, f"executors[{i}].stdin"))}' if e.stdin else ""
+        redirects += f" > {files['stdout']} 2> {files['stderr']}"
         lines.append(f"( {env}{cd}exec {argv}{redirects} )")
         lines.append(f"rc=$?; echo $rc > {STATUS_DIR}/exit.{i}")
+        # The executor's section of the job's stdout and stderr: a header with its index, exit code
+        # and byte count, then its output (read back by executor_sections).
+        for name, to in (("stdout", ""), ("stderr", " >&2")):
+            size = f"$(($(wc -c < {files[name]} 2>/dev/null || echo 0)))"
+            header = f'printf \'%s %s %s %s\\n\' {q(marker)} {i} "$rc" "{size}"'
+            lines.append(f"{{ {header}; cat {files[name]}; }}{to}")
         if not e.ignore_error:
             lines.append('[ "$rc" -eq 0 ] || exit "$rc"')
     lines.append("exit 0")
@@ -360,7 +372,9 @@ def _tes_field(problem: str, stage_in_index: list[int]) -> str:
     return problem
 
 
-def to_job_description(task: TesTask, container_runtime: str | None = None) -> JobDescription:
+def to_job_description(
+    task: TesTask, container_runtime: str | None = None, marker: str = DEFAULT_MARKER
+) -> JobDescription:
     """The rackflow job that runs ``task`` (:class:`TesTaskError` names TES fields)."""
     problems: list[str] = []
     stage_in: list[dict[str, str]] = []
@@ -383,7 +397,7 @@ def to_job_description(task: TesTask, container_runtime: str | None = None) -> J
     attributes, attr_problems = _attributes(task.resources)
     problems += attr_problems
     try:
-        script = executor_script(task, container_runtime)
+        script = executor_script(task, container_runtime, marker)
     except TesTaskError as exc:
         problems += exc.problems
         script = ""
@@ -454,13 +468,55 @@ def tes_state(
     return TesState.QUEUED if submitted else TesState.INITIALIZING
 
 
-def executor_logs(task: TesTask, state: TesState, exit_code: int | None) -> list[TesExecutorLog]:
-    """What is known of each executor's run from the job's own exit code.
+class ExecutorSection(BaseModel):
+    """What one executor's section of a job's kept stdout/stderr says."""
 
-    A COMPLETE task ran every executor, and each one without ``ignore_error`` exited 0; when the task
-    failed, its exit code is the failing executor's, which is not known by index here (only the job's
-    last exit code reaches the record): one entry carries it.
+    exit_code: int
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+def executor_sections(stdout: bytes | None, stderr: bytes | None, marker: str) -> dict[int, ExecutorSection]:
+    """The executor sections (see :func:`executor_script`) found in a job's kept stdout and stderr.
+
+    The kept copies are tails: a section whose header was cut off is missing, one whose bytes were cut
+    short at the end keeps what is there. Sections are read one after the other from the first header,
+    so an executor printing something that looks like a header inside its own output is not misread.
     """
+    found: dict[int, ExecutorSection] = {}
+    header = re.compile(re.escape(marker.encode()) + rb" (\d{1,4}) (-?\d{1,5}) (\d{1,19})\n")
+    first = re.compile(rb"(?m)^" + header.pattern)
+    for name, data in (("stdout", stdout), ("stderr", stderr)):
+        if not data:
+            continue
+        m = first.search(data)
+        while m is not None:
+            index, code, size = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            body = data[m.end() : m.end() + size]
+            section = found.setdefault(index, ExecutorSection(exit_code=code))
+            setattr(section, name, body.decode("utf-8", "replace"))
+            m = header.match(data, m.end() + size)
+    return found
+
+
+def executor_logs(
+    task: TesTask,
+    state: TesState,
+    exit_code: int | None,
+    sections: Mapping[int, ExecutorSection] | None = None,
+) -> list[TesExecutorLog]:
+    """One entry per executor that ran, from its section of the job's kept output when there is one.
+
+    Without sections (output not kept yet, or cut off): a COMPLETE task ran every executor, each one
+    without ``ignore_error`` exiting 0; a failed task's exit code is the failing executor's, reported as
+    one entry.
+    """
+    if sections:
+        return [
+            TesExecutorLog(exit_code=s.exit_code, stdout=s.stdout, stderr=s.stderr)
+            for _, s in sorted(sections.items())
+            if _ < len(task.executors)
+        ]
     if state == TesState.COMPLETE:
         return [TesExecutorLog(exit_code=None if e.ignore_error else 0) for e in task.executors]
     if exit_code is not None:
@@ -480,6 +536,7 @@ __all__ = [
     "View",
     "executor_logs",
     "executor_script",
+    "executor_sections",
     "parse_task",
     "tes_state",
     "to_job_description",
