@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from rackflow.core.tes import (
+    SCRIPT_DRIVER,
     TesState,
     TesTaskError,
     executor_logs,
@@ -37,7 +38,7 @@ TASK = {
 
 def test_task_maps_to_one_job_with_staging_resources_and_attributes() -> None:
     job = to_job_description(parse_task(TASK)).to_dict()
-    assert job["executable"] == "/bin/bash" and job["arguments"][0] == "-c"
+    assert job["executable"] == "/bin/bash" and job["arguments"][:3] == ["-c", SCRIPT_DRIVER, "rackflow-tes"]
     assert job["stage_in"] == [{"source": "s3://rackflow-jobs/in.txt", "target": "data/in.txt"}]
     assert job["stage_out"] == [{"source": "data/out.txt", "target": "s3://rackflow-results/out.txt"}]
     assert job["resources"] == {"process_count": 1, "cpu_cores_per_process": 2, "memory": 512 << 20}
@@ -93,7 +94,8 @@ def test_container_runtime_binds_the_task_paths_into_the_image() -> None:
         ({"executors": [{"image": "a", "command": ["x"]}],
           "resources": {"backend_parameters": {"nope": "1"}, "backend_parameters_strict": True}},
          "resources.backend_parameters.nope"),
-        ({"executors": [{"image": "a", "command": ["x" * 4000, "y" * 200]}]}, "executors"),
+        ({"executors": [{"image": "a", "command": ["x" * 4000, "y"]}] * 32,
+          "inputs": [{"path": f"/in/{i}", "content": "z" * 65536} for i in range(64)]}, "executors"),
     ],
 )  # fmt: skip
 def test_invalid_tasks_name_the_tes_field(task: dict, field: str) -> None:
@@ -158,3 +160,17 @@ def test_each_executors_output_and_exit_code_are_read_back_from_the_job_output(t
     ]
     # A kept tail that lost the first header still yields the later sections.
     assert sorted(executor_sections(done.stdout[3:], None, "MK")) == [1, 2]
+
+
+def test_a_long_script_travels_in_chunks_and_runs_as_one(tmp_path: Path) -> None:
+    content = "".join(f"line {i}\n" for i in range(3000))  # ~25 KB inline, several argument chunks
+    task = parse_task(
+        {"inputs": [{"path": "/data/big.txt", "content": content}],
+         "executors": [{"image": "a", "command": ["wc", "-l", "data/big.txt"]}]}
+    )  # fmt: skip
+    job = to_job_description(task)
+    assert len(job.arguments) > 5
+    done = subprocess.run(["/bin/bash", *job.arguments], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "data" / "big.txt").read_text() == content
+    assert "3000 data/big.txt" in done.stdout

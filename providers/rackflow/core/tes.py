@@ -350,6 +350,15 @@ def _attributes(resources: TesResources | None) -> tuple[dict[str, Any], list[st
     return attributes, problems
 
 
+SCRIPT_DRIVER = 'eval "$(printf %s "$@")"'
+"""``bash -c`` program that runs the generated script passed as its positional arguments."""
+SCRIPT_CHUNK = 4000
+
+
+def _chunks(script: str) -> list[str]:
+    return [script[i : i + SCRIPT_CHUNK] for i in range(0, len(script), SCRIPT_CHUNK)] or [":"]
+
+
 def _tes_field(problem: str, stage_in_index: list[int]) -> str:
     """A job description problem renamed to the TES field it came from."""
     m = re.match(r"^stage_in\[(\d+)\]\.(source|target)", problem)
@@ -360,9 +369,12 @@ def _tes_field(problem: str, stage_in_index: list[int]) -> str:
     if m:
         field = "path" if m.group(2) == "source" else "url"
         return f"outputs[{m.group(1)}].{field}" + problem[m.end() :]
-    m = re.match(r"^arguments\[1\]", problem)
+    m = re.match(r"^arguments(\[\d+\])?", problem)
     if m:
-        return "executors" + problem[m.end() :] + " (the generated job script is too long)"
+        return (
+            "executors" + problem[m.end() :] + " (the generated job script, with the executors' commands "
+            "and the inputs' inline content, is longer than a job description allows)"
+        )
     m = re.match(r"^attributes\.custom_attributes\.?", problem)
     if m:
         return "resources.backend_parameters" + problem[len("attributes.custom_attributes") :]
@@ -405,7 +417,8 @@ def to_job_description(
         raise TesTaskError(list(dict.fromkeys(problems)))
     data: dict[str, Any] = {
         "executable": "/bin/bash",
-        "arguments": ["-c", script],
+        # The script travels in argument-sized chunks that bash joins back (one argument is bounded).
+        "arguments": ["-c", SCRIPT_DRIVER, "rackflow-tes", *_chunks(script)],
         "stage_in": stage_in,
         "stage_out": stage_out,
         "attributes": attributes,
