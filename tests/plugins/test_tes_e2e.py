@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,6 +103,9 @@ def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devflee
     assert log.start_time is not None and log.end_time is not None
     assert log.metadata["scheduler"] == "slurm" and "wall_time" in log.metadata
     assert any("staged out" in line for line in log.system_logs)
+    # The output is read back from the rackflow DB: the job directory is gone by now.
+    workdir = admin.get(f"{airflow_stack.url}/rackflow/api/jobs/{two_steps}", timeout=180).json()
+    assert not Path(workdir["properties"]["workdir"]).exists()
     out = s3.get_object(Bucket="rackflow-results", Key=f"{prefix}/out.txt")["Body"].read()
     assert out == b"HELLO TES\n"
 
