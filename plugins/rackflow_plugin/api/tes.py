@@ -194,14 +194,14 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     summary="TES service info",
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
-def service_info(user: CurrentUser) -> ServiceInfo:
+def service_info(request: Request, user: CurrentUser) -> ServiceInfo:
     return ServiceInfo(
         id="org.rackflow.tes",
         name="rackflow TES",
         type=ServiceType(group="org.ga4gh", artifact="tes", version=TES_VERSION),
         description="GA4GH TES on the site's batch scheduler through Apache Airflow (rackflow jobs). "
         "Inputs and outputs: s3://, sftp:// (and http(s):// inputs) on the site's allow-lists.",
-        organization=Organization(name="rackflow", url="https://github.com/"),
+        organization=Organization(name="rackflow", url=str(request.base_url)),
         version=__version__,
         storage=["s3://", "sftp://"],
         tesResources_backend_parameters=[*BACKEND_PARAMETERS, "<scheduler>.<option>"],
