@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import (
     S3JobWaitOperator,
     claim_job,
+    end_after_failed_task,
     fail_unfinished_job,
     stage_in_job,
     submit_job,
@@ -70,9 +72,14 @@ def _submit_long_job(devfleet: Any, tmp_path: Path) -> tuple[S3JobsHook, str, di
     return hook, bucket, submitted
 
 
-def _wait_operator(bucket: str, submitted: dict[str, Any]) -> S3JobWaitOperator:
+def _wait_operator(bucket: str, submitted: dict[str, Any], deferrable: bool = False) -> S3JobWaitOperator:
     return S3JobWaitOperator(
-        task_id="wait", job=submitted, bucket_name=bucket, aws_conn_id=CONN_ID, poll_interval=0.5
+        task_id="wait",
+        job=submitted,
+        bucket_name=bucket,
+        aws_conn_id=CONN_ID,
+        poll_interval=0.5,
+        deferrable=deferrable,
     )
 
 
@@ -142,3 +149,59 @@ def test_a_crash_after_the_claim_leaves_failed_with_a_reason_and_submits_nothing
     assert lines[0] == "FAILED", lines
     assert "accept task failed" in lines[2] and "simulated worker crash" in lines[2], lines
     assert slurm_jobs_named(devfleet, prefix) == []
+
+
+def test_a_lost_wait_leaves_the_running_job_alone_and_its_retry_reattaches(devfleet, shared_tmp):
+    """Issue 14: a wait try lost for a reason that is not the job's (here: its try ends without an error,
+    as when the scheduler fails a resumed try on a stale executor event) neither cancels nor marks the
+    job; the retry defers on the same scheduler job and nothing is submitted again."""
+    hook, bucket, submitted = _submit_long_job(devfleet, shared_tmp)
+    prefix, job_id = submitted["prefix"], submitted["job_id"]
+    with pytest.raises(TaskDeferred) as first:
+        _wait_operator(bucket, submitted, deferrable=True).execute({})
+    assert first.value.trigger.serialize()[1]["scheduler_job_id"] == job_id
+
+    reason = "wait task failed: no error reported (task process lost)"
+    assert (
+        end_after_failed_task(hook, "wait", prefix, reason, LocalSchedulerHook(), job_id, INTAKE_ACCOUNT)
+        is None
+    )
+    assert _slurm_state(devfleet, job_id) in ("PENDING", "RUNNING")
+    assert read_status(devfleet.s3.client(), bucket, prefix).splitlines()[0] in ("QUEUED", "RUNNING")
+
+    with pytest.raises(TaskDeferred) as retry:  # the retry re-attaches: same job, no second submission
+        _wait_operator(bucket, submitted, deferrable=True).execute({})
+    assert retry.value.trigger.serialize()[1]["scheduler_job_id"] == job_id
+    assert len(slurm_jobs_named(devfleet, prefix)) == 1
+    _wait_operator(bucket, submitted).on_kill()  # a user's kill still cancels a live job
+    assert _slurm_state(devfleet, job_id) == "CANCELLED"
+
+
+def test_killing_a_wait_whose_job_ended_cancels_nothing_and_its_retry_completes_it(devfleet, shared_tmp):
+    """The consequence of Airflow's stale defer-exit race (apache/airflow#72716): the resumed try, which
+    runs only once the job has ended, is killed by the scheduler. Its ``on_kill`` must not cancel or
+    write CANCELED over the job's real end, and the retry completes the job from its end."""
+    bucket = new_bucket(devfleet, "raced")
+    prefix = f"quick{uuid.uuid4().hex[:6]}"
+    upload_job(devfleet.s3.client(), bucket, prefix, script=b"#!/bin/bash\ntrue\n", files={})
+    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
+    seen = hook.read_status(prefix)
+    assert seen is not None
+    staged = stage_in_job(hook, claim_job(hook, {"prefix": prefix, "etag": seen[1]}), shared_tmp)
+    submitted = submit_job(hook, staged, LocalSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
+    deadline = time.monotonic() + 60
+    while _slurm_state(devfleet, submitted["job_id"]) != "COMPLETED":
+        assert time.monotonic() < deadline, "the trivial job did not complete within 60 s"
+        time.sleep(0.5)
+
+    _wait_operator(bucket, submitted).on_kill()
+    assert read_status(devfleet.s3.client(), bucket, prefix).splitlines()[0] == "QUEUED"  # not CANCELED
+    waited = _wait_operator(bucket, submitted, deferrable=True).execute(
+        {}
+    )  # the retry: no defer, the job has ended
+    assert (waited["job_id"], waited["end"]["state"], waited["end"]["exit_code"]) == (
+        submitted["job_id"],
+        "COMPLETED",
+        0,
+    )
+    assert len(slurm_jobs_named(devfleet, prefix)) == 1

@@ -264,6 +264,30 @@ def fail_unfinished_job(
     return None if after is None else after.status.value
 
 
+def end_after_failed_task(
+    hook: S3JobsHook,
+    step: str,
+    prefix: str,
+    reason: str,
+    scheduler: LocalSchedulerHook,
+    job_id: str | None,
+    account: str | None,
+) -> str | None:
+    """What a per-job task that failed for good leaves behind (see :func:`fail_unfinished_job`), except
+    after a failed ``wait`` while its job still runs: the wait failed, not the job, so the job is neither
+    cancelled nor marked (rackflow cancels only on a kill or a terminate) and clearing the ``wait`` task
+    follows it again. Returns the status afterwards; None when nothing was written or it is gone."""
+    if step == WAIT_TASK_ID and job_id and not job_has_ended(scheduler, job_id):
+        log.warning(
+            "%s: %s; scheduler job %s still runs: clear the wait task to follow it again",
+            prefix,
+            reason,
+            job_id,
+        )
+        return None
+    return fail_unfinished_job(hook, prefix, reason, scheduler, job_id, account)
+
+
 def job_task_failed(
     bucket_name: str,
     aws_conn_id: str,
@@ -296,17 +320,7 @@ def job_task_failed(
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
         local = LocalSchedulerHook(scheduler=scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
-            if step == WAIT_TASK_ID and job_id and not job_has_ended(local, job_id):
-                # The wait failed, not the job: leave it running and its status as it is; clearing
-                # the wait task re-attaches to it (rackflow cancels only on a kill or a terminate).
-                log.warning(
-                    "%s: %s; scheduler job %s still runs: clear the wait task to follow it again",
-                    claimed["prefix"],
-                    reason,
-                    job_id,
-                )
-                return
-            fail_unfinished_job(hook, claimed["prefix"], reason, local, job_id or None, run_as)
+            end_after_failed_task(hook, step, claimed["prefix"], reason, local, job_id or None, run_as)
         except Exception:
             log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
         finally:
