@@ -9,32 +9,17 @@ Everything asserted is the jobs' real output, brought back by their own ``stage_
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from rackflow.devfleet.fleet import JOB_ACCOUNTS
 from tests.confinement import PROBE, assert_confined
+from tests.plugins.jobs_support import JOBS, job_finished, wait_for_job
 
 os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
 
-JOBS = "/rackflow/api/jobs"
 RESULTS = "rackflow-results"
-
-
-def _wait(stack: Any, session: Any, job_id: str, until: Any, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = session.get(f"{stack.url}{JOBS}/{job_id}", timeout=180).json()
-        if until(job):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(1)
-
-
-def _finished(job: dict[str, Any]) -> bool:
-    return job.get("run_state") in ("success", "failed")
 
 
 def test_job_api_job_runs_as_its_account_without_the_workers_environment_or_secrets(
@@ -49,7 +34,7 @@ def test_job_api_job_runs_as_its_account_without_the_workers_environment_or_secr
         json={"executable": "/bin/sh", "arguments": ["-c", "echo bob-only > secret.txt; sleep 120"]},
         timeout=180,
     ).json()["job_id"]
-    bob_job = _wait(airflow_stack, bob, bob_id, lambda j: j["state"] == "ACTIVE")
+    bob_job = wait_for_job(airflow_stack, bob, bob_id, lambda j: j["state"] == "ACTIVE", timeout=240)
     bob_dir = bob_job["properties"]["workdir"]
     assert (Path(bob_dir) / "secret.txt").read_text() == "bob-only\n"
     stack_home = airflow_stack.log.parent
@@ -74,7 +59,7 @@ def test_job_api_job_runs_as_its_account_without_the_workers_environment_or_secr
         timeout=180,
     )
     assert resp.status_code == 201, resp.text
-    done = _wait(airflow_stack, alice, resp.json()["job_id"], _finished)
+    done = wait_for_job(airflow_stack, alice, resp.json()["job_id"], job_finished, timeout=240)
     assert done["state"] == "COMPLETED", done
 
     output = devfleet.s3.client().get_object(Bucket=RESULTS, Key=key)["Body"].read().decode()
@@ -98,7 +83,7 @@ def test_run_id_crafted_to_collide_gets_its_own_scheduler_job_and_leaves_the_oth
         json={"executable": "/bin/sh", "arguments": ["-c", "echo mine > mine.txt; sleep 60"]},
         timeout=180,
     ).json()["job_id"]
-    alice_job = _wait(airflow_stack, alice, alice_id, lambda j: j["state"] == "ACTIVE")
+    alice_job = wait_for_job(airflow_stack, alice, alice_id, lambda j: j["state"] == "ACTIVE", timeout=240)
     alice_dir, alice_slurm = alice_job["properties"]["workdir"], alice_job["properties"]["scheduler_job_id"]
 
     crafted = alice_id.replace("__", "_+", 1)  # same name under the old normalisation
@@ -110,7 +95,7 @@ def test_run_id_crafted_to_collide_gets_its_own_scheduler_job_and_leaves_the_oth
         timeout=180,
     )
     assert resp.status_code == 200, resp.text
-    other = _wait(airflow_stack, admin, crafted, _finished)
+    other = wait_for_job(airflow_stack, admin, crafted, job_finished, timeout=240)
 
     assert other["state"] == "COMPLETED", other
     assert other["owner"] == "admin"

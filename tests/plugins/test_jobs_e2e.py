@@ -8,28 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from tests.plugins.jobs_support import JOBS, job_finished, wait_for_job
+
 os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
-
-JOBS = "/rackflow/api/jobs"
-
-
-def _wait(stack: Any, session: Any, job_id: str, until: Any, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = session.get(f"{stack.url}{JOBS}/{job_id}", timeout=180).json()
-        if until(job):
-            return job
-        assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(1)
-
-
-def _finished(job: dict[str, Any]) -> bool:
-    return job.get("run_state") in ("success", "failed")
 
 
 def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
@@ -42,7 +27,7 @@ def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
     job_id = alice.post(
         f"{airflow_stack.url}{JOBS}", json={"executable": "/bin/sleep", "arguments": ["300"]}, timeout=30
     ).json()["job_id"]
-    job = _wait(airflow_stack, alice, job_id, lambda j: j["state"] == "ACTIVE")
+    job = wait_for_job(airflow_stack, alice, job_id, lambda j: j["state"] == "ACTIVE")
     slurm_id = job["properties"]["scheduler_job_id"]
     workdir = job["properties"]["workdir"]
     assert Path(workdir).is_dir()
@@ -55,7 +40,9 @@ def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
         timeout=180,
     )
     assert resp.status_code == 200, resp.text
-    _wait(airflow_stack, alice, job_id, lambda j: any("found existing" in e["message"] for e in j["events"]))
+    wait_for_job(
+        airflow_stack, alice, job_id, lambda j: any("found existing" in e["message"] for e in j["events"])
+    )
     hook = LocalSchedulerHook()
     name = Path(workdir).name
     assert hook.find_by_name(name) == [slurm_id]
@@ -65,7 +52,7 @@ def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
     assert first.status_code == 202 and first.json()["acted"] is True
     assert second.status_code == 200 and second.json()["acted"] is False
     assert "already terminating" in second.json()["message"]
-    job = _wait(airflow_stack, alice, job_id, _finished)
+    job = wait_for_job(airflow_stack, alice, job_id, job_finished)
     assert job["state"] == "CANCELED"
     assert hook.statuses([slurm_id])[slurm_id].native_state == "CANCELLED"
     assert sum("cancel sent to" in e["message"] for e in job["events"]) == 1
@@ -84,7 +71,7 @@ def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
     done_id = alice.post(f"{airflow_stack.url}{JOBS}", json={"executable": "/bin/true"}, timeout=180).json()[
         "job_id"
     ]
-    done = _wait(airflow_stack, alice, done_id, _finished)
+    done = wait_for_job(airflow_stack, alice, done_id, job_finished)
     assert done["state"] == "COMPLETED"
     late = alice.post(f"{airflow_stack.url}{JOBS}/{done_id}/terminate", json={}, timeout=180).json()
     assert late["acted"] is False and "already finished" in late["message"]
@@ -111,7 +98,7 @@ def test_ten_concurrent_submissions_from_different_users_all_run_and_are_account
     with ThreadPoolExecutor(10) as pool:
         submitted = list(pool.map(submit, range(10)))
     assert len({job_id for _, job_id in submitted}) == 10
-    finals = [_wait(airflow_stack, sessions[u], j, _finished, timeout=400) for u, j in submitted]
+    finals = [wait_for_job(airflow_stack, sessions[u], j, job_finished, timeout=400) for u, j in submitted]
     assert [f["state"] for f in finals] == ["COMPLETED" if i % 2 == 0 else "FAILED" for i in range(10)], [
         (f["state"], f["message"], [e["message"] for e in f["events"]]) for f in finals
     ]
@@ -140,7 +127,7 @@ def test_job_api_reports_cpu_time_and_peak_memory_from_slurm_accounting(
         timeout=180,
     )
     assert resp.status_code == 201, resp.text
-    job = _wait(airflow_stack, alice, resp.json()["job_id"], _finished)
+    job = wait_for_job(airflow_stack, alice, resp.json()["job_id"], job_finished)
     assert job["state"] == "COMPLETED", [e["message"] for e in job["events"]]
     props = job["properties"]
     assert props["exit_code"] == 0 and props["nodes"] == ["localhost"]
