@@ -85,6 +85,25 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
             timeout=30,
         )
         assert refused.status_code == 403, refused.text
+        # A job goes all the way through: tasks and triggers of every standalone component must share
+        # one fernet key and JWT secret (a first start once gave each its own: every task failed).
+        alice_headers = {"Authorization": f"Bearer {alice}"}
+        submitted = requests.post(
+            f"{url}/rackflow/api/jobs",
+            json={"executable": "/bin/sh", "arguments": ["-c", "id -un"]},
+            headers=alice_headers,
+            timeout=60,
+        )
+        assert submitted.status_code == 201, submitted.text
+        job_url = f"{url}/rackflow/api/jobs/{submitted.json()['job_id']}"
+        deadline = time.monotonic() + 240
+        job = requests.get(job_url, headers=alice_headers, timeout=60).json()
+        while job.get("run_state") not in ("success", "failed") and time.monotonic() < deadline:
+            time.sleep(2)
+            job = requests.get(job_url, headers=alice_headers, timeout=60).json()
+        assert job["state"] == "COMPLETED", job
+        stdout = requests.get(f"{job_url}/output", headers=alice_headers, timeout=60).json()
+        assert stdout["content"] == "rf-alice\n", stdout
         # Job accounts exist; no job account can read AIRFLOW_HOME's secrets or the fleet's credentials.
         for account in ("rf-alice", "rf-bob", "rf-intake"):
             pwd.getpwnam(account)

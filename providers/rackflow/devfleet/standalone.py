@@ -26,6 +26,13 @@ class KeepAuthManagerStandalone(StandaloneCommand):
 
 
 def main() -> None:
+    # As the ``airflow`` command does before any subcommand: write airflow.cfg (with its generated
+    # fernet key and JWT secret) once, here. Without it every component standalone starts generates
+    # its own secrets in memory on a first start, and tasks and triggers fail on each other's tokens
+    # ("Invalid auth token", undecryptable trigger kwargs).
+    from airflow.configuration import write_default_airflow_configuration_if_needed
+
+    write_default_airflow_configuration_if_needed()
     KeepAuthManagerStandalone().run()
 
 
