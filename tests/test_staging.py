@@ -7,6 +7,7 @@ is contacted only at a checked public address (here, every name resolves to loop
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
@@ -177,27 +178,36 @@ def test_allow_listed_sftp_connection_round_trips_and_others_are_refused_at_stag
     assert not (tmp_path / "job" / "h").exists()
 
 
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A loopback HTTP server with ``handler`` in a thread; yields its port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def loopback_web() -> Iterator[tuple[int, list[str]]]:
     seen: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         def do_GET(self) -> None:
             seen.append(self.path)
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"internal")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as port:
+        yield port, seen
 
 
 def test_a_name_that_resolves_to_loopback_is_refused_before_any_connection(
@@ -260,7 +270,7 @@ def web_server() -> Iterator[tuple[int, list[dict[str, str]]]]:
     """A loopback server with a file, a redirect, an over-size announced body and an unannounced one."""
     seen: list[dict[str, str]] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
@@ -287,16 +297,8 @@ def web_server() -> Iterator[tuple[int, list[dict[str, str]]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler) as port:
+        yield port, seen
 
 
 def test_web_download_goes_to_the_checked_address_without_redirects_and_bounded(
