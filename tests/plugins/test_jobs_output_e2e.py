@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.plugins.test_jobs_e2e import JOBS, _finished, _wait
+from tests.plugins.jobs_support import JOBS, job_finished, wait_for_job
 
 os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
 
@@ -34,7 +34,7 @@ def test_output_of_a_failed_job_is_readable_by_its_owner_after_the_directory_is_
     assert early.status_code == 409, early.text
     assert "not yet available" in early.json()["detail"]
 
-    job = _wait(airflow_stack, alice, job_id, _finished)
+    job = wait_for_job(airflow_stack, alice, job_id, job_finished)
     assert job["state"] == "FAILED" and job["properties"]["exit_code"] == 3, job
     workdir = job["properties"]["workdir"]
     assert workdir and not Path(workdir).exists()  # cleanup removed the job directory
@@ -91,7 +91,7 @@ def test_huge_output_is_kept_truncated_and_a_planted_symlink_is_not_followed(
         "head -c 300000 /dev/zero | tr '\\0' x; echo END; "
         f"echo gone >&2; rm -f rackflow.err; ln -s {secret} rackflow.err",
     )
-    job = _wait(airflow_stack, alice, huge, _finished)
+    job = wait_for_job(airflow_stack, alice, huge, job_finished)
     assert job["state"] == "COMPLETED", [e["message"] for e in job["events"]]
     assert not Path(job["properties"]["workdir"]).exists()
     url = f"{airflow_stack.url}{JOBS}/{huge}/output"
