@@ -11,24 +11,24 @@ PYTEST_ARGS ?=
 apt:
 	bash scripts/install-apt.sh
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml devfleet/pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(PIP) install -q -c constraints.txt -e ".[test]" -e ./devfleet
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: apt venv
-	$(PY) -m rackflow.devfleet demo
+	$(PY) -m rackflow_devfleet demo
 
 test: apt venv
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check providers plugins dags tests bench
-	$(VENV)/bin/ruff format --check providers plugins dags tests bench
-	$(VENV)/bin/mypy providers plugins
+	$(VENV)/bin/ruff check providers plugins devfleet dags tests bench
+	$(VENV)/bin/ruff format --check providers plugins devfleet dags tests bench
+	$(VENV)/bin/mypy providers plugins devfleet
 
 bench: apt venv
 	$(PY) -m bench

@@ -99,10 +99,10 @@ def bench_submit(n: int) -> tuple[float, float]:
 
 def bench_waiting(jobs: int, interval: float) -> None:
     from rackflow.core.jobspec import parse_job_description
-    from rackflow.devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
-    from rackflow.devfleet.servers import Slurm, free_port
     from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
+    from rackflow_devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
+    from rackflow_devfleet.servers import Slurm, free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="rackflow-bench-slurm-"))
     workdir.chmod(0o711)  # the job account gets through to its directory and Slurm's config

@@ -42,7 +42,7 @@ LATENCY_GOAL_S = 5.0
 
 
 def start_servers(workdir: Path):  # type: ignore[no-untyped-def]
-    from rackflow.devfleet.servers import SeaweedS3, Slurm, free_port
+    from rackflow_devfleet.servers import SeaweedS3, Slurm, free_port
 
     s3 = SeaweedS3(workdir=workdir / "s3", port=free_port(), buckets=["bench-idle", "bench-jobs"])
     s3.start()
@@ -69,9 +69,9 @@ def take(hook, job: dict, base: Path, run_id: str) -> dict | None:  # type: igno
     """claim -> stage-in -> submit, as the intake DAG's mapped tasks do; None when the claim is lost."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from rackflow.devfleet.fleet import INTAKE_ACCOUNT
     from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.operators.s3_intake import claim_job, stage_in_job, submit_job
+    from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 
     try:
         claimed = claim_job(hook, job)
@@ -131,14 +131,14 @@ def bench_through_airflow(  # type: ignore[no-untyped-def]
 
     import yaml
 
-    from rackflow.devfleet.demo import (
+    from rackflow_devfleet.demo import (
         airflow_env,
         prepare_home,
         start_standalone,
         stop_standalone,
         wait_healthy,
     )
-    from rackflow.devfleet.servers import free_port, venv_bin
+    from rackflow_devfleet.servers import free_port, venv_bin
 
     bucket = "bench-e2e"
     client.create_bucket(Bucket=bucket)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rackflow.devfleet.fleet import job_accounts_env  # imports nothing of Airflow
+from rackflow_devfleet.fleet import job_accounts_env  # imports nothing of Airflow
 
 REPO = Path(__file__).resolve().parent.parent
 FLEET_FILE = REPO / "fleet" / "demo.yaml"
@@ -98,7 +98,7 @@ def airflow_db(airflow_home: Path) -> Path:
 def devfleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The whole demo fleet on free loopback ports; Airflow connections to it are in the environment."""
     from rackflow.core.fleet import Fleet
-    from rackflow.devfleet.fleet import DevFleet
+    from rackflow_devfleet.fleet import DevFleet
 
     fleet = DevFleet(
         Fleet.load(FLEET_FILE), workdir=tmp_path_factory.mktemp("devfleet"), free_ports=True
@@ -230,7 +230,7 @@ def airflow_stack(
     import signal
     import urllib.request
 
-    from rackflow.devfleet.servers import free_port
+    from rackflow_devfleet.servers import free_port
 
     port = free_port()
     home = tmp_path_factory.mktemp("stack-airflow-home")
@@ -258,7 +258,7 @@ def airflow_stack(
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             # airflow standalone, keeping rackflow's auth manager (plain `airflow standalone` drops it)
-            [sys.executable, "-m", "rackflow.devfleet.standalone"],
+            [sys.executable, "-m", "rackflow_devfleet.standalone"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -342,8 +342,8 @@ def power_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 def own_slurm() -> Iterator[object]:
     """A Slurm (with accounting) of this test's own, whose controller can lose its job records; in a
     directory other Unix users can reach (its config and munge socket), unlike pytest's tmp_path."""
-    from rackflow.devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
-    from rackflow.devfleet.servers import Slurm
+    from rackflow_devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
+    from rackflow_devfleet.servers import Slurm
 
     ensure_accounts(list(JOB_ACCOUNTS.values()))  # the Unix accounts jobs run as
     workdir = Path(tempfile.mkdtemp(prefix="rf-slurm-"))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rackflow.core.fleet import BmcSpec, Fleet, HostSpec
-from rackflow.devfleet.fleet import TEST_DOMAIN_XML, _reset_domains, conn_env_name
-from rackflow.devfleet.servers import LOOPBACK, Libvirtd, RedfishEmulator, VirtualBmc
+from rackflow_devfleet.fleet import TEST_DOMAIN_XML, _reset_domains, conn_env_name
+from rackflow_devfleet.servers import LOOPBACK, Libvirtd, RedfishEmulator, VirtualBmc
 
 NODES = ("pw-a", "pw-b", "pw-c")
 GROUPS = {"pw-a": "pw-g1", "pw-b": "pw-g1", "pw-c": "pw-g2"}

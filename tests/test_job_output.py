@@ -18,8 +18,8 @@ import pytest
 
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.schedulers import get_adapter
-from rackflow.devfleet.fleet import SSH_CONN_ID
 from rackflow.hooks.job_dirs import JobDirectory, LocalJobDirectory, SftpJobDirectory
+from rackflow_devfleet.fleet import SSH_CONN_ID
 
 DAG = "rackflow_job_output_test"
 

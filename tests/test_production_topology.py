@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from rackflow.devfleet.fleet import JOB_ACCOUNTS
-from rackflow.devfleet.postgres import Postgres
-from rackflow.devfleet.servers import free_port, wait_for_port
+from rackflow_devfleet.fleet import JOB_ACCOUNTS
+from rackflow_devfleet.postgres import Postgres
+from rackflow_devfleet.servers import free_port, wait_for_port
 from tests.conftest import PASSWORDS, USERS
 
 pytestmark = pytest.mark.slow

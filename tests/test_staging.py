@@ -24,9 +24,9 @@ import pytest
 
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.staging_policy import StagingPolicy, parse_allow_list
-from rackflow.devfleet.fleet import SSH_CONN_ID
 from rackflow.hooks.job_dirs import LocalJobDirectory, SftpJobDirectory
 from rackflow.staging import StagingError, _write_in, http_get, resolve_public, stage_in, stage_out
+from rackflow_devfleet.fleet import SSH_CONN_ID
 from tests.conftest import SFTP_EXCHANGE
 
 os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
@@ -241,7 +241,7 @@ def test_job_that_plants_a_symlink_fails_stage_out_with_the_reason(
 ) -> None:
     """The whole job DAG on Slurm: the job links /etc/hostname as its result; stage-out refuses it."""
     from rackflow.db import jobs
-    from rackflow.devfleet.fleet import JOB_ACCOUNTS
+    from rackflow_devfleet.fleet import JOB_ACCOUNTS
     from tests.operators.test_scheduler import _job_dag
 
     # dag.test() runs are triggered by the user dag_test: it runs as alice's account

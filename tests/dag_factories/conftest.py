@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID
 
 # Job directory bases: only root writes them, the intakes' run_as account gets through (0711).
@@ -81,7 +81,7 @@ SFTP_INTAKE = {"name": "sftp", "bucket": "rf-intake-sftp"}
 def sftp_intake(devfleet: object, intake_buckets: dict[str, str]) -> dict[str, object]:
     """The intake DAG ``s3_intake_sftp``: stage-in, submit, wait and stage-out on the devfleet's sshd
     (``ssh_fleet``, which logs in as this user on this machine, where the session's Slurm runs)."""
-    from rackflow.devfleet.fleet import SSH_CONN_ID
+    from rackflow_devfleet.fleet import SSH_CONN_ID
 
     client = devfleet.s3.client()  # type: ignore[attr-defined]
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

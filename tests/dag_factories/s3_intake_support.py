@@ -7,7 +7,7 @@ import subprocess
 import uuid
 from typing import Any
 
-from rackflow.devfleet.fleet import S3_CONN_ID
+from rackflow_devfleet.fleet import S3_CONN_ID
 
 CONN_ID = S3_CONN_ID
 OUT_SCRIPT = b"#!/bin/bash\n#SBATCH --ntasks=1\ncat input.dat > out.txt\necho done >> out.txt\n"

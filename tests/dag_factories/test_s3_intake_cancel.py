@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT
 from rackflow.hooks.s3_jobs import S3JobsHook
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import (
@@ -30,6 +29,7 @@ from rackflow.operators.s3_intake import (
     stage_in_job,
     submit_job,
 )
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import (
     CONN_ID,
     new_bucket,

@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 from rackflow import settings
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT, JOB_ACCOUNTS
 from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT, JOB_ACCOUNTS
 from tests.confinement import PROBE, assert_confined
 from tests.dag_factories.s3_intake_support import read_status, upload_job
 

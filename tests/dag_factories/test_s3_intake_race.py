@@ -12,10 +12,10 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rackflow.core.s3_protocol import StatusCache
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT
 from rackflow.hooks.s3_jobs import S3JobsHook
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import claim_job, stage_in_job, submit_job
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from rackflow.core.s3_protocol import StatusCache
 from rackflow.core.schedulers import JobState
 from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT
 from rackflow.hooks.s3_jobs import S3JobsHook
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.operators.s3_intake import (
@@ -29,6 +28,7 @@ from rackflow.operators.s3_intake import (
     submit_job,
 )
 from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
 
 LONG_SCRIPT = b"#!/bin/bash\n#SBATCH --ntasks=1\nsleep 300\n"

@@ -24,7 +24,6 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from rackflow.core.s3_protocol import ManifestEntry, UnsafeKeyError, take_manifest
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT, SSH_CONN_ID
 from rackflow.hooks.job_dirs import SftpJobDirectory
 from rackflow.hooks.s3_jobs import S3JobsHook, TransferResult
 from rackflow.hooks.scheduler import LocalSchedulerHook, cluster_key
@@ -34,6 +33,7 @@ from rackflow.operators.s3_intake import (
     stage_in_job,
     submit_job,
 )
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT, SSH_CONN_ID
 from tests.dag_factories.conftest import JOB_BASE, SFTP_JOB_BASE
 from tests.dag_factories.s3_intake_support import CONN_ID, keys, new_bucket, read_status, upload_job
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rackflow.devfleet.postgres import Postgres
+from rackflow_devfleet.postgres import Postgres
 
 
 @pytest.fixture(scope="module")

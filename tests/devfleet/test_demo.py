@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-from rackflow.devfleet.demo import DEMO_USERS
-from rackflow.devfleet.servers import free_port
+from rackflow_devfleet.demo import DEMO_USERS
+from rackflow_devfleet.servers import free_port
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "rackflow.devfleet",
+                "rackflow_devfleet",
                 "demo",
                 "--repo",
                 str(REPO),

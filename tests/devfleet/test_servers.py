@@ -8,7 +8,7 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from rackflow.devfleet.fleet import S3_CONN_ID, SSH_CONN_ID
+from rackflow_devfleet.fleet import S3_CONN_ID, SSH_CONN_ID
 
 
 def test_libvirt_lists_each_fake_hosts_domains(devfleet):
@@ -25,8 +25,8 @@ def test_libvirt_lists_each_fake_hosts_domains(devfleet):
 
 def test_libvirt_hosts_keep_separate_state(devfleet):
     """Each fake host is its own libvirtd: a domain defined on host-c is not seen on host-a."""
-    from rackflow.devfleet.fleet import TEST_DOMAIN_XML
     from rackflow.hooks.libvirt import LibvirtHook
+    from rackflow_devfleet.fleet import TEST_DOMAIN_XML
 
     with LibvirtHook("libvirt_host_c") as c, LibvirtHook("libvirt_host_a") as a:
         dom = c.get_conn().defineXML(TEST_DOMAIN_XML.format(name="probe-01", memory_kib=1024, vcpus=1))
@@ -162,7 +162,7 @@ def test_a_server_whose_port_another_process_answers_on_fails_to_start(tmp_path)
     """The race a free port leaves open: another process listens there before our daemon could."""
     import socket
 
-    from rackflow.devfleet.servers import LOOPBACK, ServerStartError, Slurm
+    from rackflow_devfleet.servers import LOOPBACK, ServerStartError, Slurm
 
     stranger = socket.socket()
     stranger.bind((LOOPBACK, 0))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rackflow.devfleet.fleet import _reset_domains, _seed_images
-from rackflow.devfleet.servers import LOOPBACK, Libvirtd, _open_libvirt
+from rackflow_devfleet.fleet import _reset_domains, _seed_images
+from rackflow_devfleet.servers import LOOPBACK, Libvirtd, _open_libvirt
 
 
 @pytest.fixture

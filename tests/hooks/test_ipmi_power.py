@@ -79,8 +79,8 @@ def test_ipmi_connection_test_reports_power(fleet):
 
 
 def test_ipmi_bmc_that_does_not_answer_raises_with_address(monkeypatch):
-    from rackflow.devfleet.servers import free_udp_port
     from rackflow.hooks.ipmi import IpmiError, IpmiHook
+    from rackflow_devfleet.servers import free_udp_port
 
     port = free_udp_port()  # nothing answers there
     monkeypatch.setenv(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rackflow.devfleet.servers import free_port
+from rackflow_devfleet.servers import free_port
 
 
 @pytest.fixture

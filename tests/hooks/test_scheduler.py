@@ -12,8 +12,8 @@ import pytest
 
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.schedulers import JobState, JobStatus
-from rackflow.devfleet.fleet import JOB_ACCOUNTS
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
+from rackflow_devfleet.fleet import JOB_ACCOUNTS
 
 ACCOUNT = JOB_ACCOUNTS["alice"]
 

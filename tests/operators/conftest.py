@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rackflow.devfleet.fleet import JOB_ACCOUNTS
+from rackflow_devfleet.fleet import JOB_ACCOUNTS
 
 os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
 

@@ -146,8 +146,8 @@ def test_wait_resumed_after_slurm_forgot_the_job_completes_it_from_accounting(
     """issue 14: a wait that resumes after MinJobAge asks again; slurmctld has forgotten the job, sacct
     has not, so the job is COMPLETED with its exit code and usage (it was FAILED "no longer knows")."""
     from rackflow.core.jobspec import parse_job_description
-    from rackflow.devfleet.fleet import JOB_ACCOUNTS
     from rackflow.operators.scheduler import WaitForLocalSchedulerJobOperator
+    from rackflow_devfleet.fleet import JOB_ACCOUNTS
     from tests.core.test_slurm_real import BURN
 
     dag_id, run_id = "rackflow_job_forgotten_test", f"manual__{uuid.uuid4().hex}"
@@ -180,7 +180,7 @@ def test_run_of_an_owner_without_a_job_account_fails_stage_in_with_the_reason_an
     """A run made without the job API (here dag.test(), user dag_test) for an unmapped owner."""
     import json
 
-    from rackflow.devfleet.fleet import JOB_ACCOUNTS
+    from rackflow_devfleet.fleet import JOB_ACCOUNTS
 
     monkeypatch.setenv("AIRFLOW__RACKFLOW__JOB_ACCOUNTS", json.dumps(JOB_ACCOUNTS))  # no dag_test
     dag = _job_dag()

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from rackflow.devfleet.fleet import _reset_domains
-from rackflow.devfleet.servers import Libvirtd, free_port
 from rackflow.fleet_layout import HostRecord, LayoutService
 from rackflow.hooks.libvirt import DomainSpec, LibvirtHook
+from rackflow_devfleet.fleet import _reset_domains
+from rackflow_devfleet.servers import Libvirtd, free_port
 
 
 @pytest.fixture

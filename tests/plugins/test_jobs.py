@@ -91,7 +91,7 @@ def test_user_without_a_job_account_gets_403_naming_the_mapping_and_nothing_is_r
 ) -> None:
     import json
 
-    from rackflow.devfleet.fleet import JOB_ACCOUNTS
+    from rackflow_devfleet.fleet import JOB_ACCOUNTS
 
     monkeypatch.setenv(
         "AIRFLOW__RACKFLOW__JOB_ACCOUNTS", json.dumps({u: a for u, a in JOB_ACCOUNTS.items() if u != "bob"})

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rackflow.devfleet.fleet import JOB_ACCOUNTS
+from rackflow_devfleet.fleet import JOB_ACCOUNTS
 from tests.confinement import PROBE, assert_confined
 from tests.plugins.jobs_support import JOBS, job_finished, wait_for_job
 

@@ -9,11 +9,11 @@ import os
 import threading
 import time
 
-from rackflow.devfleet.fleet import INTAKE_ACCOUNT
 from rackflow.hooks.s3_jobs import S3StatusFollower
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger, S3JobStatusTrigger
 from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, upload_job
 
 

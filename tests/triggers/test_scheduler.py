@@ -7,9 +7,9 @@ import uuid
 from pathlib import Path
 
 from rackflow.core.jobspec import parse_job_description
-from rackflow.devfleet.fleet import JOB_ACCOUNTS
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
+from rackflow_devfleet.fleet import JOB_ACCOUNTS
 
 
 def test_serialize_round_trips_to_an_importable_classpath() -> None:

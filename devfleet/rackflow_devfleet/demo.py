@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 from rackflow.core.fleet import Fleet
-from rackflow.devfleet.fleet import S3_CONN_ID, DevFleet, job_accounts_env
-from rackflow.devfleet.servers import wait_for_port
+from rackflow_devfleet.fleet import S3_CONN_ID, DevFleet, job_accounts_env
+from rackflow_devfleet.servers import wait_for_port
 
 # Demo logins of Airflow's simple auth manager: user -> (role, password). Loopback only.
 DEMO_USERS = {
@@ -150,11 +150,11 @@ def run_demo(repo: Path, port: int = 8080, state: Path | None = None) -> int:
 def start_standalone(env: dict[str, str], log_path: Path) -> subprocess.Popen:
     """``airflow standalone`` in its own session (so it can be stopped as a group), output to ``log_path``.
 
-    Started through :mod:`rackflow.devfleet.standalone`, which keeps rackflow's auth manager.
+    Started through :mod:`rackflow_devfleet.standalone`, which keeps rackflow's auth manager.
     """
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        [sys.executable, "-m", "rackflow.devfleet.standalone"],
+        [sys.executable, "-m", "rackflow_devfleet.standalone"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

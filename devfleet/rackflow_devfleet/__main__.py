@@ -1,4 +1,4 @@
-"""``python -m rackflow.devfleet demo`` (what ``make demo`` runs) or ``up`` (the fleet alone)."""
+"""``python -m rackflow_devfleet demo`` (what ``make demo`` runs) or ``up`` (the fleet alone)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rackflow.devfleet")
+    parser = argparse.ArgumentParser(prog="python -m rackflow_devfleet")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="start the demo fleet and airflow standalone")
     demo.add_argument("--repo", type=Path, default=Path.cwd())
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from rackflow.devfleet.demo import run_demo
+        from rackflow_devfleet.demo import run_demo
 
         try:
             return run_demo(args.repo.resolve(), args.port, args.state_dir)
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
 
     from rackflow.core.fleet import Fleet
-    from rackflow.devfleet.fleet import DevFleet
+    from rackflow_devfleet.fleet import DevFleet
 
     fleet = DevFleet(Fleet.load(args.fleet_file), workdir=args.workdir, free_ports=args.free_ports).start()
     try:

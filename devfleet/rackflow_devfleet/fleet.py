@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rackflow.core.fleet import Fleet
-from rackflow.devfleet.servers import (
+from rackflow_devfleet.servers import (
     LOOPBACK,
     Libvirtd,
     RedfishEmulator,

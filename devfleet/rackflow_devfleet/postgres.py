@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from rackflow.devfleet.servers import Server, ServerStartError
+from rackflow_devfleet.servers import Server, ServerStartError
 
 PG_USER = "postgres"  # initdb and postgres refuse to run as root
 

@@ -1,4 +1,4 @@
-"""``airflow standalone`` that keeps the configured auth manager (``python -m rackflow.devfleet.standalone``).
+"""``airflow standalone`` that keeps the configured auth manager (``python -m rackflow_devfleet.standalone``).
 
 Airflow's standalone command forces ``SimpleAuthManager`` into the environment of every component it
 starts. The demo and the test stack run :class:`rackflow.auth_manager.RackflowAuthManager` (the simple
