@@ -5,6 +5,7 @@ set -euo pipefail
 PKGS=(
   libvirt-daemon-system libvirt-clients libvirt-dev libvirt-daemon-driver-qemu pkg-config gcc python3-dev
   slurmctld slurmd slurm-client munge slurmdbd mariadb-server
+  redis-server
   openssh-server openssh-client
   qemu-system-x86 ipmitool iproute2
   sudo
@@ -25,6 +26,6 @@ echo "rackflow: installing ${missing[*]}"
 apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian starts the packaged daemons; rackflow runs its own copies on loopback, so stop the system ones.
-for svc in libvirtd virtlogd slurmctld slurmd slurmdbd mariadb munge ssh; do
+for svc in libvirtd virtlogd slurmctld slurmd slurmdbd mariadb munge ssh redis-server; do
   (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || true
 done

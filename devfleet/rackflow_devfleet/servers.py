@@ -1,5 +1,5 @@
 """Real servers on loopback that stand in for a datacenter: libvirtd, Slurm, sshd, SeaweedFS S3, a
-Redfish emulator and virtual IPMI BMCs.
+Redfish emulator, virtual IPMI BMCs and Redis (the Celery broker of the multi-machine topology).
 
 Each server is a real process started in its own work directory, waited for until it answers, and
 stopped by pid (SIGTERM, then SIGKILL). ``make demo`` and the pytest fixtures both use these classes.
@@ -436,6 +436,52 @@ def _wait_for_path(path: Path, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise ServerStartError(f"{path} never appeared")
         time.sleep(0.05)
+
+
+# --- Redis ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Redis(Server):
+    """A Redis (Debian's ``redis-server``) on loopback with no persistence: the Celery broker and result
+    backend of the multi-machine topology test. ``url(db)`` is a ``redis://`` URL for one database."""
+
+    name = "redis"
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/{db}"
+
+    def start(self) -> Redis:
+        server = shutil.which("redis-server")
+        if not server:
+            raise ServerStartError("redis-server is not installed (scripts/install-apt.sh installs it)")
+        proc = self._spawn(
+            [
+                server,
+                "--port",
+                str(self.port),
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "yes",
+            ]
+        )
+        self._await_own_port(self.port, proc)
+        import redis  # imported late: only the Celery topology needs the client
+
+        client = redis.Redis(host=LOOPBACK, port=self.port, socket_timeout=5)
+        try:
+            if not client.ping():
+                raise self._fail("PING was not answered")
+        finally:
+            client.close()
+        return self
 
 
 # --- SSH -----------------------------------------------------------------------------------------

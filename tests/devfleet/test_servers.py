@@ -177,3 +177,17 @@ def test_a_server_whose_port_another_process_answers_on_fails_to_start(tmp_path)
     finally:
         server.stop()
         stranger.close()
+
+
+def test_redis_answers_as_a_celery_broker_and_forgets_nothing_while_up(tmp_path):
+    """The Celery topology's broker: a real redis-server on loopback that keeps what is pushed to it."""
+    import redis
+
+    from rackflow_devfleet.servers import Redis
+
+    with Redis(workdir=tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url(1))
+        client.rpush("celery", b"task-1", b"task-2")
+        assert client.lrange("celery", 0, -1) == [b"task-1", b"task-2"]
+        client.close()
+    assert not server.pids  # stopped by pid
