@@ -24,7 +24,7 @@ from pathlib import Path
 
 import libvirt
 
-from rackflow.fleet_layout import HostRecord, LayoutService, layout_summary
+from rackflow.services.fleet_layout import HostRecord, LayoutService, layout_summary
 
 GOAL_SECONDS = 1.0
 

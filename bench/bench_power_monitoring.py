@@ -6,7 +6,7 @@ A tiny asyncio Redfish server in a separate process on loopback (real HTTP) serv
 reading a system's PowerState is delayed by that system's own delay (uniform 5 ms .. D ms, one system
 at D ms). Each node has its own Airflow connection (its own "BMC"), and ``test:///default`` as
 hypervisor (the real libvirt test driver, in process). Then real
-:func:`rackflow.power_service.monitor_cycle` runs on a temporary SQLite inventory of N nodes.
+:func:`rackflow.services.power.monitor_cycle` runs on a temporary SQLite inventory of N nodes.
 
 Printed (medians of 3): the cycle's wall time against one BMC read alone, the Redfish poll and the
 libvirt listings each alone, and the same cycle with the previous poll (a sushy client and a thread
@@ -181,7 +181,7 @@ def run_cycle(url: str, bmc_timeout: float) -> tuple[float, list[float], int]:
     from datetime import timedelta
 
     from rackflow.core.power import PowerThresholds, ReconcileTimeouts
-    from rackflow.power_service import PowerConfig, monitor_cycle
+    from rackflow.services.power import PowerConfig, monitor_cycle
 
     config = PowerConfig(
         PowerThresholds(off_threshold=timedelta(hours=1), on_threshold=timedelta(minutes=30)),
@@ -216,9 +216,9 @@ def main() -> int:
     import statistics
     from functools import partial
 
-    from rackflow import power_service
     from rackflow.hooks.redfish import RedfishHook
-    from rackflow.power_service import NodeRef, bmc_power_state, redfish_power_states, run_bounded
+    from rackflow.services import power as power_service
+    from rackflow.services.power import NodeRef, bmc_power_state, redfish_power_states, run_bounded
 
     refs = [NodeRef(n, "bench", 64, 262144, "bench_libvirt", "redfish", f"bench_bmc_{n}", n) for n in names]
 

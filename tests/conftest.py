@@ -50,7 +50,7 @@ os.environ.update(
         "AIRFLOW__API__SECRET_KEY": "rackflow-tests-secret-key-" + "x" * 64,
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(FLEET_FILE),
         "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(REPO / "jobnets"),
-        # Staging allow-lists of the tests' site (tests/test_staging*.py narrow them further).
+        # Staging allow-lists of the tests' site (tests/services/test_staging.py narrow them further).
         "AIRFLOW__RACKFLOW__STAGING_S3_SOURCES": "rackflow-jobs rackflow-results",
         "AIRFLOW__RACKFLOW__STAGING_S3_TARGETS": "rackflow-results",
         "AIRFLOW__RACKFLOW__STAGING_SFTP_SOURCES": f"ssh_fleet{SFTP_EXCHANGE}/",

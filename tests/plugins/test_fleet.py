@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from rackflow.fleet_layout import HostRecord, LayoutService
 from rackflow.hooks.libvirt import DomainSpec, LibvirtHook
+from rackflow.services.fleet_layout import HostRecord, LayoutService
 from rackflow_devfleet.fleet import _reset_domains
 from rackflow_devfleet.servers import Libvirtd, free_port
 

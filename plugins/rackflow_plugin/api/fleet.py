@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
 from rackflow.dag_factories.vms import LAUNCH_DAG_ID
-from rackflow.fleet_layout import LayoutService, inventory_hosts, layout_summary
+from rackflow.services.fleet_layout import LayoutService, inventory_hosts, layout_summary
 from rackflow_plugin.limits import PathName
 from rackflow_plugin.security import CurrentUser, can_read, may_trigger
 

@@ -29,7 +29,7 @@ from rackflow import settings
 from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
 from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
-from rackflow.staging import check_staging
+from rackflow.services.staging import check_staging
 from rackflow_plugin.limits import JSON_MEDIA_TYPE, LINE_PATTERN, XML_MEDIA_TYPES, PathName
 from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin
 

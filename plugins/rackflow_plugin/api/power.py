@@ -147,7 +147,7 @@ def _transition(t: HostTransition) -> TransitionOut:
 
 
 def _reservation(r: ReservationRow) -> ReservationOut:
-    from rackflow.power_service import reservation_id
+    from rackflow.services.power import reservation_id
 
     return ReservationOut(
         id=r.id,
@@ -168,7 +168,7 @@ def _reservation(r: ReservationRow) -> ReservationOut:
 
 
 def _config() -> Any:
-    from rackflow.power_service import PowerConfigError, load_power_config
+    from rackflow.services.power import PowerConfigError, load_power_config
 
     try:
         return load_power_config()
@@ -261,7 +261,7 @@ def power(
     session: SessionDep,
     body: PowerRequest | None = None,
 ) -> PowerAccepted:
-    from rackflow.power_service import check_power_off
+    from rackflow.services.power import check_power_off
 
     body = body or PowerRequest()
     if action not in ("on", "off"):
@@ -351,7 +351,7 @@ def cancel_reservation(reservation_id: DbId, user: CurrentUser) -> ReservationOu
     dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
 def plan() -> PlanOut:
-    from rackflow.power_service import plan_cycle
+    from rackflow.services.power import plan_cycle
 
     config = _config()
     report = plan_cycle(config=config, dry_run=True)

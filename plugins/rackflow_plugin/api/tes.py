@@ -47,7 +47,7 @@ from rackflow.core.tes import (
 )
 from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
-from rackflow.staging import check_staging
+from rackflow.services.staging import check_staging
 from rackflow_plugin.api.jobs import own_run, require_job_account, terminate, trigger_job
 from rackflow_plugin.limits import JSON_MEDIA_TYPE, LINE_PATTERN, MAX_NAME, PathName
 from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin

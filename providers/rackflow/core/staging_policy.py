@@ -1,7 +1,7 @@
 """What a batch job may stage: paths inside its job directory, and remote ends the site allow-listed.
 
 Pure rules, no I/O (DNS included), shared by the job description's validation (submit time: 400 naming
-the field) and by :mod:`rackflow.staging` (staging time, where hostnames are resolved and every
+the field) and by :mod:`rackflow.services.staging` (staging time, where hostnames are resolved and every
 resolved address goes through :func:`address_problem` before a connection is made to it).
 
 * A **job path** (``stage_in[i].target``, ``stage_out[i].source``) is relative, inside the job

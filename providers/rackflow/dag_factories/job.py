@@ -14,7 +14,8 @@ Job states: QUEUED until the scheduler runs it (also while staging in), ACTIVE w
 COMPLETED, FAILED (the job failed, or staging failed, or the scheduler refused it) or CANCELED
 (terminated through the job API). A job that does not end COMPLETED fails the run in ``cleanup``.
 ``cleanup`` first keeps the tails of the job's stdout and stderr in the rackflow database, then removes
-the job directory or keeps it per ``[rackflow] job_directory_retention`` (:mod:`rackflow.job_output`).
+the job directory or keeps it per ``[rackflow] job_directory_retention``
+(:mod:`rackflow.services.job_output`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def create_job_dag(
 
         @task(task_id="stage_in")
         def stage_in_task(**context: Any) -> list[str]:
-            from rackflow.staging import StagingError, stage_in
+            from rackflow.services.staging import StagingError, stage_in
 
             dag_id_, run_id, owner = keys(context)
             who = jobs.termination_requested(dag_id_, run_id)
@@ -166,7 +167,7 @@ def create_job_dag(
 
         @task(task_id="stage_out", trigger_rule="all_done")
         def stage_out_task(**context: Any) -> list[str]:
-            from rackflow.staging import StagingError, stage_out
+            from rackflow.services.staging import StagingError, stage_out
 
             dag_id_, run_id, _ = keys(context)
             job_row = jobs.get_job(dag_id_, run_id)
@@ -209,7 +210,7 @@ def create_job_dag(
             directory_note = kept = ""
             if workdir is not None:
                 from rackflow import settings
-                from rackflow.job_output import finish_job_directory, keep_output, remove_expired
+                from rackflow.services.job_output import finish_job_directory, keep_output, remove_expired
 
                 h = hook()
                 try:

@@ -1,6 +1,6 @@
 """Power a physical node on or off through its BMC, with rackflow's refusal rules.
 
-Thin over :mod:`rackflow.power_service`: power on is always allowed; power off is refused while VMs
+Thin over :mod:`rackflow.services.power`: power on is always allowed; power off is refused while VMs
 run or boot on the node (the task fails with the reason and the VM names, nothing changed) unless
 ``migrate`` is set and the placement policy finds room for them on the other powered-on nodes of the
 node's group, in which case they are migrated first. Every change is recorded in the node's history
@@ -74,7 +74,7 @@ class PowerControlOperator(BaseOperator):
         return str(user or self.dag_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from rackflow.power_service import PowerRefused, power_off, power_on
+        from rackflow.services.power import PowerRefused, power_off, power_on
 
         action = str(self.action).strip().lower()
         if action not in ACTIONS:

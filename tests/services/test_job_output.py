@@ -51,7 +51,7 @@ def test_keep_output_refuses_symlinks_and_keeps_a_bounded_tail(
     devfleet: Any, rackflow_db: str, tmp_path: Path, opener: Callable[[Path], JobDirectory]
 ) -> None:
     from rackflow.db import jobs
-    from rackflow.job_output import keep_output
+    from rackflow.services.job_output import keep_output
 
     secret = tmp_path / "secret"
     secret.write_text(f"secret-{uuid.uuid4().hex}\n")
@@ -110,7 +110,7 @@ def test_retention_keeps_the_directory_until_a_later_cleanup_removes_it(
 ) -> None:
     from rackflow.db import jobs
     from rackflow.hooks.scheduler import LocalSchedulerHook
-    from rackflow.job_output import finish_job_directory, remove_expired
+    from rackflow.services.job_output import finish_job_directory, remove_expired
 
     hook = LocalSchedulerHook()
     dag = f"{DAG}-{uuid.uuid4().hex[:8]}"

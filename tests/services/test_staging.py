@@ -25,7 +25,7 @@ import pytest
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.staging_policy import StagingPolicy, parse_allow_list
 from rackflow.hooks.job_dirs import LocalJobDirectory, SftpJobDirectory
-from rackflow.staging import StagingError, _write_in, http_get, resolve_public, stage_in, stage_out
+from rackflow.services.staging import StagingError, _write_in, http_get, resolve_public, stage_in, stage_out
 from rackflow_devfleet.fleet import SSH_CONN_ID
 from tests.conftest import SFTP_EXCHANGE
 

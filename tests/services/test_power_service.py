@@ -12,7 +12,7 @@ from rackflow.core.power import PowerAction, PowerThresholds, ReconcileTimeouts
 from rackflow.db.models import Host, HostTransition
 from rackflow.db.models import Reservation as ReservationRow
 from rackflow.db.session import session_scope
-from rackflow.power_service import (
+from rackflow.services.power import (
     PowerConfig,
     PowerConfigError,
     PowerRefused,
