@@ -6,7 +6,7 @@ A tiny asyncio Redfish server in a separate process on loopback (real HTTP) serv
 reading a system's PowerState is delayed by that system's own delay (uniform 5 ms .. D ms, one system
 at D ms). Each node has its own Airflow connection (its own "BMC"), and ``test:///default`` as
 hypervisor (the real libvirt test driver, in process). Then real
-:func:`rackflow.services.power.monitor_cycle` runs on a temporary SQLite inventory of N nodes.
+:func:`rackflow.services.power.monitor.monitor_cycle` runs on a temporary SQLite inventory of N nodes.
 
 Printed (medians of 3): the cycle's wall time against one BMC read alone, the Redfish poll and the
 libvirt listings each alone, and the same cycle with the previous poll (a sushy client and a thread
@@ -181,7 +181,8 @@ def run_cycle(url: str, bmc_timeout: float) -> tuple[float, list[float], int]:
     from datetime import timedelta
 
     from rackflow.core.power import PowerThresholds, ReconcileTimeouts
-    from rackflow.services.power import PowerConfig, monitor_cycle
+    from rackflow.services.power.config import PowerConfig
+    from rackflow.services.power.monitor import monitor_cycle
 
     config = PowerConfig(
         PowerThresholds(off_threshold=timedelta(hours=1), on_threshold=timedelta(minutes=30)),
@@ -217,8 +218,8 @@ def main() -> int:
     from functools import partial
 
     from rackflow.hooks.redfish import RedfishHook
-    from rackflow.services import power as power_service
-    from rackflow.services.power import NodeRef, bmc_power_state, redfish_power_states, run_bounded
+    from rackflow.services.power import monitor as power_monitor
+    from rackflow.services.power.bmc import NodeRef, bmc_power_state, redfish_power_states, run_bounded
 
     refs = [NodeRef(n, "bench", 64, 262144, "bench_libvirt", "redfish", f"bench_bmc_{n}", n) for n in names]
 
@@ -250,14 +251,14 @@ def main() -> int:
     lists = []
     for _ in range(3):
         t0 = time.monotonic()
-        run_bounded({n.name: partial(power_service._vms_of, n) for n in refs}, timeout=21)
+        run_bounded({n.name: partial(power_monitor._vms_of, n) for n in refs}, timeout=21)
         lists.append(time.monotonic() - t0)
     listing = statistics.median(lists)
-    power_service.redfish_power_states = sushy_threads  # type: ignore[assignment]
+    power_monitor.redfish_power_states = sushy_threads  # type: ignore[assignment]
     try:
         old_cycle, _old_calls, _old_errors = median_cycle()
     finally:
-        power_service.redfish_power_states = redfish_power_states
+        power_monitor.redfish_power_states = redfish_power_states
     # Baseline in the same run: one BMC read alone (the slowest one), on a quiet client.
     alone_runs = []
     for _ in range(3):

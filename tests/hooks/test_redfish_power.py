@@ -75,7 +75,7 @@ def test_redfish_power_states_reads_many_bmcs_on_one_loop_and_a_gone_bmc_fails_o
     """The monitor's poll: real sushy-emulators for pw-a/pw-b, a port nobody listens on for a third."""
     import json
 
-    from rackflow.services.power import NodeRef, redfish_power_states
+    from rackflow.services.power.bmc import NodeRef, redfish_power_states
 
     fleet.set_powered("pw-b", False)
     port = free_port()

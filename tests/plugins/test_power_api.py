@@ -12,7 +12,7 @@ def fleet(power_fleet, monkeypatch):
     monkeypatch.setenv("AIRFLOW__RACKFLOW__DATABASE_URL", power_fleet.url)
     monkeypatch.setenv("AIRFLOW__RACKFLOW__POWER_BMC_TIMEOUT", "8")  # pyghmi is slow on a loaded CI box
     power_fleet.reset()
-    from rackflow.services.power import monitor_cycle
+    from rackflow.services.power.monitor import monitor_cycle
 
     monitor_cycle(url=power_fleet.url)
     return power_fleet

@@ -27,7 +27,7 @@ def _record_statuses(url: str) -> None:
     Only hosts whose mode is on are polled: with mode on the reconcile step can at most power a node
     on, never off (the shared fleet must stay up).
     """
-    from rackflow.services.power import monitor_cycle
+    from rackflow.services.power.monitor import monitor_cycle
 
     with session_scope(url) as session:
         modes = {h.name: h.mode for h in session.scalars(select(Host).where(Host.name.in_(HOSTS)))}

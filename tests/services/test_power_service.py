@@ -12,17 +12,10 @@ from rackflow.core.power import PowerAction, PowerThresholds, ReconcileTimeouts
 from rackflow.db.models import Host, HostTransition
 from rackflow.db.models import Reservation as ReservationRow
 from rackflow.db.session import session_scope
-from rackflow.services.power import (
-    PowerConfig,
-    PowerConfigError,
-    PowerRefused,
-    load_power_config,
-    monitor_cycle,
-    plan_cycle,
-    power_off,
-    power_on,
-    run_bounded,
-)
+from rackflow.services.power.bmc import run_bounded
+from rackflow.services.power.config import PowerConfig, PowerConfigError, load_power_config
+from rackflow.services.power.control import PowerRefused, plan_cycle, power_off, power_on
+from rackflow.services.power.monitor import monitor_cycle
 
 CONFIG = PowerConfig(
     thresholds=PowerThresholds(off_threshold=timedelta(minutes=60), on_threshold=timedelta(minutes=30)),

@@ -131,13 +131,9 @@ class PlanOut(BaseModel):
     unplaced_reservations: list[str]
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
 def _transition(t: HostTransition) -> TransitionOut:
     return TransitionOut(
-        at=_aware(t.at),  # type: ignore[arg-type]
+        at=t.at,  # type: ignore[arg-type]
         field=t.field,
         from_value=t.from_value,
         to_value=t.to_value,
@@ -147,28 +143,28 @@ def _transition(t: HostTransition) -> TransitionOut:
 
 
 def _reservation(r: ReservationRow) -> ReservationOut:
-    from rackflow.services.power import reservation_id
+    from rackflow.services.power.control import reservation_id
 
     return ReservationOut(
         id=r.id,
         key=reservation_id(r),
         name=r.name,
-        start=_aware(r.start),  # type: ignore[arg-type]
-        end=_aware(r.end),  # type: ignore[arg-type]
+        start=r.start,  # type: ignore[arg-type]
+        end=r.end,  # type: ignore[arg-type]
         vm_count=r.vm_count,
         vcpus_per_vm=r.vcpus_per_vm,
         memory_mib_per_vm=r.memory_mib_per_vm,
         group=r.group,
         state=r.state,
         created_by=r.created_by,
-        created_at=_aware(r.created_at),  # type: ignore[arg-type]
+        created_at=r.created_at,  # type: ignore[arg-type]
         canceled_by=r.canceled_by,
-        canceled_at=_aware(r.canceled_at),
+        canceled_at=r.canceled_at,
     )
 
 
 def _config() -> Any:
-    from rackflow.services.power import PowerConfigError, load_power_config
+    from rackflow.services.power.config import PowerConfigError, load_power_config
 
     try:
         return load_power_config()
@@ -200,8 +196,8 @@ def list_nodes() -> list[NodeOut]:
                     bmc_kind=host.bmc_kind,
                     mode=host.mode,
                     status=host.status,
-                    status_since=_aware(host.status_since),
-                    last_seen=_aware(host.last_seen),
+                    status_since=host.status_since,
+                    last_seen=host.last_seen,
                     last_error=host.last_error,
                     last_transition=_transition(last) if last is not None else None,
                 )
@@ -261,7 +257,7 @@ def power(
     session: SessionDep,
     body: PowerRequest | None = None,
 ) -> PowerAccepted:
-    from rackflow.services.power import check_power_off
+    from rackflow.services.power.control import check_power_off
 
     body = body or PowerRequest()
     if action not in ("on", "off"):
@@ -351,7 +347,7 @@ def cancel_reservation(reservation_id: DbId, user: CurrentUser) -> ReservationOu
     dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
 )
 def plan() -> PlanOut:
-    from rackflow.services.power import plan_cycle
+    from rackflow.services.power.control import plan_cycle
 
     config = _config()
     report = plan_cycle(config=config, dry_run=True)

@@ -52,7 +52,7 @@ def create_monitor_dag(
 
         @task(task_id="monitor")
         def monitor() -> dict[str, Any]:
-            from rackflow.services.power import monitor_cycle
+            from rackflow.services.power.monitor import monitor_cycle
 
             report = monitor_cycle()
             for node in report.nodes:
@@ -75,7 +75,7 @@ def create_planner_dag(
     :param interval: seconds between cycles.
     :param tags: DAG tags.
     """
-    from rackflow.services.power import load_power_config
+    from rackflow.services.power.config import load_power_config
 
     load_power_config()  # raises PowerConfigError with the reason: the file fails to import
     with DAG(
@@ -91,7 +91,7 @@ def create_planner_dag(
 
         @task(task_id="plan")
         def plan(params: dict[str, Any] | None = None) -> dict[str, Any]:
-            from rackflow.services.power import plan_cycle
+            from rackflow.services.power.control import plan_cycle
 
             dry_run = bool((params or {}).get("dry_run", False))
             report = plan_cycle(dry_run=dry_run)

@@ -160,8 +160,8 @@ def record_event(
                 .order_by(JobEvent.at.desc())
                 .limit(1)
             )
-            if last is not None and _aware(last) > at:
-                at = _aware(last)
+            if last is not None and last > at:
+                at = last
         session.add(
             JobEvent(
                 dag_id=dag_id,
@@ -183,7 +183,7 @@ def events(dag_id: str, run_id: str, *, url: str | None = None) -> list[EventOut
             .where(JobEvent.dag_id == dag_id, JobEvent.run_id == run_id)
             .order_by(JobEvent.at, JobEvent.id)
         ).all()
-        return [EventOut(_aware(r.at), r.state, r.message, r.scheduler_job_id, r.node) for r in rows]
+        return [EventOut(r.at, r.state, r.message, r.scheduler_job_id, r.node) for r in rows]
 
 
 def states_seen(dag_id: str, run_id: str, *, url: str | None = None) -> list[str]:
@@ -316,10 +316,6 @@ def expired_workdirs(
             .limit(limit)
         ).all()
         return [(r, w) for r, w in rows if w]
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 __all__ = [

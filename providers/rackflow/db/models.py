@@ -8,13 +8,37 @@ migrations in ``migrations/``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware (UTC).
+
+    Postgres keeps the zone; SQLite keeps none and hands back naive values, which are UTC because every
+    value is converted to UTC on the way in (a naive value on the way in is taken as UTC).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -38,10 +62,10 @@ class Host(Base):
     # Power: mode is what was asked (on/off), status what the BMC last said (None: never polled).
     mode: Mapped[str] = mapped_column(String(8), default="on")
     status: Mapped[str | None] = mapped_column(String(16))
-    status_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
 class HostTransition(Base):
@@ -51,7 +75,7 @@ class HostTransition(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     host: Mapped[str] = mapped_column(ForeignKey("rackflow_host.name", ondelete="CASCADE"), index=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     field: Mapped[str] = mapped_column(String(8))  # "mode" or "status"
     from_value: Mapped[str | None] = mapped_column(String(16))
     to_value: Mapped[str] = mapped_column(String(16))
@@ -66,8 +90,8 @@ class Reservation(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(250))
-    start: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    start: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    end: Mapped[datetime] = mapped_column(UtcDateTime)
     vm_count: Mapped[int] = mapped_column(Integer)
     vcpus_per_vm: Mapped[int] = mapped_column(Integer)
     memory_mib_per_vm: Mapped[int] = mapped_column(Integer)
@@ -75,9 +99,9 @@ class Reservation(Base):
     state: Mapped[str] = mapped_column(String(16), default="active")  # active / canceled
     created_by: Mapped[str] = mapped_column(String(250), index=True)
     """The owner: the authenticated user who made it. Only the owner or an admin cancels it."""
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     canceled_by: Mapped[str | None] = mapped_column(String(250))
-    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Job(Base):
@@ -108,13 +132,13 @@ class Job(Base):
     wall_time_s: Mapped[int | None] = mapped_column(Integer)
     max_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes: past 2 GiB routinely
     nodes: Mapped[str | None] = mapped_column(Text)
-    terminate_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    terminate_requested_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     terminate_requested_by: Mapped[str | None] = mapped_column(String(250))
-    cancel_issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    workdir_remove_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    workdir_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    cancel_issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    workdir_remove_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    workdir_removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
 
 class JobEvent(Base):
@@ -125,7 +149,7 @@ class JobEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dag_id: Mapped[str] = mapped_column(String(250))
     run_id: Mapped[str] = mapped_column(String(250))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
     scheduler_job_id: Mapped[str | None] = mapped_column(String(64))
@@ -152,4 +176,4 @@ class JobOutput(Base):
     size: Mapped[int | None] = mapped_column(BigInteger)
     truncated: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str | None] = mapped_column(Text)
-    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    captured_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

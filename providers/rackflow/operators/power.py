@@ -74,7 +74,7 @@ class PowerControlOperator(BaseOperator):
         return str(user or self.dag_id)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from rackflow.services.power import PowerRefused, power_off, power_on
+        from rackflow.services.power.control import PowerRefused, power_off, power_on
 
         action = str(self.action).strip().lower()
         if action not in ACTIONS:
