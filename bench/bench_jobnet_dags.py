@@ -1,10 +1,10 @@
 """How long the jobnet DAG file takes for 200 jobnets: folder load + building every DAG.
 
 The dag-processor runs ``dags/rackflow_jobnets.py`` on every parse, so this is the cost Airflow pays
-per parse. Prints, best of a few runs: ``load_jobnets`` (the 0.5 s goal is for this part), the DAG
-build, the whole file, and the re-parse when no YAML changed (the factory's mtime cache), each as a
-ratio to a baseline measured in the same run (bare ``yaml.load`` of the same files).
-Run ``python bench/bench_jobnet_dags.py``.
+per parse. Prints, best of a few runs: ``load_jobnets`` (its own 0.5 s goal), the DAG build, the
+whole file cold (goal: 1 s for 200 jobnets), and the re-parse when no YAML changed (the factory's
+mtime cache), each as a ratio to a baseline measured in the same run (bare ``yaml.load`` of the same
+files). Run ``python bench/bench_jobnet_dags.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from rackflow.core.jobnet import load_jobnets
 from rackflow.dag_factories import jobnet as factory
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+FILE_GOAL_SECONDS = 1.0  # the whole DAG file, cold, for 200 jobnets
 
 
 def main() -> None:
@@ -46,10 +47,12 @@ def main() -> None:
         tasks = sum(len(dag.tasks) for dag in dags.values())  # type: ignore[attr-defined]
         baseline = best_of(args.runs, lambda: [yaml.load(p.read_text(), Loader=_YamlLoader) for p in paths])
         loaded = best_of(args.runs, lambda: load_jobnets(folder))
-        built = best_of(
-            args.runs,
-            lambda: [factory.build_jobnet_dag(library, name) for name in sorted(library.jobnets)],
-        )
+
+        def build() -> object:
+            with factory.cyclic_gc_paused():  # as build_jobnet_dags does
+                return [factory.build_jobnet_dag(library, name) for name in sorted(library.jobnets)]
+
+        built = best_of(args.runs, build)
         whole = best_of(args.runs, cold)
         warm = best_of(args.runs, lambda: factory.cached_library(folder))
 
@@ -58,7 +61,11 @@ def main() -> None:
     share = loaded / GOAL_SECONDS
     print(f"load_jobnets: {loaded:.3f} s = {loaded / baseline:.1f}x baseline; {share:.0%} of the goal")
     print(f"build DAGs: {built:.3f} s = {built / baseline:.1f}x baseline ({built / tasks * 1e6:.0f} us/task)")
-    print(f"whole DAG file, cold: {whole:.3f} s = {whole / baseline:.1f}x baseline")
+    verdict = "met" if whole <= FILE_GOAL_SECONDS else "NOT met"
+    print(
+        f"whole DAG file, cold: {whole:.3f} s = {whole / baseline:.1f}x baseline; "
+        f"{whole / FILE_GOAL_SECONDS:.0%} of the {FILE_GOAL_SECONDS:g} s goal ({verdict})"
+    )
     print(f"folder unchanged (mtime cache hit): {warm * 1000:.2f} ms = {warm / baseline:.3f}x baseline")
 
 

@@ -181,3 +181,40 @@ def test_a_failed_revert_is_reported_and_the_earlier_reverts_still_run(tmp_path:
     assert rows["b"]["revert_exit_code"] == 7
     assert "cannot undo b" in rows["b"]["revert_output_tail"]
     assert rows["b"]["revert_task_state"] == "failed"
+
+
+def test_param_defaults_reach_the_steps_and_every_task_holds_the_dags_params(tmp_path: Path) -> None:
+    # The jobnet DAGs get their params after their tasks are built (one shared copy, not Airflow's
+    # deep copy per task): a run without conf must still see the defaults, a run with conf its values.
+    log = tmp_path / "defaults.log"
+    library = _library(
+        tmp_path,
+        f"""
+        name: defaults
+        params:
+          log: {{type: string, default: "{log}"}}
+          word: {{type: string, default: from-default}}
+        servers:
+          box: {{ssh_conn_id: ssh_fleet}}
+        steps:
+          - id: a
+            server: box
+            command: echo "a $RACKFLOW_PARAM_WORD" >> "$RACKFLOW_PARAM_LOG"
+          - - id: b
+              server: box
+              command: echo "b $RACKFLOW_PARAM_WORD" >> "$RACKFLOW_PARAM_LOG"
+            - id: c
+              server: box
+              command: echo "c $RACKFLOW_PARAM_WORD" >> "$RACKFLOW_PARAM_LOG"
+        """,
+    )
+    dag = _dag(library, "defaults", "jobnet_test_param_defaults")
+    assert dag.params.dump() == {"log": str(log), "word": "from-default"}
+    assert {task.task_id: task.params.dump() for task in dag.tasks} == {
+        task.task_id: {"log": str(log), "word": "from-default"} for task in dag.tasks
+    }
+    assert str(run_dag(dag).state) == "success"
+    assert str(run_dag(dag, {"word": "from-conf"}).state) == "success"
+    lines = log.read_text().splitlines()
+    assert lines[0] == "a from-default" and sorted(lines[1:3]) == ["b from-default", "c from-default"]
+    assert lines[3] == "a from-conf" and sorted(lines[4:6]) == ["b from-conf", "c from-conf"]

@@ -16,8 +16,11 @@ failed revert does not stop the others; the report shows it and fails the run. T
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import gc
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -443,7 +446,6 @@ def build_jobnet_dag(
         schedule=None,
         start_date=datetime(2025, 1, 1),
         catchup=False,
-        params=dag_params(specs),
         tags=["rackflow", "jobnet", f"{JOBNET_TAG_PREFIX}{name}", *tags],
         doc_md=jobnet_doc(name, jobnet.description, stages),
         max_active_runs=1,
@@ -451,7 +453,25 @@ def build_jobnet_dag(
         add_jobnet_tasks(
             stages, specs, binding=binding, default_timeout=default_timeout, retry_delay=retry_delay
         )
+    share_params(dag, dag_params(specs))
     return dag
+
+
+def share_params(dag: DAG, params: Mapping[str, Param]) -> None:
+    """Give ``dag`` its params, and every task of it one shared copy of them.
+
+    Airflow deep-copies a DAG's params into every task it creates (twice per task: once per
+    ``__init__`` level); on a folder of 200 jobnets those copies were half the DAG file's cost. So
+    the jobnet DAGs are built without params and get them here: the DAG its own, every task the
+    copy Airflow would have given it (source ``dag``), made once per DAG. Nothing changes params
+    while a file is parsed, and a task's run merges them into a fresh dict of its own
+    (``process_params``), so sharing the copy is safe.
+    """
+    dag.params = params  # type: ignore[assignment]  # the DAG's converter makes it a ParamsDict
+    shared = copy.deepcopy(dag.params)
+    shared._fill_missing_param_source("dag")
+    for task in dag.tasks:
+        task.params = shared
 
 
 def jobnet_dag(jobnet: Jobnet, *, includes: Iterable[Jobnet] = (), **kwargs: Any) -> DAG:
@@ -503,11 +523,30 @@ def build_jobnet_dags(
 ) -> dict[str, DAG]:
     """Every usable jobnet of ``folder`` as a DAG, by dag id. Broken files are left out here; see
     :func:`raise_jobnet_errors` for how they reach Airflow's import errors."""
-    library = cached_library(folder)
-    return {
-        dag_id_for(name): build_jobnet_dag(library, name, binding=binding, retry_delay=retry_delay)
-        for name in sorted(library.jobnets)
-    }
+    with cyclic_gc_paused():
+        library = cached_library(folder)
+        return {
+            dag_id_for(name): build_jobnet_dag(library, name, binding=binding, retry_delay=retry_delay)
+            for name in sorted(library.jobnets)
+        }
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a folder's DAGs are built.
+
+    Building thousands of operators allocates millions of objects that all stay alive (they are the
+    DAGs), so every collection the allocations trigger walks a growing heap and frees nothing:
+    about a fifth of the jobnet DAG file's cost on 200 jobnets. Reference counting still frees what
+    is dropped; the collector runs again, as before, once the build is over.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class JobnetFolderError(Exception):
