@@ -651,7 +651,7 @@ def plan_power(
         if not window:
             notes.append(
                 f"power-off control: no reservation before {off_end.isoformat()}; nothing to do "
-                "(design notes: power-off control acts only when reservations exist in its window)"
+                "(power-off control acts only when reservations exist in its window)"
             )
         else:
             try:
