@@ -12,7 +12,7 @@ from datetime import timedelta
 from airflow.sdk import DAG, Param
 
 from rackflow.core.placement import MAX_MEMORY_MIB_PER_VM, MAX_VCPUS_PER_VM
-from rackflow.core.vm_naming import MAX_COUNT
+from rackflow.core.vm_naming import MAX_COUNT, NAME_PATTERN
 from rackflow.hooks.libvirt import DEFAULT_POOL
 from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOnHostOperator
 
@@ -20,7 +20,6 @@ LAUNCH_DAG_ID = "rackflow_launch_vms"
 DESTROY_DAG_ID = "rackflow_destroy_vms"
 # One {seq} field with optional zero padding, DNS-label characters around it.
 PATTERN_RE = r"^[a-z0-9-]*\{seq(:0?[0-9]{0,2}d?)?\}[a-z0-9-]*$"
-NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 IMAGE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$"
 
 
@@ -48,7 +47,7 @@ def inventory_host_names() -> list[str]:
 
 
 def _host_param(hosts: list[str]) -> Param:
-    extra = {"enum": hosts} if hosts else {"pattern": NAME_RE}
+    extra = {"enum": hosts} if hosts else {"pattern": NAME_PATTERN}
     return Param(
         hosts[0] if hosts else "",
         type="string",
@@ -135,7 +134,7 @@ def create_destroy_dag(dag_id: str = DESTROY_DAG_ID, *, hosts: list[str] | None 
             "names": Param(
                 [],
                 type="array",
-                items={"type": "string", "pattern": NAME_RE},
+                items={"type": "string", "pattern": NAME_PATTERN},
                 minItems=1,
                 maxItems=MAX_COUNT,
                 title="VM names",
