@@ -146,7 +146,7 @@ def status_from_ipmi(
     previous: PowerStatus,
     action_in_flight: PowerAction | None = None,
 ) -> PowerStatus:
-    """Map IPMI ``chassis power status`` (``on``/``off``, as pyghmi's ``powerstate`` or ipmitool text)."""
+    """Map IPMI ``chassis power status`` (``on``/``off``, as ipmitool prints it)."""
     if isinstance(chassis_power, bool):
         reading: bool | None = chassis_power
     else:
