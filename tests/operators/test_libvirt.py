@@ -1,4 +1,4 @@
-"""LaunchVMsOnHostOperator, DestroyVMsOperator and the VM DAGs on the devfleet's real libvirtds."""
+"""LaunchVMsOperator, DestroyVMsOperator and the VM DAGs on the devfleet's real libvirtds."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from rackflow.hooks.libvirt import LibvirtHook
-from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOnHostOperator
+from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOperator
 
 HOSTS = {"host-a": "libvirt_host_a", "host-b": "libvirt_host_b", "host-c": "libvirt_host_c"}
 
@@ -56,12 +56,13 @@ def _context(run_id: str, task_id: str = "launch") -> dict[str, Any]:
         task_id=task_id,
         map_index=-1,
         xcom_push=lambda key, value: pushed.__setitem__(key, value),
+        xcom_pull=lambda task_ids, key="return_value": pushed.get(key),
         pushed=pushed,
     )
     return {"ti": ti}
 
 
-def _launch(prefix: str, **kw: Any) -> LaunchVMsOnHostOperator:
+def _launch(prefix: str, **kw: Any) -> LaunchVMsOperator:
     args: dict[str, Any] = {
         "task_id": "launch",
         "host": "host-a",
@@ -75,7 +76,7 @@ def _launch(prefix: str, **kw: Any) -> LaunchVMsOnHostOperator:
         "poll_interval": 0.2,
     }
     args.update(kw)
-    return LaunchVMsOnHostOperator(**args)
+    return LaunchVMsOperator(**args)
 
 
 def test_launch_dag_creates_the_vms_on_the_chosen_host_only_pushes_names_and_continues_numbering(

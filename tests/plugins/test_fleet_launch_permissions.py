@@ -108,3 +108,43 @@ def test_alice_is_refused_fleet_actions_and_the_operator_launches_destroys_and_p
     assert on.status_code == 202, on.text
     made = operator.get(f"{url}/api/v2/dags/{POWER}/dagRuns/{on.json()['run_id']}", timeout=30).json()
     assert made["triggering_user_name"] == "operator"
+
+
+def test_the_operator_launches_over_a_group_and_an_unknown_group_records_no_run(airflow_stack: Any) -> None:
+    """A launch over a network group through Airflow's API: the run's plan puts the VMs on hosts of
+    that group only; a group the inventory does not have is the params' 400."""
+    from rackflow.operators.libvirt import PLAN_KEY
+
+    airflow_stack.wait_for_dag(LAUNCH)
+    url = airflow_stack.url
+    operator = airflow_stack.session("operator")
+    prefix = f"gr{uuid.uuid4().hex[:5]}"
+    conf = {
+        "host": None,
+        "group": "rack-1",
+        "count": 2,
+        "pattern": f"{prefix}-{{seq:02d}}",
+        "memory_mib": 128,
+    }
+    before = _runs(airflow_stack, LAUNCH)
+    bad = _trigger(airflow_stack, operator, LAUNCH, {**conf, "group": "rack-9"})
+    assert bad.status_code == 400 and "group" in bad.text, bad.text
+    assert _runs(airflow_stack, LAUNCH) == before
+
+    resp = _trigger(airflow_stack, operator, LAUNCH, conf)
+    assert resp.status_code == 200, resp.text
+    run_id = resp.json()["dag_run_id"]
+    try:
+        assert _finished(airflow_stack, LAUNCH, run_id) == "success"
+        entry = f"{url}/api/v2/dags/{LAUNCH}/dagRuns/{run_id}/taskInstances/launch/xcomEntries"
+        plan = operator.get(f"{entry}/{PLAN_KEY}", timeout=30).json()["value"]
+        assert sorted(plan) == [f"{prefix}-01", f"{prefix}-02"]
+        assert set(plan.values()) <= {"host-a", "host-b"}
+        vms = operator.get(f"{entry}/return_value", timeout=30).json()["value"]
+        assert {vm["name"]: vm["host"] for vm in vms} == plan
+    finally:
+        for conn_id in ("libvirt_host_a", "libvirt_host_b"):
+            with LibvirtHook(conn_id) as hook:
+                for vm in hook.list_domains(addresses=False):
+                    if vm.name.startswith(prefix):
+                        hook.destroy_domain(vm.name)

@@ -1,12 +1,13 @@
 """Where VMs go: the placement policy the power planner and the manual power-off ask.
 
-The design notes leave VM placement to an "external application"; here it is a small protocol with a
-default that packs VMs onto as few powered-on hosts as possible, a loader for site policies (dotted
-path or the ``rackflow.placement`` entry point group) and an HTTP adapter for a placement service.
+VM placement may be left to an external application; here it is a small protocol with a default that
+packs VMs onto as few powered-on hosts as possible, a loader for site policies (dotted path or the
+``rackflow.placement`` entry point group) and an HTTP adapter for a placement service. The power
+planner, the manual power-off (migrations) and launches over a network group all ask the same one.
 
 Placement sees capacity only: each node's total and already used vCPUs and memory and whether it is
-powered on. VMs of one cluster stay in one network group, because the notes' network groups are what
-keeps a cluster's traffic near.
+powered on. VMs of one cluster stay in one network group, because network groups are what keeps a
+cluster's traffic near.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -566,3 +567,42 @@ def plan_vm_placement(
             f"need {need_mem} MiB (short by {need_mem - free_mem} MiB)"
         )
     return CapacityCheck(host_capacity.name, free_cpus, free_mem, need_cpus, need_mem, tuple(problems))
+
+
+def place_in_group(
+    policy: PlacementPolicy,
+    group: str,
+    vms: Sequence[VmRequest],
+    nodes: Sequence[NodeCapacity],
+) -> dict[str, str]:
+    """``{vm: node}`` for a launch of ``vms`` over the (powered-on) ``nodes`` of ``group``.
+
+    The policy's answer is checked like any other (:func:`check_placement`: an invalid one raises
+    :class:`PlacementError`). No placement raises :class:`CapacityShortfall` naming what each node
+    has free, how many of the VMs it would hold, and by how many VMs the group falls short.
+    """
+    pinned = [replace(vm, group=group) for vm in vms]
+    mapping = _place_checked(policy, pinned, list(nodes))
+    if mapping is not None:
+        return mapping
+    cpus = max(vm.cpus for vm in vms)
+    memory = max(vm.memory_mib for vm in vms)
+    room = {
+        n.name: max(0, min(n.free_cpus // cpus, n.free_memory_mib // memory)) if cpus and memory else 0
+        for n in nodes
+    }
+    free = ", ".join(
+        f"{n.name} {_plural(n.free_cpus, 'vCPU')}/{n.free_memory_mib} MiB free (room for {room[n.name]})"
+        for n in nodes
+    )
+    shape = f"{_plural(len(vms), 'VM')} x {_plural(cpus, 'vCPU')}/{memory} MiB"
+    total = sum(room.values())
+    if total < len(vms):
+        raise CapacityShortfall(
+            f"group {group} cannot take {shape}: {free}; short by {_plural(len(vms) - total, 'VM')}"
+        )
+    reason = getattr(policy, "last_reason", None)
+    raise CapacityShortfall(
+        f"placement policy {getattr(policy, 'name', type(policy).__name__)} found no placement "
+        f"for {shape} in group {group} ({free}){f': {reason}' if reason else ''}"
+    )

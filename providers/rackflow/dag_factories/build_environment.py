@@ -1,8 +1,9 @@
-"""Build an environment: launch N VMs on a host, run a jobnet on them, undo it all on failure.
+"""Build an environment: launch N VMs on a host or over a group, run a jobnet on them, undo it all on failure.
 
 ``build_env_<jobnet>`` for every jobnet whose servers come ``from_launch`` (one launch name)::
 
-    launch (LaunchVMsOnHostOperator: N VMs named by a pattern, waits until they run)
+    launch (LaunchVMsOperator: N VMs named by a pattern on ``host``, or over the powered-on hosts of
+            ``group`` as the placement policy places them; waits until they run)
       >> jobnet steps (servers bound to the launched VMs by index) >> revert_plan >> reverts
       >> destroy_vms (only if the jobnet failed and destroy_on_failure) >> report
 
@@ -32,7 +33,8 @@ from rackflow.dag_factories.jobnet import (
     dag_params,
     jobnet_doc,
 )
-from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOnHostOperator
+from rackflow.dag_factories.vms import group_param, inventory_groups
+from rackflow.operators.libvirt import PLAN_KEY, DestroyVMsOperator, LaunchVMsOperator
 from rackflow.operators.ssh_step import DEFAULT_SSH_CONN_ID
 
 if TYPE_CHECKING:
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 DAG_ID_PREFIX = "build_env_"
 DESTROY_TASK_ID = "destroy_vms"
-_LAUNCH_PARAMS = ("host", "image", "count", "pattern", "vcpus", "memory_mib", "destroy_on_failure")
+_LAUNCH_PARAMS = ("host", "group", "image", "count", "pattern", "vcpus", "memory_mib", "destroy_on_failure")
 
 
 def launch_names(stages: Sequence[Stage]) -> dict[str, int]:
@@ -69,7 +71,7 @@ class DestroyVMsOnFailureOperator(DestroyVMsOperator):
             raise AirflowSkipException("the jobnet succeeded: the VMs stay")
         if not context["params"].get("destroy_on_failure"):
             raise AirflowSkipException("destroy_on_failure is off: the VMs stay for inspection")
-        if not self.names:
+        if not self.names and not self.plan:
             raise AirflowSkipException("the launch produced no VMs (it rolls its own back)")
         return super().execute(context)
 
@@ -79,6 +81,7 @@ def build_environment_dag(
     name: str,
     *,
     host: str = "host-a",
+    groups: list[str] | None = None,
     image: str = "debian-12.qcow2",
     name_pattern: str | None = None,
     server_connections: Mapping[str, str] | None = None,
@@ -92,6 +95,7 @@ def build_environment_dag(
     :param library: the jobnets (see :func:`rackflow.dag_factories.jobnet.cached_library`).
     :param name: the jobnet to run on the launched VMs.
     :param host: default physical host to launch on (a run param).
+    :param groups: network groups the ``group`` run param offers; default: the inventory's.
     :param image: default base image (a run param).
     :param name_pattern: default VM name pattern (a run param); default ``<name>-{seq:02d}``.
     :param server_connections: VM name -> SSH connection id, ``"*"`` the default (``ssh_fleet``).
@@ -119,6 +123,7 @@ def build_environment_dag(
     )
     params: dict[str, Param] = {
         "host": Param(host, type="string", title="Physical host", description="Host to launch the VMs on."),
+        "group": group_param(inventory_groups() if groups is None else groups),
         "image": Param(image, type="string", title="Base image"),
         "count": Param(
             needed,
@@ -148,9 +153,10 @@ def build_environment_dag(
         doc_md=__doc__ + "\n\n" + jobnet_doc(name, jobnet.description, stages),
         max_active_runs=1,
     ) as dag:
-        launch = LaunchVMsOnHostOperator(
+        launch = LaunchVMsOperator(
             task_id=launch_name,
             host="{{ params.host }}",
+            group="{{ params.group or '' }}",
             image="{{ params.image }}",
             count="{{ params.count }}",
             name_pattern="{{ params.pattern }}",
@@ -162,8 +168,7 @@ def build_environment_dag(
         destroy = DestroyVMsOnFailureOperator(
             task_id=DESTROY_TASK_ID,
             launch_task_id=launch_name,
-            host="{{ params.host }}",
-            names=f"{{{{ ti.xcom_pull(task_ids='{launch_name}', key='names') or [] }}}}",
+            plan=f"{{{{ ti.xcom_pull(task_ids='{launch_name}', key='{PLAN_KEY}') or {{}} }}}}",
         )
         tasks = add_jobnet_tasks(
             stages, specs, binding=binding, retry_delay=retry_delay, before_report=[destroy]

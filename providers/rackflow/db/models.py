@@ -1,4 +1,4 @@
-"""rackflow's own tables: the fleet inventory, power history and reservations.
+"""rackflow's own tables: the fleet inventory, power history, reservations, VM claims and jobs.
 
 They live in the rackflow database (``[rackflow] database_url``), apart from Airflow's metadata, so
 external applications can read the inventory without Airflow's schema. Changes go through Alembic
@@ -66,6 +66,31 @@ class Host(Base):
     last_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    launch_serial: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped by every VM claim on this host: the write that makes concurrent launches take turns
+    (see :mod:`rackflow.db.vm_claims`)."""
+
+
+class VmClaim(Base):
+    """A VM name and its vCPUs/memory, reserved on a host by a launch before libvirt defines it.
+
+    Claims are made under the host's row lock (:mod:`rackflow.db.vm_claims`), so two launches never
+    pick the same name or both spend the same free capacity. A claim lasts until its launch has
+    defined the VM (libvirt's listing counts it from then on), gives up, or is killed; a launch
+    whose process dies leaves claims that lapse at ``expires_at`` (the launch renews them while it
+    works) or that the retry of the same task takes over. ``launch`` is the launch tag
+    (``dag_id/run_id/task_id``) that VMs carry in their libvirt metadata.
+    """
+
+    __tablename__ = "rackflow_vm_claim"
+
+    host: Mapped[str] = mapped_column(ForeignKey("rackflow_host.name", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    launch: Mapped[str] = mapped_column(String(800), index=True)
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class HostTransition(Base):

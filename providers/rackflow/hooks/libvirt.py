@@ -24,8 +24,6 @@ from typing import Any
 import libvirt
 from airflow.sdk import BaseHook
 
-from rackflow.hooks.connection_forms import ui_field_behaviour
-
 # libvirt prints every error to stderr by default; rackflow reports them through exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -615,7 +613,11 @@ class LibvirtHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return ui_field_behaviour(cls.conn_type)
+        return {
+            "hidden_fields": ["schema", "port", "login", "password", "extra"],
+            "relabeling": {"host": "libvirt URI"},
+            "placeholders": {"host": "qemu+ssh://root@host-a/system"},
+        }
 
 
 def _format_of(image: str) -> str:
