@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.rackflow-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench apt venv clean constraints
+.PHONY: demo test lint bench apt venv ui clean constraints
 
 apt:
 	bash scripts/install-apt.sh
@@ -19,10 +19,22 @@ $(STAMP): pyproject.toml devfleet/pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-demo: apt venv
+# rackflow's React pages: plugins/rackflow_plugin/www (Node 20+ and npm) -> www/dist/rackflow.umd.js.
+WWW := plugins/rackflow_plugin/www
+UI_STAMP := $(WWW)/dist/rackflow.umd.js
+
+$(WWW)/node_modules/.package-lock.json: $(WWW)/package.json $(WWW)/package-lock.json
+	cd $(WWW) && npm ci --no-audit --no-fund
+
+$(UI_STAMP): $(WWW)/node_modules/.package-lock.json $(shell find $(WWW)/src -type f) $(WWW)/vite.config.ts $(WWW)/tsconfig.json
+	cd $(WWW) && npm run build
+
+ui: $(UI_STAMP)
+
+demo: apt venv ui
 	$(PY) -m rackflow_devfleet demo
 
-test: apt venv
+test: apt venv ui
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
@@ -38,4 +50,4 @@ constraints:
 	$(PIP) freeze --exclude-editable | grep -v '^rackflow' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .rackflow
+	rm -rf $(VENV) .rackflow $(WWW)/node_modules $(WWW)/dist

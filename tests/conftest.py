@@ -317,9 +317,12 @@ def browser() -> Iterator[object]:
 SCREENSHOTS = REPO / "test-output" / "screenshots"
 
 
-def login_page(browser, stack: AirflowStack, user: str):  # type: ignore[no-untyped-def]
-    """A new browser page logged in to ``stack`` as ``user`` through Airflow's login form."""
-    page = browser.new_page(viewport={"width": 1400, "height": 900})
+def login_page(browser, stack: AirflowStack, user: str, color_scheme: str = "light"):  # type: ignore[no-untyped-def]
+    """A new browser page logged in to ``stack`` as ``user`` through Airflow's login form.
+
+    ``color_scheme`` ("light" or "dark") is what the browser prefers: Airflow's UI follows it.
+    """
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, color_scheme=color_scheme)
     page.goto(f"{stack.url}/")
     page.fill("input[name=username]", user)
     page.fill("input[name=password]", PASSWORDS[user])

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from rackflow_plugin.app import URL_PREFIX, create_app
+from rackflow_plugin.app import BUNDLE_NAME, URL_PREFIX, create_app
 
-# Pages shown inside Airflow's UI (nav entries); each is served by the app under /rackflow/ui/.
+# rackflow's React pages (plugins/rackflow_plugin/www, one bundle): each entry is a nav item (or a tab,
+# by destination) at /plugin/<url_route> in Airflow's UI; the bundle picks the page by its url_route.
+# Each gets its own bundle URL (?page=): Airflow imports a react app's bundle once per URL and takes the
+# component it assigns, so two entries sharing one URL would find nothing the second time. The URL is
+# relative to Airflow's base URL, so it holds behind a reverse-proxy prefix.
+REACT_PAGES = [
+    {"name": "rackflow", "url_route": "rackflow"},
+    {"name": "jobs", "url_route": "rackflow-jobs"},
+    {"name": "S3 intake", "url_route": "rackflow-s3"},
+]
+
+# Pages still served as HTML by the app under /rackflow/ui/ and shown in an iframe (external views).
 PAGES = [
-    {"name": "rackflow", "page": "home", "icon": "server"},
     {"name": "power", "page": "power", "icon": "power"},
     {"name": "server layout", "page": "layout", "icon": "layout"},
     # A tab on every DAG run: the jobnet report of that run (Airflow fills {DAG_ID} and {RUN_ID}).
@@ -33,4 +43,14 @@ class RackflowPlugin(AirflowPlugin):
             "category": "rackflow",
         }
         for page in PAGES
+    ]
+    react_apps = [
+        {
+            "name": page["name"],
+            "bundle_url": f"{URL_PREFIX.lstrip('/')}/ui/app/{BUNDLE_NAME}?page={page['url_route']}",
+            "destination": page.get("destination", "nav"),
+            "url_route": page["url_route"],
+            "category": "rackflow",
+        }
+        for page in REACT_PAGES
     ]

@@ -8,15 +8,25 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 
 from rackflow import __version__, settings
-from rackflow_plugin.api import fleet, jobnets, jobs, power, status, tes
+from rackflow_plugin.api import fleet, intake, jobnets, jobs, power, status, tes
 from rackflow_plugin.limits import LIMIT_RESPONSES, RequestLimits
 from rackflow_plugin.security import CurrentUser
 
 STATIC = Path(__file__).parent / "static"
 URL_PREFIX = "/rackflow"
+# The React pages' bundle, built from www/ by `make ui` (npm ci && npm run build) into www/dist/.
+BUNDLE_DIR = Path(__file__).parent / "www" / "dist"
+BUNDLE_NAME = "rackflow.umd.js"
 
 # Each capability adds its router here; one list, one place.
-ROUTERS: list[APIRouter] = [status.router, jobnets.router, jobs.router, power.router, fleet.router]
+ROUTERS: list[APIRouter] = [
+    status.router,
+    jobnets.router,
+    jobs.router,
+    power.router,
+    fleet.router,
+    intake.router,
+]
 
 
 def _page(name: str):  # type: ignore[no-untyped-def]
@@ -40,6 +50,7 @@ def create_app() -> FastAPI:
     for page in sorted(p.stem for p in STATIC.glob("*.html")):
         app.add_api_route(f"/ui/{page}", _page(page), methods=["GET"], include_in_schema=False)
     app.add_api_route("/ui/static/{name}", _static, methods=["GET"], include_in_schema=False)
+    app.add_api_route(f"/ui/app/{BUNDLE_NAME}", _bundle, methods=["GET"], include_in_schema=False)
     app.add_middleware(
         RequestLimits,
         routes=app.router.routes,
@@ -58,3 +69,12 @@ def _static(name: str, user: CurrentUser) -> FileResponse:
 
         raise HTTPException(status_code=404, detail=f"no static file {name[:100]!r}")
     return FileResponse(shipped[name])
+
+
+def _bundle(user: CurrentUser) -> FileResponse:
+    bundle = BUNDLE_DIR / BUNDLE_NAME
+    if not bundle.is_file():
+        from fastapi import HTTPException
+
+        raise HTTPException(status_code=404, detail="rackflow's UI bundle is not built: run `make ui`")
+    return FileResponse(bundle, media_type="text/javascript", headers={"Cache-Control": "no-cache"})

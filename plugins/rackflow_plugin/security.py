@@ -44,6 +44,13 @@ def may_trigger(user: BaseUser, dag_id: str) -> bool:
     )
 
 
+def may_read_dag(user: BaseUser, dag_id: str) -> bool:
+    """Whether ``user`` may read ``dag_id`` (what :func:`can_read` requires), to filter lists."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return bool(get_auth_manager().is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))
+
+
 def may_use_jobs(user: BaseUser, method: str) -> bool:
     """Whether ``user`` may read (``GET``) or submit and terminate (``POST``) their jobs.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rackflow import __version__
+from rackflow.hooks.connection_forms import provider_connection_types
 
 
 def _option(description: str, default: str | None, example: str | None = None) -> dict[str, Any]:
@@ -56,38 +57,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Batch scheduler", "python-modules": ["rackflow.triggers.scheduler"]},
             {"integration-name": "S3 job intake", "python-modules": ["rackflow.triggers.s3_job_status"]},
         ],
-        "connection-types": [
-            {
-                "hook-class-name": "rackflow.hooks.libvirt.LibvirtHook",
-                "connection-type": "libvirt",
-                "hook-name": "libvirt",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login", "password", "extra"],
-                    "relabeling": {"host": "libvirt URI"},
-                    "placeholders": {"host": "qemu+ssh://root@host-a/system"},
-                },
-            },
-            {
-                "hook-class-name": "rackflow.hooks.redfish.RedfishHook",
-                "connection-type": "redfish",
-                "hook-name": "Redfish BMC",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["extra"],
-                    "relabeling": {"schema": "Scheme (http/https)"},
-                    "placeholders": {"host": "10.0.0.21", "schema": "https", "login": "admin"},
-                },
-            },
-            {
-                "hook-class-name": "rackflow.hooks.ipmi.IpmiHook",
-                "connection-type": "ipmi",
-                "hook-name": "IPMI BMC",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "extra"],
-                    "relabeling": {},
-                    "placeholders": {"host": "10.0.0.21", "port": "623", "login": "admin"},
-                },
-            },
-        ],
+        "connection-types": provider_connection_types(),
         "plugins": [{"name": "rackflow", "plugin-class": "rackflow_plugin.RackflowPlugin"}],
         "config": {
             "rackflow": {

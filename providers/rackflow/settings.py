@@ -149,7 +149,7 @@ def job_output_tail_bytes() -> int:
 def job_directory_retention() -> timedelta:
     """``[rackflow] job_directory_retention``: how long a finished job's directory stays after
     stage-out; ``0`` (the default) removes it in the job's own cleanup."""
-    from rackflow.core.jobspec import parse_duration
+    from rackflow.core.values import parse_duration
 
     raw = _get("job_directory_retention", "0").strip()
     if raw in ("0", "0s", "PT0S"):

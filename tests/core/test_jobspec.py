@@ -13,16 +13,15 @@ from psij.serialize import JSONSerializer
 from rackflow.core.jobspec import (
     MAX_ARGUMENTS,
     MAX_COUNT,
-    MAX_DURATION,
     MAX_ENVIRONMENT,
     MAX_TEXT,
     JobDescription,
     JobDescriptionError,
     Location,
     from_jsdl,
-    parse_duration,
     parse_job_description,
 )
+from rackflow.core.values import MAX_DURATION, parse_duration
 
 JSDL = """<?xml version="1.0" encoding="UTF-8"?>
 <jsdl:JobDefinition xmlns:jsdl="http://schemas.ggf.org/jsdl/2005/11/jsdl"

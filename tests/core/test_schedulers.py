@@ -22,10 +22,10 @@ from rackflow.core.schedulers import (
 from rackflow.core.schedulers.slurm import (
     expand_hostlist,
     parse_sacct,
-    parse_slurm_duration,
     parse_slurm_memory,
     parse_slurm_timestamp,
 )
+from rackflow.core.values import parse_clock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "schedulers"
 TRICKY = 'it\'s "quoted" $HOME `id` $(id); rm -rf / \n second line'
@@ -336,12 +336,12 @@ def test_slurm_without_accounting_storage_falls_back_to_the_controller() -> None
 
 
 def test_slurm_time_and_memory_formats() -> None:
-    assert parse_slurm_duration("00:02.708") == timedelta(seconds=2.708)
-    assert parse_slurm_duration("01:02:03") == timedelta(hours=1, minutes=2, seconds=3)
-    assert parse_slurm_duration("2-03:04:05") == timedelta(days=2, hours=3, minutes=4, seconds=5)
-    assert parse_slurm_duration("12:34") == timedelta(minutes=12, seconds=34)
+    assert parse_clock("00:02.708") == timedelta(seconds=2.708)
+    assert parse_clock("01:02:03") == timedelta(hours=1, minutes=2, seconds=3)
+    assert parse_clock("2-03:04:05") == timedelta(days=2, hours=3, minutes=4, seconds=5)
+    assert parse_clock("12:34") == timedelta(minutes=12, seconds=34)
     for word in ("", "INVALID", "UNLIMITED", "Partition_Limit"):
-        assert parse_slurm_duration(word) is None
+        assert parse_clock(word) is None
     assert parse_slurm_memory("219728K") == 219728 * 1024
     assert parse_slurm_memory("1.50G") == int(1.5 * (1 << 30))
     assert parse_slurm_memory("512M") == 512 << 20

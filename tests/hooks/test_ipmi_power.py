@@ -1,4 +1,4 @@
-"""IpmiHook (pyghmi) against a real virtualbmc over the power fleet's BMC plane libvirtd."""
+"""IpmiHook (ipmitool) against a real virtualbmc over the power fleet's BMC plane libvirtd."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def test_ipmi_reads_on_and_powers_domain_off_and_on(fleet):
 
 
 def test_ipmi_answers_after_the_bmc_restarted_between_calls(fleet):
-    """pyghmi caches logged-in sessions per BMC; a BMC that restarted (or expired the session while
-    the monitor slept) must not be asked through the dead one."""
+    """A BMC that restarted (or expired the session while the monitor slept) answers the next call:
+    every call opens its own session."""
     from rackflow.hooks.ipmi import IpmiHook
 
     hook = IpmiHook("pw_ipmi_c", timeout=5, retries=0)
@@ -49,8 +49,8 @@ def test_ipmi_answers_after_the_bmc_restarted_between_calls(fleet):
 
 
 def test_ipmi_answers_in_a_process_holding_over_1024_files(fleet):
-    """pyghmi's I/O thread used select(), blind to descriptors >= 1024: in a long-lived process every
-    call hung until its timeout. The hook has it poll() instead."""
+    """A long-lived process holding over 1024 files (a select()-based client would be blind to such
+    descriptors and hang until its timeout) still reads the BMC."""
     from rackflow.hooks.ipmi import IpmiHook
 
     held = [open(os.devnull) for _ in range(1100)]  # noqa: SIM115 - closed below

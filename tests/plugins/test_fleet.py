@@ -121,3 +121,35 @@ def test_layout_counts_defined_but_stopped_vms_as_used(tmp_path: Path) -> None:
         assert (host["vm_count"], host["running_vms"], host["vms"][0]["state"]) == (1, 0, "shutoff")
     finally:
         server.stop()
+
+
+def test_vm_name_preview_continues_after_the_hosts_names_and_names_the_bad_field(
+    layout_api: Any, auth: Any
+) -> None:
+    def preview(**params: Any) -> Any:
+        return layout_api.get("/rackflow/api/vm-names", params=params, headers=auth("victor"))
+
+    assert (
+        layout_api.get("/rackflow/api/vm-names", params={"pattern": "x-{seq}", "count": 1}).status_code == 401
+    )
+    # host-b already runs cache-01 and cache-02: a launch of two more goes on at 03.
+    resp = preview(pattern="cache-{seq:02d}", count=2, host="host-b")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["names"] == ["cache-03", "cache-04"]
+    assert preview(pattern="hadoop-{seq:02d}", count=3, host="host-c").json()["names"] == [
+        "hadoop-01",
+        "hadoop-02",
+        "hadoop-03",
+    ]
+    assert preview(pattern="web{seq}", count=2, start=9, group="rack-1").json()["names"] == ["web9", "web10"]
+    taken = preview(pattern="cache-{seq:02d}", count=1, start=1, host="host-b")
+    assert taken.status_code == 400 and taken.json()["detail"]["field"] == "start"
+    assert "cache-01" in taken.json()["detail"]["message"]
+    for pattern in ("Hadoop-{seq}", "no-field", "{seq:x}-a", "a-{seq}-{seq}"):
+        bad = preview(pattern=pattern, count=1, host="host-a")
+        assert bad.status_code == 400 and bad.json()["detail"]["field"] == "pattern", pattern
+    assert preview(pattern="a-{seq}", count=0, host="host-a").status_code == 422
+    assert preview(pattern="a-{seq}", count=101, host="host-a").status_code == 422
+    assert preview(pattern="a-{seq}", count=1).json()["detail"]["field"] == "host"
+    missing = preview(pattern="a-{seq}", count=1, host="host-z")
+    assert missing.status_code == 404 and "host-z" in missing.json()["detail"]["message"]

@@ -63,6 +63,36 @@ def test_failed_smoke_test_reverts_the_whole_cluster_and_the_report_shows_it(
         assert max(finished[s] for s in earlier) <= min(finished[s] for s in later)
 
 
+def test_report_gives_each_step_its_stage_and_times_and_the_reverts_run_after_the_failure(
+    api: Any, auth: Any, failed_hadoop_run: Any
+) -> None:
+    from datetime import datetime
+
+    dag_run, _ = failed_hadoop_run
+    report = api.get(
+        f"/rackflow/api/jobnets/{DAG_ID}/runs/{dag_run.run_id}/report", headers=auth("victor")
+    ).json()
+    assert report["stages"][0] == ["install-java-nn", "install-java-dn1", "install-java-dn2"]
+    assert report["stages"][-1] == ["smoke-test"]
+    rows = {row["step_id"]: row for row in report["steps"]}
+    assert [rows[s]["stage"] for s in report["stages"][0]] == [1, 1, 1]
+    assert rows["smoke-test"]["stage"] == len(report["stages"])
+
+    def at(value: str) -> datetime:
+        return datetime.fromisoformat(value)
+
+    run_start, run_end = at(report["run_started_at"]), at(report["run_ended_at"])
+    for stage, later in zip(report["stages"], report["stages"][1:], strict=False):
+        # A stage starts after every step of the one before it ended.
+        assert max(at(rows[s]["ended_at"]) for s in stage) <= min(at(rows[s]["started_at"]) for s in later)
+    failed_at = at(rows["smoke-test"]["ended_at"])
+    for name, row in rows.items():
+        assert run_start <= at(row["started_at"]) <= at(row["ended_at"]) <= run_end, name
+        if name != "smoke-test":  # every other step was undone after the failure
+            assert failed_at <= at(row["revert_started_at"]) <= at(row["revert_ended_at"]) <= run_end, name
+    assert rows["smoke-test"]["revert_started_at"] is None
+
+
 def test_report_page_is_a_dag_run_tab(api: Any, auth: Any) -> None:
     from rackflow_plugin import RackflowPlugin
 

@@ -15,12 +15,16 @@ def test_plugins_endpoint_lists_rackflow_plugin_with_app_and_page(api, auth):
     assert resp.status_code == 200
     plugin = next(p for p in resp.json()["plugins"] if p["name"] == "rackflow")
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/rackflow"
-    assert any(v["href"] == "/rackflow/ui/home" for v in plugin["external_views"])
+    # The home page is the React dashboard (react_apps); each page has its own bundle URL, relative to
+    # Airflow's base URL.
+    apps = {a["url_route"]: a for a in plugin["react_apps"]}
+    assert apps["rackflow"]["bundle_url"] == "rackflow/ui/app/rackflow.umd.js?page=rackflow"
+    assert {"rackflow", "rackflow-jobs", "rackflow-s3"} <= set(apps)
 
 
 def test_rackflow_api_refuses_requests_without_token(api):
     assert api.get("/rackflow/api/status").status_code == 401
-    assert api.get("/rackflow/ui/home").status_code == 401
+    assert api.get("/rackflow/ui/app/rackflow.umd.js").status_code == 401
 
 
 def test_rackflow_api_refuses_forged_token(api):
@@ -37,7 +41,24 @@ def test_status_names_the_caller_and_admin_flag(api, auth):
     assert (admin["user"], admin["admin"]) == ("admin", True)
 
 
+def test_status_says_what_the_pages_may_offer_each_role(api, auth):
+    rights = {
+        user: {
+            k: v
+            for k, v in api.get("/rackflow/api/status", headers=auth(user)).json().items()
+            if k.startswith("can_")
+        }
+        for user in ("victor", "alice", "operator")
+    }
+    assert rights["victor"] == {"can_read_jobs": True, "can_submit_jobs": False}
+    assert rights["alice"] == {"can_read_jobs": True, "can_submit_jobs": True}
+    assert rights["operator"] == {"can_read_jobs": True, "can_submit_jobs": True}
+
+
 def test_ui_cookie_login_serves_page(api, token):
-    resp = api.get("/rackflow/ui/home", headers={"Cookie": f"_token={token('victor')}"})
-    assert resp.status_code == 200
-    assert "<title>rackflow</title>" in resp.text
+    resp = api.get("/rackflow/ui/app/rackflow.umd.js", headers={"Cookie": f"_token={token('victor')}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("text/javascript")
+    assert "AirflowPlugin" in resp.text  # the UMD bundle assigns the page component there
+    resp = api.get("/rackflow/ui/power", headers={"Cookie": f"_token={token('victor')}"})
+    assert resp.status_code == 200 and "<title>rackflow power</title>" in resp.text

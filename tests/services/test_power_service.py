@@ -20,7 +20,7 @@ from rackflow.services.power.monitor import monitor_cycle
 CONFIG = PowerConfig(
     thresholds=PowerThresholds(off_threshold=timedelta(minutes=60), on_threshold=timedelta(minutes=30)),
     timeouts=ReconcileTimeouts(),
-    bmc_timeout=8.0,  # generous: pyghmi IPMI sessions are slow on a loaded 2-core CI machine
+    bmc_timeout=8.0,  # generous: IPMI sessions are slow on a loaded 2-core CI machine
     placement_policy="packing",
 )
 

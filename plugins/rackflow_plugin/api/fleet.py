@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from rackflow.core.vm_naming import MAX_COUNT, VmNamingError, expand_names
 from rackflow.dag_factories.vms import LAUNCH_DAG_ID
 from rackflow.services.fleet_layout import LayoutService, inventory_hosts, layout_summary
-from rackflow_plugin.limits import PathName
+from rackflow_plugin.limits import LINE_PATTERN, MAX_ID, PathName
 from rackflow_plugin.security import CurrentUser, can_read, may_trigger
 
 router = APIRouter(tags=["fleet"])
@@ -114,3 +115,46 @@ def get_host(name: PathName) -> Any:
     if not found:
         raise HTTPException(status_code=404, detail=f"no host {name!r} in the inventory")
     return layout_service().build(found, detail=True)[0]
+
+
+class VmNamesOut(BaseModel):
+    host: str | None
+    group: str | None
+    names: list[str] = Field(description="the names a launch with this pattern would create now")
+
+
+@router.get(
+    "/vm-names",
+    response_model=VmNamesOut,
+    summary="Preview the VM names a launch would create from a name pattern (nothing is created)",
+    responses={400: {"description": "The pattern, count or start cannot give VM names (the field named)"}},
+    dependencies=[can_read(LAUNCH_DAG_ID)],  # type: ignore[list-item]
+)
+def preview_vm_names(
+    pattern: str = Query(
+        min_length=1,
+        max_length=128,
+        pattern=LINE_PATTERN,
+        description="one {seq} field, e.g. hadoop-{seq:02d}",
+    ),
+    count: int = Query(ge=1, le=MAX_COUNT, description="number of VMs"),
+    start: int | None = Query(None, ge=0, le=MAX_ID, description="first number; empty: continue"),
+    host: str | None = Query(None, min_length=1, max_length=63, pattern=LINE_PATTERN),
+    group: str | None = Query(None, min_length=1, max_length=128, pattern=LINE_PATTERN),
+) -> Any:
+    """The same rule the launch applies (:func:`rackflow.core.vm_naming.expand_names`): numbering goes on
+    after the highest number taken among the VMs already on the host (or on every host of the group)."""
+    if (host is None) == (group is None):
+        raise HTTPException(status_code=400, detail={"field": "host", "message": "give a host or a group"})
+    chosen = [h for h in inventory_hosts() if h.name == host or (host is None and h.group == group)]
+    if not chosen:
+        field, value = ("host", host) if host is not None else ("group", group)
+        raise HTTPException(status_code=404, detail={"field": field, "message": f"no {field} {value!r}"})
+    existing = [vm["name"] for h in layout_service().build(chosen, addresses=False) for vm in h["vms"]]
+    try:
+        names = expand_names(pattern, count, existing, start)
+    except VmNamingError as err:
+        # count and start are bounded above, so the pattern is at fault, or start hits taken names.
+        field = "start" if str(err).startswith("names already exist") else "pattern"
+        raise HTTPException(status_code=400, detail={"field": field, "message": str(err)}) from err
+    return {"host": host, "group": group, "names": names}

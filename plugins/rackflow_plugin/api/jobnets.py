@@ -11,12 +11,13 @@ through the same :func:`rackflow.dag_factories.jobnet.collect_report` the report
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rackflow_plugin.limits import PathName
 from rackflow_plugin.security import CurrentUser
@@ -41,6 +42,11 @@ class ReportRowOut(BaseModel):
     revert_exit_code: int | None
     revert_finished_at: float | None
     revert_output_tail: str
+    stage: int = Field(description="1-based position of the step's stage; steps of one stage run in parallel")
+    started_at: datetime | None = Field(description="when the step's task started (its last try)")
+    ended_at: datetime | None
+    revert_started_at: datetime | None
+    revert_ended_at: datetime | None
 
 
 class ReportOut(BaseModel):
@@ -51,6 +57,9 @@ class ReportOut(BaseModel):
     steps: list[ReportRowOut]
     revert_order: list[list[str]]
     """Step ids per revert group as the revert_plan task decided (empty: nothing to revert yet)."""
+    stages: list[list[str]] = Field(description="step ids per stage in run order (parallel groups together)")
+    run_started_at: datetime | None
+    run_ended_at: datetime | None
 
 
 def jobnet_of(dag_id: str, session: Any) -> str | None:
@@ -92,14 +101,15 @@ def report_from_db(dag_id: str, run_id: str, session: Any, library: Any = None) 
         raise HTTPException(404, f"no run {run_id!r} of {dag_id!r}")
     stages = library.stages(name)
     ids = JobnetTaskIds.for_stages(stages)
-    states = {
-        task_id: (str(state) if state is not None else None)
-        for task_id, state in session.execute(
-            select(TaskInstance.task_id, TaskInstance.state).where(
-                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id
-            )
-        ).all()
-    }
+    states: dict[str, str | None] = {}
+    times: dict[str, tuple[datetime | None, datetime | None]] = {}
+    for task_id, state, started, ended in session.execute(
+        select(
+            TaskInstance.task_id, TaskInstance.state, TaskInstance.start_date, TaskInstance.end_date
+        ).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+    ).all():
+        states[task_id] = str(state) if state is not None else None
+        times[task_id] = (started, ended)  # Airflow's UtcDateTime columns: aware
     by_task: dict[str, Any] = {}
     plan: dict[str, Any] = {}
     for row in session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id)).all():
@@ -110,6 +120,14 @@ def report_from_db(dag_id: str, run_id: str, session: Any, library: Any = None) 
     results = {step: by_task[task] for step, task in ids.steps.items() if task in by_task}
     reverts = {step: by_task[task] for step, task in ids.reverts.items() if task in by_task}
     rows = collect_report(stages, ids, states, results, reverts)
+    stage_of = {step.id: number for number, stage in enumerate(stages, start=1) for step in stage}
+    for row in rows:
+        row["stage"] = stage_of[row["step_id"]]
+        row["started_at"], row["ended_at"] = times.get(row["task_id"], (None, None))
+        revert = row["revert_task_id"]
+        row["revert_started_at"], row["revert_ended_at"] = (
+            times.get(revert, (None, None)) if revert else (None, None)
+        )
     return ReportOut(
         dag_id=dag_id,
         run_id=run_id,
@@ -117,6 +135,9 @@ def report_from_db(dag_id: str, run_id: str, session: Any, library: Any = None) 
         run_state=str(run.state) if run.state is not None else None,
         steps=[ReportRowOut(**row) for row in rows],
         revert_order=list(plan.get("groups") or []),
+        stages=[[step.id for step in stage] for stage in stages],
+        run_started_at=run.start_date,
+        run_ended_at=run.end_date,
     )
 
 

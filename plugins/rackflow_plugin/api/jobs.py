@@ -65,6 +65,11 @@ class JobProperties(BaseModel):
     workdir: str | None = None
 
 
+class StagingOut(BaseModel):
+    source: str
+    target: str
+
+
 class JobOut(BaseModel):
     job_id: str
     owner: str | None
@@ -75,6 +80,8 @@ class JobOut(BaseModel):
     terminate_requested_by: str | None = None
     properties: JobProperties = JobProperties()
     events: list[JobEventOut] = []
+    stage_in: list[StagingOut] = Field(default=[], description="One job's view only: what is copied in.")
+    stage_out: list[StagingOut] = Field(default=[], description="One job's view only: what is copied out.")
 
 
 class JobList(BaseModel):
@@ -135,7 +142,16 @@ def _out(run: DagRun, row: Any, with_events: bool = False) -> JobOut:
             workdir=row.workdir,
         )
     events = []
+    staging: dict[str, list[StagingOut]] = {}
     if with_events:
+        job = (run.conf or {}).get("job") or {}
+        staging = {
+            key: [
+                StagingOut(source=str(e.get("source")), target=str(e.get("target")))
+                for e in job.get(key) or []
+            ]
+            for key in ("stage_in", "stage_out")
+        }
         events = [
             JobEventOut(
                 time=e.at, state=e.state, message=e.message, scheduler_job_id=e.scheduler_job_id, node=e.node
@@ -152,6 +168,7 @@ def _out(run: DagRun, row: Any, with_events: bool = False) -> JobOut:
         terminate_requested_by=row.terminate_requested_by if row is not None else None,
         properties=props,
         events=events,
+        **staging,
     )
 
 

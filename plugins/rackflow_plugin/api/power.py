@@ -363,6 +363,169 @@ def plan() -> PlanOut:
     )
 
 
+MAX_TIMELINE_HOURS = 24 * 31
+"""How far back (and ahead) the timeline may look: a month."""
+MAX_TIMELINE_TRANSITIONS = 5000
+"""Transitions read per node for one timeline; older ones in the window are summarised by the first."""
+
+
+class BandOut(BaseModel):
+    """A stretch of time in which a node's status (or mode) held one value."""
+
+    field: str = Field(description="status or mode")
+    value: str | None = Field(description="the value; None: not known (never polled in that stretch)")
+    start: datetime
+    end: datetime
+    actor: str | None = Field(description="who or what set it (None when it was set before the window)")
+    reason: str | None
+
+
+class TimelineNodeOut(BaseModel):
+    name: str
+    group: str
+    mode: str
+    status: str | None
+    last_error: str | None
+    bands: list[BandOut] = Field(
+        description="status then mode bands, each in time order, covering since..now"
+    )
+
+
+class TimelineOut(BaseModel):
+    now: datetime
+    since: datetime
+    until: datetime = Field(
+        description="the end of the look-ahead: the latest of now + ahead and the Off window"
+    )
+    on_threshold_s: float
+    off_threshold_s: float
+    on_window_end: datetime = Field(
+        description="now + OnThreshold: reservations starting by then get nodes on"
+    )
+    off_window_end: datetime = Field(
+        description="now + OffThreshold: power-off control weighs reservations to then"
+    )
+    can_act: bool
+    nodes: list[TimelineNodeOut]
+    reservations: list[ReservationOut] = Field(description="active reservations overlapping since..until")
+
+
+def bands_of(
+    field: str,
+    transitions: list[HostTransition],
+    *,
+    before: HostTransition | None,
+    since: datetime,
+    now: datetime,
+) -> list[BandOut]:
+    """``field``'s bands over ``since..now`` from its transitions in that window (in order) and the last
+    one before it (``before``): the value held at ``since`` is what ``before`` set, else what the first
+    transition changed from (None: unknown)."""
+    rows = [t for t in transitions if t.field == field]
+    value = before.to_value if before is not None else (rows[0].from_value if rows else None)
+    actor = before.actor if before is not None else None
+    reason = before.reason if before is not None else None
+    start = since
+    out: list[BandOut] = []
+    for t in rows:
+        at = max(t.at, since)
+        if at > start:
+            out.append(BandOut(field=field, value=value, start=start, end=at, actor=actor, reason=reason))
+        start, value, actor, reason = at, t.to_value, t.actor, t.reason
+    out.append(BandOut(field=field, value=value, start=start, end=now, actor=actor, reason=reason))
+    return out
+
+
+@router.get(
+    "/timeline",
+    response_model=TimelineOut,
+    summary="Each node's status and mode bands over the last hours, reservations, the On/Off windows ahead",
+    dependencies=[can_read(CONTROL_DAG_ID)],  # type: ignore[list-item]
+)
+def timeline(
+    user: CurrentUser,
+    hours: Annotated[float, Query(gt=0, le=MAX_TIMELINE_HOURS, description="how far back")] = 24,
+    ahead_hours: Annotated[
+        float, Query(ge=0, le=MAX_TIMELINE_HOURS, description="how far ahead (at least the Off window)")
+    ] = 2,
+    node: Annotated[
+        str | None, Query(min_length=1, max_length=63, pattern=LINE_PATTERN, description="only this node")
+    ] = None,
+) -> TimelineOut:
+    from datetime import timedelta
+
+    thresholds = _config().thresholds
+    now = datetime.now(UTC)
+    since = now - timedelta(hours=hours)
+    off_end = now + thresholds.off_threshold
+    until = max(now + timedelta(hours=ahead_hours), off_end)
+    nodes: list[TimelineNodeOut] = []
+    with session_scope() as session:
+        query = select(Host).order_by(Host.group, Host.name)
+        if node is not None:
+            query = query.where(Host.name == node)
+        hosts = list(session.scalars(query))
+        if node is not None and not hosts:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no node {node!r}")
+        for host in hosts:
+            recent = list(
+                session.scalars(
+                    select(HostTransition)
+                    .where(HostTransition.host == host.name, HostTransition.at > since)
+                    .order_by(HostTransition.id.desc())
+                    .limit(MAX_TIMELINE_TRANSITIONS)
+                )
+            )[::-1]
+            bands: list[BandOut] = []
+            for field in ("status", "mode"):
+                before = session.scalars(
+                    select(HostTransition)
+                    .where(
+                        HostTransition.host == host.name,
+                        HostTransition.field == field,
+                        HostTransition.at <= since,
+                    )
+                    .order_by(HostTransition.id.desc())
+                    .limit(1)
+                ).first()
+                bands += bands_of(field, recent, before=before, since=since, now=now)
+            nodes.append(
+                TimelineNodeOut(
+                    name=host.name,
+                    group=host.group,
+                    mode=host.mode,
+                    status=host.status,
+                    last_error=host.last_error,
+                    bands=bands,
+                )
+            )
+        reservations = [
+            _reservation(r)
+            for r in session.scalars(
+                select(ReservationRow)
+                .where(
+                    ReservationRow.state == "active",
+                    ReservationRow.end > since,
+                    ReservationRow.start < until,
+                )
+                .order_by(ReservationRow.start, ReservationRow.id)
+                .limit(500)
+            )
+        ]
+    return TimelineOut(
+        now=now,
+        since=since,
+        until=until,
+        on_threshold_s=thresholds.on_threshold.total_seconds(),
+        off_threshold_s=thresholds.off_threshold.total_seconds(),
+        on_window_end=now + thresholds.on_threshold,
+        off_window_end=off_end,
+        can_act=may_trigger(user, CONTROL_DAG_ID),
+        nodes=nodes,
+        reservations=reservations,
+    )
+
+
 class CanAct(BaseModel):
     user: str
     can_act: bool

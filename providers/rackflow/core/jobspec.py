@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import PurePosixPath
@@ -49,6 +48,13 @@ from rackflow.core.staging_policy import (
     job_path_problem,
     remote_problem,
 )
+from rackflow.core.values import (
+    DURATION_STRING_PATTERN,
+    MAX_DURATION,
+    MAX_DURATION_TEXT,
+    parse_bool,
+    parse_duration,
+)
 
 JSDL_NS = "http://schemas.ggf.org/jsdl/2005/11/jsdl"
 HPCPA_NS = "http://schemas.ggf.org/jsdl/2006/07/jsdl-hpcpa"
@@ -61,23 +67,8 @@ DIRECTIVE_TEXT_PATTERN = r'^[^\x00-\x1f\x7f"]*$'
 # Any other text: NUL cannot travel through argv or a shell script.
 NO_NUL_PATTERN = r"^[^\x00]*$"
 
-_DURATION_RE = re.compile(
-    r"^\s*(?:"
-    r"(?P<seconds>\d+)"
-    r"|(?:(?P<days>\d+)-)?(?P<h>\d+):(?P<m>\d{1,2})(?::(?P<s>\d{1,2}))?"
-    r"|(?P<unit_value>\d+(?:\.\d+)?)\s*(?P<unit>[smhd])"
-    r"|P(?:(?P<iso_d>\d+)D)?(?:T(?:(?P<iso_h>\d+)H)?(?:(?P<iso_m>\d+)M)?(?:(?P<iso_s>\d+(?:\.\d+)?)S)?)?"
-    r")\s*$"
-)
-DURATION_STRING_PATTERN = (
-    r"^\s*(\d+|(\d+-)?\d+:\d{1,2}(:\d{1,2})?|\d+(\.\d+)?\s*[smhd]"
-    r"|P(\d+D)?(T(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?)\s*$"
-)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 # Bounds of a job description. Counts stay far inside every scheduler's and database's integers.
-MAX_DURATION = timedelta(days=365)
-MAX_DURATION_TEXT = 64
 MAX_COUNT = 1_048_576
 """Nodes, processes, processes per node, CPU and GPU cores per process."""
 MAX_MEMORY = 2**50
@@ -131,47 +122,6 @@ class JobDescriptionError(ValueError):
         self.problems = problems or [message]
 
 
-def parse_duration(value: object) -> timedelta:
-    """Seconds (int or digits), ``[D-]HH:MM[:SS]``, ISO 8601 ``PT1H30M``, psij's ``"600.0 s"`` or ``2h``."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, bool):
-        raise ValueError("duration must be seconds or a duration string, not a boolean")
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        if len(value) > MAX_DURATION_TEXT:
-            raise ValueError(f"duration text is longer than {MAX_DURATION_TEXT} characters")
-        m = _DURATION_RE.match(value)
-        if m is None or value.strip() == "P":
-            raise ValueError(
-                f"cannot read duration {value!r}: use seconds, HH:MM:SS, D-HH:MM:SS or ISO 8601 (PT1H)"
-            )
-        g = m.groupdict()
-        if g["seconds"] is not None:
-            seconds = float(g["seconds"])
-        elif g["h"] is not None:
-            seconds = int(g["days"] or 0) * 86400 + int(g["h"]) * 3600 + int(g["m"]) * 60 + int(g["s"] or 0)
-        elif g["unit"] is not None:
-            seconds = float(g["unit_value"]) * _UNIT_SECONDS[g["unit"]]
-        else:
-            seconds = (
-                int(g["iso_d"] or 0) * 86400
-                + int(g["iso_h"] or 0) * 3600
-                + int(g["iso_m"] or 0) * 60
-                + float(g["iso_s"] or 0)
-            )
-    else:
-        raise ValueError(f"duration must be seconds or a duration string, not {type(value).__name__}")
-    if not math.isfinite(seconds):
-        raise ValueError("duration must be a finite number of seconds")
-    if seconds <= 0:
-        raise ValueError("duration must be positive")
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"duration must be at most {MAX_DURATION.days} days")
-    return timedelta(seconds=seconds)
-
-
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
@@ -182,7 +132,7 @@ Duration = Annotated[
                 {"type": "integer", "minimum": 1, "maximum": int(MAX_DURATION.total_seconds())},
                 {"type": "string", "pattern": DURATION_STRING_PATTERN, "maxLength": MAX_DURATION_TEXT},
             ],
-            "description": "Walltime: seconds, HH:MM:SS, D-HH:MM:SS or ISO 8601 (PT1H30M).",
+            "description": "Walltime: seconds, 90s/15m/2h/2d, HH:MM:SS, D-HH:MM:SS or ISO 8601 (PT1H30M).",
         }
     ),
 ]
@@ -762,7 +712,10 @@ def from_jsdl(xml: str) -> JobDescription:
             resources["memory"] = memory
         exclusive = _text(_child(res, "ExclusiveExecution"))
         if exclusive is not None:
-            resources["exclusive_node_use"] = exclusive.lower() == "true"
+            try:
+                resources["exclusive_node_use"] = parse_bool(exclusive)  # xsd:boolean: true/false/1/0
+            except ValueError as exc:
+                raise JobDescriptionError(f"JSDL ExclusiveExecution: {exc}") from None
     wall = _child(app, "WallTimeLimit")
     if wall is not None and _text(wall):
         attributes["duration"] = _text(wall)

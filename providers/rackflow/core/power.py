@@ -12,8 +12,6 @@ operator carry out what these functions return, which keeps dry runs and tests h
 
 from __future__ import annotations
 
-import math
-import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from rackflow.core.placement import (
     check_placement,
     nodes_needed,
 )
+from rackflow.core.values import parse_duration
 
 # ---------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -147,7 +146,7 @@ def status_from_ipmi(
     previous: PowerStatus,
     action_in_flight: PowerAction | None = None,
 ) -> PowerStatus:
-    """Map IPMI ``chassis power status`` (``on``/``off``, as pyghmi's ``powerstate`` or ipmitool text)."""
+    """Map IPMI ``chassis power status`` (``on``/``off``, as ipmitool prints it)."""
     if isinstance(chassis_power, bool):
         reading: bool | None = chassis_power
     else:
@@ -220,8 +219,6 @@ class Reservation(_Frozen):
         return self
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
-_UNIT_SECONDS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 MAX_THRESHOLD = timedelta(days=365)
 """The longest look-ahead a power threshold may have (the planner adds it to now)."""
 
@@ -232,10 +229,11 @@ def _minutes(delta: timedelta) -> str:
 
 
 class PowerThresholds(_Frozen):
-    """The notes' ``_電源OffThresholdTime`` and ``_電源OnThresholdTime`` look-ahead windows.
+    """The look-ahead windows of power control: a node is kept on when a reservation needs it within
+    ``on_threshold``, and may be powered off only when nothing needs it within ``off_threshold``.
 
-    Accepts timedeltas, seconds, ISO 8601 durations or ``"15m"``/``"2h"``/``"90s"``. Off must exceed
-    On, checked at load: see the notes' section "電源 ON/OFF threshold time".
+    Durations in rackflow's one grammar (:func:`rackflow.core.values.parse_duration`). Off must exceed
+    On, checked at load (otherwise a node flaps off and on, see the messages below).
     """
 
     off_threshold: timedelta
@@ -243,23 +241,12 @@ class PowerThresholds(_Frozen):
 
     @field_validator("off_threshold", "on_threshold", mode="before")
     @classmethod
-    def _parse_short(cls, value: Any) -> Any:
-        if isinstance(value, str) and (m := _DURATION.match(value)):
-            value = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            # Bounded here: timedelta(seconds=1e400) would overflow instead of failing validation.
-            if not math.isfinite(value) or abs(value) > MAX_THRESHOLD.total_seconds():
-                raise ValueError(f"power thresholds must be finite and at most {MAX_THRESHOLD.days} days")
-            return timedelta(seconds=value)
-        return value
+    def _parse(cls, value: Any) -> timedelta:
+        return parse_duration(value, maximum=MAX_THRESHOLD, what="power threshold")
 
     @model_validator(mode="after")
     def _off_exceeds_on(self) -> PowerThresholds:
         off, on = self.off_threshold, self.on_threshold
-        if on <= timedelta(0) or off <= timedelta(0):
-            raise ValueError("power thresholds must be positive")
-        if max(on, off) > MAX_THRESHOLD:
-            raise ValueError(f"power thresholds must be at most {MAX_THRESHOLD.days} days")
         if off < on:
             raise ValueError(
                 f"OffThreshold ({_minutes(off)}) must exceed OnThreshold ({_minutes(on)}): with Off < On, "
@@ -651,7 +638,7 @@ def plan_power(
         if not window:
             notes.append(
                 f"power-off control: no reservation before {off_end.isoformat()}; nothing to do "
-                "(design notes: power-off control acts only when reservations exist in its window)"
+                "(power-off control acts only when reservations exist in its window)"
             )
         else:
             try:

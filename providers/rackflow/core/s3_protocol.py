@@ -340,6 +340,15 @@ class StatusCache:
         """Store what rackflow just PUT, so its own write does not cost a GET on the next poll."""
         self._entries[key] = _CacheEntry(etag=str(etag), last_modified=last_modified, status=status)
 
+    def statuses(self) -> dict[str, tuple[JobStatusFile, Any]]:
+        """Every cached job's status and the LastModified it was read at, by job prefix."""
+        out = {}
+        for key, entry in self._entries.items():
+            job = job_of_status_key(key)
+            if job is not None:
+                out[job] = (entry.status, entry.last_modified)
+        return out
+
     def ready_jobs(self) -> list[str]:
         """All jobs whose cached status is ``FILE_UPLOAD`` (after the GETs of a poll are recorded)."""
         jobs = (job_of_status_key(k) for k, e in self._entries.items() if e.status.is_ready)

@@ -13,7 +13,9 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+"""A VM name: one DNS label (lower case), as libvirt domains and host names of the fleet use."""
+NAME_RE = re.compile(NAME_PATTERN)
 MAX_COUNT = 100
 FIRST_SEQ = 1
 # Only integer padding is allowed: "", "d", "03", "03d". Signs, spaces, hex or alignment would give

@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, Param
 
 from rackflow.core.placement import MAX_MEMORY_MIB_PER_VM, MAX_VCPUS_PER_VM
-from rackflow.core.vm_naming import MAX_COUNT
+from rackflow.core.vm_naming import MAX_COUNT, NAME_PATTERN
 from rackflow.hooks.libvirt import DEFAULT_POOL
 from rackflow.operators.libvirt import DestroyVMsOperator, LaunchVMsOperator
 
@@ -24,7 +24,6 @@ LAUNCH_DAG_ID = "rackflow_launch_vms"
 DESTROY_DAG_ID = "rackflow_destroy_vms"
 # One {seq} field with optional zero padding, DNS-label characters around it.
 PATTERN_RE = r"^[a-z0-9-]*\{seq(:0?[0-9]{0,2}d?)?\}[a-z0-9-]*$"
-NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 IMAGE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$"
 
 
@@ -76,7 +75,7 @@ def group_param(groups: list[str]) -> Param:
 def _host_param(hosts: list[str], *, with_group: bool = False) -> Param:
     """The ``host`` param; beside a ``group`` param it may be null (a launch over the group)."""
     extra: dict[str, Any] = (
-        {"enum": [*hosts, None] if with_group else hosts} if hosts else {"pattern": NAME_RE}
+        {"enum": [*hosts, None] if with_group else hosts} if hosts else {"pattern": NAME_PATTERN}
     )
     return Param(
         hosts[0] if hosts else "",
@@ -170,7 +169,7 @@ def create_destroy_dag(dag_id: str = DESTROY_DAG_ID, *, hosts: list[str] | None 
             "names": Param(
                 [],
                 type="array",
-                items={"type": "string", "pattern": NAME_RE},
+                items={"type": "string", "pattern": NAME_PATTERN},
                 minItems=1,
                 maxItems=MAX_COUNT,
                 title="VM names",

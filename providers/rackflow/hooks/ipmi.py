@@ -1,118 +1,32 @@
-"""Drive a BMC's power through IPMI 2.0 over LAN (RMCP+).
+"""Drive a BMC's power through IPMI 2.0 over LAN (RMCP+), with ``ipmitool -I lanplus``.
 
-Power reads and actions run ``ipmitool -I lanplus`` (one process per call, see ``IpmiHook._ipmitool``);
-``IpmiHook.get_conn()`` gives a pyghmi ``Command`` for anything else.
+One process per call: a fresh RMCP+ session each time, so a BMC that dropped an idle session
+(virtualbmc after 60 s) or restarted between calls is no problem, and the process holds no session
+state or I/O thread. The password goes through the environment (``-E``), never the command line.
 
-Cipher suites (the same choice, ``-C`` for ipmitool). pyghmi (1.5+) opens every RMCP+ session asking
-for cipher suite 17 (RAKP-HMAC-SHA256)
-and only falls back to suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES) when the BMC *rejects* the open
-request. Some BMCs — virtualbmc among them, whose server side is pyghmi's own SHA-1-only session —
-accept the SHA-256 request and then answer RAKP 2 with a 20-byte SHA-1 HMAC, and pyghmi dies in
-``_got_rakp2`` with ``struct.error: pack expected 32 items``. Nothing in OpenSSL blocks SHA-1 here
-(``hashlib.sha1`` HMACs fine); the client must *offer* SHA-1. So the hook takes ``cipher_suite``
-(connection extra ``{"cipher_suite": 3}`` or the constructor): 3 starts the session with SHA-1, 17
-(the default) keeps pyghmi's SHA-256-first behaviour for BMCs that have suite 3 disabled.
+Cipher suites (``-C``): 17 (RAKP-HMAC-SHA256) is the default; 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES)
+for BMCs that speak only SHA-1 — virtualbmc among them — through the connection extra
+``{"cipher_suite": 3}`` or the constructor.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import subprocess
-import time
 from typing import Any
 
 from airflow.sdk import BaseHook
 
-# pyghmi's set_power states per action rackflow asks for.
-POWER_ACTIONS = {"on": "on", "soft_off": "shutdown", "hard_off": "off"}
-# ipmitool's ``chassis power`` verbs per action.
+from rackflow.hooks.connection_forms import ui_field_behaviour
+from rackflow.hooks.retrying import retry_blocking
+
+# ipmitool's ``chassis power`` verbs per action rackflow asks for.
 IPMITOOL_ACTIONS = {"on": "on", "soft_off": "soft", "hard_off": "off"}
 CIPHER_SUITES = (3, 17)
 
 
 class IpmiError(RuntimeError):
     """The BMC did not answer or refused; the message names the BMC and what failed."""
-
-
-def _sha1_session_class() -> type:
-    """A pyghmi session that opens RMCP+ with cipher suite 3 (HMAC-SHA1) instead of 17 (SHA-256)."""
-    from pyghmi.ipmi.private import session
-
-    class Sha1Session(session.Session):  # type: ignore[misc]
-        def _initsession(self) -> None:
-            super()._initsession()
-            self.attemptedhash = 1  # pyghmi's marker for the SHA-1 suite in _open_rmcpplus_request
-
-    return Sha1Session
-
-
-class _PollSelect:
-    """``select.select()`` done with ``poll()``, for pyghmi's I/O thread.
-
-    pyghmi waits on its UDP sockets with ``select()``, which cannot watch a file descriptor numbered
-    1024 or more: in a process holding many files (a long-running worker, the test suite) its thread
-    then never sees a reply and every IPMI call hangs until it times out. ``poll()`` has no such limit.
-    """
-
-    error = select.error
-
-    @staticmethod
-    def select(
-        rlist: list, wlist: list, xlist: list, timeout: float | None = None
-    ) -> tuple[list, list, list]:
-        poller = select.poll()
-        for sock in rlist:
-            poller.register(sock, select.POLLIN)
-        for sock in wlist:
-            poller.register(sock, select.POLLOUT)
-        ready = {fd for fd, _events in poller.poll(None if timeout is None else max(0, int(timeout * 1000)))}
-
-        def fileno(sock: Any) -> int:
-            return sock if isinstance(sock, int) else sock.fileno()
-
-        return [s for s in rlist if fileno(s) in ready], [s for s in wlist if fileno(s) in ready], []
-
-
-def _forget_sessions(bmc: str, port: int) -> None:
-    """Make pyghmi forget its cached sessions to ``bmc`` so the next command logs in afresh.
-
-    pyghmi reuses a logged-in session per BMC, and without keepalive it cannot tell that the BMC
-    dropped it (virtualbmc after 60 s idle, any BMC after a reboot): such a session is never answered.
-    """
-    from pyghmi.ipmi.private import session
-
-    for handlers in list(session.Session.bmc_handlers.values()):
-        for key, cached in list(handlers.items()):
-            if getattr(cached, "bmc", None) == bmc and getattr(cached, "port", None) == port:
-                handlers.pop(key, None)
-
-
-def _open_command(*, bmc: str, userid: str, password: str, port: int, cipher_suite: int) -> Any:
-    """A logged-in ``pyghmi.ipmi.command.Command`` on the given cipher suite."""
-    from pyghmi.ipmi import command
-    from pyghmi.ipmi.private import session
-
-    session.select = _PollSelect  # type: ignore[attr-defined]
-
-    if cipher_suite == 17:
-        return command.Command(bmc=bmc, userid=userid, password=password, port=port, keepalive=False)
-    # Command.__init__ hard-wires session.Session; build the same object around the SHA-1 session.
-    cmd = command.Command.__new__(command.Command)
-    cmd.onlogon = None
-    cmd.bmc = bmc
-    cmd._sdrcachedir = None
-    cmd._sdr = None
-    cmd._oem = None
-    cmd._oemknown = False
-    cmd._netchannel = None
-    cmd._ipv6support = None
-    cmd.certverify = None
-    cmd.kwargs = {}
-    session_cls = _sha1_session_class()
-    assert issubclass(session_cls, session.Session)
-    cmd.ipmi_session = session_cls(bmc=bmc, userid=userid, password=password, port=port)
-    return cmd
 
 
 class IpmiHook(BaseHook):
@@ -168,37 +82,25 @@ class IpmiHook(BaseHook):
         host, port, *_ = self._settings()
         return f"{host}:{port}"
 
-    def get_conn(self) -> Any:
-        host, port, login, password, suite = self._settings()
-        _forget_sessions(host, port)  # every call logs in afresh
-        cmd = _open_command(bmc=host, userid=login, password=password, port=port, cipher_suite=suite)
-        cmd.ipmi_session.maxtimeout = max(1.0, float(self.timeout))
-        return cmd
-
     def _call(self, what: str, fn: Any) -> Any:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.retry_delay)
-            try:
-                return fn()
-            except IpmiError:
-                raise
-            except Exception as err:
-                last = err
-                self.log.warning(
-                    "IPMI %s at %s failed (attempt %d): %s", what, self.address, attempt + 1, err
-                )
-        raise IpmiError(f"IPMI BMC {self.address}: {what} failed after {self.retries + 1} attempt(s): {last}")
+        try:
+            return retry_blocking(
+                fn,
+                attempts=self.retries + 1,
+                delay=self.retry_delay,
+                retry_on=lambda err: not isinstance(err, IpmiError),
+                log=self.log,
+                what=f"IPMI {what} at {self.address}",
+            )
+        except IpmiError:
+            raise
+        except Exception as err:
+            raise IpmiError(
+                f"IPMI BMC {self.address}: {what} failed after {self.retries + 1} attempt(s): {err}"
+            ) from err
 
     def _ipmitool(self, *args: str) -> str:
-        """One ``ipmitool -I lanplus`` command in its own process.
-
-        Power reads and actions use ipmitool rather than pyghmi: pyghmi keeps sessions and an I/O
-        thread per process and, once a BMC has dropped an idle session (virtualbmc after 60 s), its
-        next calls in that process took up to ~30 s; a fresh ipmitool session answers in milliseconds.
-        The password goes through the environment (``-E``), not the command line.
-        """
+        """One ``ipmitool -I lanplus`` command in its own process (the password in its environment)."""
         host, port, login, password, suite = self._settings()
         argv = ["ipmitool", "-I", "lanplus", "-H", host, "-p", str(port), "-U", login, "-E"]
         argv += ["-C", str(suite), "-N", str(max(1, int(self.timeout / 3))), "-R", "3", *args]
@@ -245,13 +147,4 @@ class IpmiHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {},
-            "placeholders": {
-                "host": "10.0.0.21",
-                "port": "623",
-                "login": "admin",
-                "extra": '{"cipher_suite": 3}',
-            },
-        }
+        return ui_field_behaviour(cls.conn_type)

@@ -24,6 +24,8 @@ from typing import Any
 import libvirt
 from airflow.sdk import BaseHook
 
+from rackflow.hooks.connection_forms import ui_field_behaviour
+
 # libvirt prints every error to stderr by default; rackflow reports them through exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -613,11 +615,7 @@ class LibvirtHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port", "login", "password", "extra"],
-            "relabeling": {"host": "libvirt URI"},
-            "placeholders": {"host": "qemu+ssh://root@host-a/system"},
-        }
+        return ui_field_behaviour(cls.conn_type)
 
 
 def _format_of(image: str) -> str:

@@ -1,61 +1,26 @@
-"""Drive a BMC's power through Redfish: reads with one plain HTTP GET, actions through sushy."""
+"""Drive a BMC's power through Redfish, over one HTTP client (aiohttp) for reads and actions."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import ssl
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Any, TypeVar
-from urllib.parse import quote, urljoin
+from urllib.parse import quote
 
 import aiohttp
-import sushy
-import urllib3
 from airflow.sdk import BaseHook
 
-# Redfish ResetType per action rackflow asks for.
-RESET_TYPES = {
-    "on": sushy.RESET_ON,
-    "soft_off": sushy.RESET_GRACEFUL_SHUTDOWN,
-    "hard_off": sushy.RESET_FORCE_OFF,
-}
+from rackflow.hooks.connection_forms import ui_field_behaviour
+from rackflow.hooks.retrying import retry_async
+
+# Redfish ResetType per action rackflow asks for (DMTF Redfish ResetType enum).
+RESET_TYPES = {"on": "On", "soft_off": "GracefulShutdown", "hard_off": "ForceOff"}
+SYSTEMS_PATH = "/redfish/v1/Systems"
+RESET_ACTION = "#ComputerSystem.Reset"
 
 T = TypeVar("T")
-
-_POOLS: dict[bool, urllib3.PoolManager] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(verify: bool) -> urllib3.PoolManager:
-    """The process's HTTP pool manager for BMC reads (one per TLS mode), shared by every hook.
-
-    One TLS context for all BMCs (building one loads the CA bundle: milliseconds of CPU each), no
-    proxies from the environment (BMCs sit on the management network), no urllib3 retries (ours
-    are counted by the hook).
-    """
-    with _POOLS_LOCK:
-        manager = _POOLS.get(verify)
-        if manager is None:
-            context = ssl.create_default_context()
-            if not verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            manager = urllib3.PoolManager(
-                num_pools=4096,
-                # Reads close their connection, so a pool only ever holds closed slots; room for many
-                # at once keeps urllib3 from warning when many BMCs share one address (emulators).
-                maxsize=256,
-                block=False,
-                retries=False,
-                ssl_context=context,
-                cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
-            )
-            _POOLS[verify] = manager
-        return manager
 
 
 class _HttpStatusError(Exception):
@@ -68,20 +33,34 @@ class RedfishError(RuntimeError):
     """The BMC did not answer, refused, or has no such system; the message names BMC and call."""
 
 
+def _retryable(err: BaseException) -> bool:
+    """Transport errors and 5xx answers may pass; a 4xx (bad credentials, bad request) will not."""
+    if isinstance(err, _HttpStatusError):
+        return err.status >= 500
+    return isinstance(err, aiohttp.ClientError | TimeoutError | OSError | ValueError)
+
+
+def new_session() -> aiohttp.ClientSession:
+    """An HTTP session for BMC calls: a fresh connection per request (BMCs have few connection slots
+    and the monitor polls minutes apart), no proxy from the environment (BMCs sit on the management
+    network, never behind the environment's HTTP proxy)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True), trust_env=False)
+
+
 class RedfishHook(BaseHook):
     """
     Read and change the power of systems behind a Redfish BMC.
 
-    Connection: host/port of the BMC, scheme (``http``/``https``) in the schema field, login and password.
-    Each call gets ``timeout`` seconds per HTTP request and ``retries`` extra attempts on transport
-    errors or 5xx answers; then it raises :class:`RedfishError`. A missing system is not retried.
+    Connection: host/port of the BMC, scheme (``http``/``https``) in the schema field, login and password
+    (HTTP basic authentication). Each call gets ``timeout`` seconds per HTTP request and ``retries`` extra
+    attempts on transport errors or 5xx answers; then it raises :class:`RedfishError`. A missing system
+    is not retried (``KeyError`` naming it).
 
-    :meth:`get_power_state` is what the monitoring cycle calls for every node, so it is kept cheap: one
-    ``GET /redfish/v1/Systems/<system>`` through a process-wide urllib3 pool (about a tenth of the CPU
-    of sushy's service-root login plus resource parsing), with a fresh connection per read — the poll
-    runs minutes apart and BMCs have few connection slots, so idle keep-alive connections would buy
-    nothing. Only when the BMC has no system with that id does it fall back to sushy's search by name
-    or UUID. Power actions and listings go through sushy.
+    Every call is a plain request on aiohttp: :meth:`get_power_state` (what the monitoring cycle calls for
+    every node) is one ``GET /redfish/v1/Systems/<system>``; only when the BMC has no system with that id
+    does it search the collection by name or UUID. The ``a``-prefixed coroutines do the same on a running
+    event loop, so the monitor reads hundreds of BMCs from one thread (:func:`new_session` gives the
+    session to share); the blocking methods run them on a loop of their own.
 
     :param redfish_conn_id: Airflow connection of the BMC.
     :param timeout: seconds for each HTTP request to the BMC (connect and read).
@@ -111,118 +90,95 @@ class RedfishHook(BaseHook):
         self.retries = retries
         self.retry_delay = retry_delay
         self.verify = verify
-        self._root: sushy.Sushy | None = None
 
     @cached_property
-    def _endpoint(self) -> tuple[str, str | None, str | None]:
-        """(base URL, login, password), from one connection lookup."""
+    def _endpoint(self) -> tuple[str, dict[str, str]]:
+        """(base URL, request headers with the basic authentication), from one connection lookup."""
         conn = self.get_connection(self.redfish_conn_id)
         scheme = conn.schema or "https"
         port = f":{conn.port}" if conn.port else ""
-        return f"{scheme}://{conn.host}{port}", conn.login, conn.password
+        headers = {"Accept": "application/json"}
+        if conn.login is not None:
+            headers["Authorization"] = aiohttp.encode_basic_auth(conn.login, conn.password or "")
+        return f"{scheme}://{conn.host}{port}", headers
 
     @property
     def base_url(self) -> str:
         return self._endpoint[0]
 
-    def get_conn(self) -> sushy.Sushy:
-        """The service root (one login per hook; dropped and rebuilt after a failed call)."""
-        if self._root is None:
-            base_url, login, password = self._endpoint
-            self._root = sushy.Sushy(
-                base_url,
-                verify=self.verify,
-                auth=sushy.auth.BasicAuth(username=login, password=password),
-                read_timeout=self.timeout,
-                connect_timeout=self.timeout,
-                # One attempt per request: retries are ours, bounded by `retries`. (sushy reads 0 as
-                # "use the default of 3 with 2 s sleeps", hence 1 and a tiny delay.)
-                server_side_retries=1,
-                server_side_retries_delay=0.01,
+    def get_conn(self) -> aiohttp.ClientSession:
+        """A new HTTP session for this BMC's calls (close it; the blocking methods make their own)."""
+        return new_session()
+
+    # -- one request ----------------------------------------------------------------------------------
+
+    async def _request(
+        self, session: aiohttp.ClientSession, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One request; 4xx/5xx raise with the status. Redirects within the BMC are followed
+        (sushy-emulator sends a system's name to its UUID with a 307); aiohttp drops the credentials on
+        a redirect to another origin."""
+        base_url, headers = await asyncio.to_thread(lambda: self._endpoint)
+        url = path if path.startswith(("http://", "https://")) else f"{base_url}{path}"
+        async with session.request(
+            method,
+            url,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ssl=bool(self.verify),
+            max_redirects=3,
+        ) as resp:
+            data = await resp.read()
+            if resp.status >= 400:
+                raise _HttpStatusError(resp.status, url, data)
+        if method != "GET":
+            return {}
+        parsed = json.loads(data)
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{url} answered {type(parsed).__name__}, not a JSON object")
+        return parsed
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn`` with the hook's retries; its last failure becomes a :class:`RedfishError`."""
+        base_url = (await asyncio.to_thread(lambda: self._endpoint))[0]
+        try:
+            return await retry_async(
+                fn,
+                attempts=self.retries + 1,
+                delay=self.retry_delay,
+                retry_on=_retryable,
+                log=self.log,
+                what=f"Redfish {what} at {base_url}",
             )
-            # BMCs sit on the management network, never behind the HTTP proxy of the environment;
-            # skipping requests' per-call scan of os.environ for proxy settings also saves CPU when
-            # hundreds of BMCs are polled at once.
-            self._root._conn._session.trust_env = False
-        return self._root
+        except KeyError:
+            raise
+        except Exception as err:
+            detail = str(err) or type(err).__name__  # aiohttp's timeouts have no message
+            raise RedfishError(f"Redfish BMC {base_url}: {what} failed: {detail}") from err
 
-    def _call(self, what: str, fn: Callable[[sushy.Sushy], T]) -> T:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.retry_delay)
-            try:
-                return fn(self.get_conn())
-            except (KeyError, ValueError):
-                raise
-            except sushy.exceptions.HTTPError as err:
-                last = err
-                self._root = None
-                if err.status_code is not None and err.status_code < 500:
-                    break  # 4xx will not change on retry (bad credentials, bad request)
-            except Exception as err:  # connection refused, timeouts, malformed answers
-                last = err
-                self._root = None
-            self.log.warning(
-                "Redfish %s at %s failed (attempt %d): %s", what, self.base_url, attempt + 1, last
-            )
-        raise RedfishError(f"Redfish BMC {self.base_url}: {what} failed: {last}")
-
-    @staticmethod
-    def _find(root: sushy.Sushy, system: str) -> Any:
-        """The system whose id is ``system`` (one GET), else the member whose name or UUID matches."""
-        systems_path = getattr(root, "_systems_path", None)
-        if systems_path:
-            try:
-                return root.get_system(f"{str(systems_path).rstrip('/')}/{system}")
-            except sushy.exceptions.ResourceNotFoundError:
-                pass
-        for member in root.get_system_collection().get_members():
-            if system in (member.identity, member.name, member.uuid):
-                return member
-        raise KeyError(f"Redfish BMC has no system {system!r}")
-
-    def list_systems(self) -> list[str]:
-        return self._call(
-            "list systems", lambda root: sorted(m.name for m in root.get_system_collection().get_members())
-        )
-
-    def _get_json(self, path: str) -> dict[str, Any]:
-        """One GET of ``path`` on the BMC (basic auth, fresh connection); 4xx/5xx raise with the status.
-
-        Redirects within the BMC are followed (sushy-emulator sends a system's name to its UUID with a
-        307); credentials are never sent to another origin.
-        """
-        base_url, login, password = self._endpoint
-        url = f"{base_url}{path}"
-        headers = {"Accept": "application/json", "Connection": "close"}
-        if login is not None:
-            headers.update(urllib3.make_headers(basic_auth=f"{login}:{password or ''}"))
-        for _hop in range(4):
-            resp = _pool(self.verify).request(
-                "GET",
-                url,
-                headers=headers,
-                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout, total=self.timeout),
-                redirect=False,
-            )
-            location = resp.headers.get("Location")
-            if resp.status not in (301, 302, 303, 307, 308) or not location:
-                break
-            target = urljoin(url, location)
-            if not target.startswith(f"{base_url}/"):
-                raise ValueError(f"{url} redirects off the BMC to {target}; not followed")
-            url = target
-        if resp.status >= 400:
-            raise _HttpStatusError(resp.status, url, resp.data)
-        body = json.loads(resp.data)
-        if not isinstance(body, dict):
-            raise ValueError(f"{url} answered {type(body).__name__}, not a JSON object")
-        return body
+    # -- systems --------------------------------------------------------------------------------------
 
     @staticmethod
     def _system_path(system: str) -> str:
-        return f"/redfish/v1/Systems/{quote(system, safe='')}"
+        return f"{SYSTEMS_PATH}/{quote(system, safe='')}"
+
+    async def _system(self, session: aiohttp.ClientSession, system: str) -> tuple[str, dict[str, Any]]:
+        """(path, body) of the system whose id is ``system`` (one GET), else of the member whose name or
+        UUID matches; ``KeyError`` naming it when there is none."""
+        try:
+            path = self._system_path(system)
+            return path, await self._request(session, "GET", path)
+        except _HttpStatusError as err:
+            if err.status != 404:
+                raise
+        collection = await self._request(session, "GET", SYSTEMS_PATH)
+        for member in collection.get("Members", []):
+            path = str(member.get("@odata.id", ""))
+            body = await self._request(session, "GET", path)
+            if system in (body.get("Id"), body.get("Name"), body.get("UUID")):
+                return path, body
+        raise KeyError(f"Redfish BMC has no system {system!r}")
 
     @staticmethod
     def _power_state_of(system: str, body: dict[str, Any]) -> str:
@@ -231,91 +187,58 @@ class RedfishHook(BaseHook):
             raise ValueError(f"system {system!r} has no PowerState in {sorted(body)[:10]}")
         return state
 
-    def get_power_state(self, system: str) -> str:
-        """The Redfish PowerState as the BMC says it: ``On``, ``Off``, ``PoweringOn``, ``PoweringOff``..."""
-        what = f"power state of {system}"
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.retry_delay)
-            try:
-                return self._power_state_of(system, self._get_json(self._system_path(system)))
-            except _HttpStatusError as err:
-                if err.status == 404:
-                    return self._power_state_by_search(system)  # not an id: a name or UUID?
-                last = err
-                if err.status < 500:
-                    break  # 4xx will not change on retry (bad credentials, bad request)
-            except (urllib3.exceptions.HTTPError, OSError, ValueError) as err:
-                last = err  # refused, timed out, reset, not JSON, no PowerState
-            self.log.warning(
-                "Redfish %s at %s failed (attempt %d): %s", what, self.base_url, attempt + 1, last
-            )
-        raise RedfishError(f"Redfish BMC {self.base_url}: {what} failed: {last}")
-
     async def aget_power_state(self, system: str, *, session: aiohttp.ClientSession) -> str:
-        """:meth:`get_power_state` on an event loop: many BMCs read at once from one thread.
-
-        Same GET, timeouts, retries and errors as the blocking call. The connection lookup and the
-        rare fallback search by name run in the loop's default executor (they block).
+        """The Redfish PowerState as the BMC says it: ``On``, ``Off``, ``PoweringOn``, ``PoweringOff``...
 
         :param system: the system's id (or name/UUID, found by a search when it is not an id).
-        :param session: the aiohttp session of the poll (one per monitoring cycle, no env proxies).
+        :param session: the HTTP session to use (the monitor shares one per cycle: :func:`new_session`).
         """
-        base_url, login, password = await asyncio.to_thread(lambda: self._endpoint)
-        url = f"{base_url}{self._system_path(system)}"
-        headers = {"Accept": "application/json", "Connection": "close"}
-        if login is not None:
-            headers.update(urllib3.make_headers(basic_auth=f"{login}:{password or ''}"))
-        what = f"power state of {system}"
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.retry_delay)
-            try:
-                async with session.get(
-                    url,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=self.timeout),
-                    ssl=bool(self.verify),
-                    # Redirects within the BMC (name -> UUID) are followed; aiohttp drops the
-                    # Authorization header on a redirect to another origin.
-                    max_redirects=3,
-                ) as resp:
-                    data = await resp.read()
-                    if resp.status >= 400:
-                        raise _HttpStatusError(resp.status, url, data)
-                body = json.loads(data)
-                if not isinstance(body, dict):
-                    raise ValueError(f"{url} answered {type(body).__name__}, not a JSON object")
-                return self._power_state_of(system, body)
-            except _HttpStatusError as err:
-                if err.status == 404:
-                    return await asyncio.to_thread(self._power_state_by_search, system)
-                last = err
-                if err.status < 500:
-                    break
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as err:
-                last = err  # refused, timed out, reset, not JSON, no PowerState
-            self.log.warning("Redfish %s at %s failed (attempt %d): %s", what, base_url, attempt + 1, last)
-        detail = str(last) or type(last).__name__  # aiohttp's timeouts have no message
-        raise RedfishError(f"Redfish BMC {base_url}: {what} failed: {detail}")
 
-    def _power_state_by_search(self, system: str) -> str:
-        def read(root: sushy.Sushy) -> str:
-            state = self._find(root, system).power_state
-            return str(getattr(state, "value", state))
+        async def read() -> str:
+            _path, body = await self._system(session, system)
+            return self._power_state_of(system, body)
 
-        return self._call(f"power state of {system}", read)
+        return await self._call(f"power state of {system}", read)
 
-    def set_power(self, system: str, action: str) -> None:
-        """``on``, ``soft_off`` (graceful shutdown) or ``hard_off`` (force off)."""
+    async def aset_power(self, system: str, action: str, *, session: aiohttp.ClientSession) -> None:
+        """``on``, ``soft_off`` (graceful shutdown) or ``hard_off`` (force off): the system's Reset action."""
         if action not in RESET_TYPES:
             raise ValueError(f"unknown power action {action!r}; use one of {sorted(RESET_TYPES)}")
-        self._call(
-            f"power {action} of {system}",
-            lambda root: self._find(root, system).reset_system(RESET_TYPES[action]),
-        )
+
+        async def reset() -> None:
+            path, body = await self._system(session, system)
+            action_info = body.get("Actions", {}).get(RESET_ACTION, {})
+            target = action_info.get("target") or f"{path}/Actions/ComputerSystem.Reset"
+            await self._request(session, "POST", target, {"ResetType": RESET_TYPES[action]})
+
+        await self._call(f"power {action} of {system}", reset)
+
+    async def alist_systems(self, *, session: aiohttp.ClientSession) -> list[str]:
+        async def names() -> list[str]:
+            collection = await self._request(session, "GET", SYSTEMS_PATH)
+            members = [await self._request(session, "GET", str(m.get("@odata.id", ""))) for m in
+                       collection.get("Members", [])]  # fmt: skip
+            return sorted(str(m.get("Name") or m.get("Id")) for m in members)
+
+        return await self._call("list systems", names)
+
+    # -- blocking forms -------------------------------------------------------------------------------
+
+    def _blocking(self, call: Callable[[aiohttp.ClientSession], Awaitable[T]]) -> T:
+        async def run() -> T:
+            async with new_session() as session:
+                return await call(session)
+
+        return asyncio.run(run())
+
+    def get_power_state(self, system: str) -> str:
+        return self._blocking(lambda session: self.aget_power_state(system, session=session))
+
+    def set_power(self, system: str, action: str) -> None:
+        self._blocking(lambda session: self.aset_power(system, action, session=session))
+
+    def list_systems(self) -> list[str]:
+        return self._blocking(lambda session: self.alist_systems(session=session))
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -325,8 +248,4 @@ class RedfishHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["extra"],
-            "relabeling": {"schema": "Scheme (http/https)"},
-            "placeholders": {"host": "10.0.0.21", "schema": "https", "login": "admin"},
-        }
+        return ui_field_behaviour(cls.conn_type)

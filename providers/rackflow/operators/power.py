@@ -15,18 +15,9 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from rackflow.core.values import parse_bool
+
 ACTIONS = ("on", "off")
-
-
-def _flag(value: bool | str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none"):
-        return False
-    raise ValueError(f"not a boolean: {value!r}")
 
 
 class PowerControlOperator(BaseOperator):
@@ -87,8 +78,8 @@ class PowerControlOperator(BaseOperator):
                 result = power_off(
                     self.node,
                     actor=actor,
-                    migrate=_flag(self.migrate),
-                    hard=_flag(self.hard),
+                    migrate=parse_bool(self.migrate, blank=False),
+                    hard=parse_bool(self.hard, blank=False),
                     reason=self.reason,
                     url=self.database_url,
                 )

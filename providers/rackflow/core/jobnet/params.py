@@ -13,15 +13,14 @@ import shlex
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
+from rackflow.core.values import parse_bool
+
 if TYPE_CHECKING:
     from rackflow.core.jobnet.model import ParamSpec
 
 ParamType = Literal["string", "integer", "number", "boolean"]
 ParamValue = str | int | float | bool
 PARAM_ENV_PREFIX = "RACKFLOW_PARAM_"
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
 
 
 class JobnetParamError(ValueError):
@@ -35,11 +34,9 @@ class JobnetParamError(ValueError):
 def coerce_param(kind: ParamType, value: object) -> ParamValue:
     """``value`` as ``kind``; strings are parsed because Airflow run confs and UI forms often send text."""
     if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise ValueError(f"expected a boolean (true/false/yes/no/on/off/1/0), got {value!r}")
+        if not isinstance(value, bool | str):
+            raise ValueError(f"expected a boolean (true/false/yes/no/on/off/1/0), got {value!r}")
+        return parse_bool(value)
     if isinstance(value, bool):
         raise ValueError(f"expected {kind}, got boolean {value!r}")
     if kind == "string":

@@ -100,22 +100,6 @@ def parse_memory(text: str, default_unit: str = "") -> int | None:
     return int(float(m.group(1)) * _MEMORY_FACTOR[unit])
 
 
-def parse_clock(text: str) -> timedelta | None:
-    """``[D-]HH:MM:SS``, ``MM:SS`` or plain seconds (optionally with a trailing ``s``)."""
-    text = text.strip().removesuffix("s")
-    if not text or text in ("-", "N/A", "UNLIMITED", "INVALID"):
-        return None
-    days = 0
-    if "-" in text:
-        d, _, text = text.partition("-")
-        days = int(d)
-    parts = [float(p) for p in text.split(":")]
-    seconds = 0.0
-    for p in parts:
-        seconds = seconds * 60 + p
-    return timedelta(days=days, seconds=seconds)
-
-
 def format_clock(d: timedelta) -> str:
     """``HH:MM:SS`` with hours past 24, as PBS and Grid Engine take it; rounds up to whole seconds."""
     total = int(-(-d.total_seconds() // 1))

@@ -20,9 +20,9 @@ from rackflow.core.schedulers.base import (
     SchedulerError,
     content_lines,
     format_clock,
-    parse_clock,
     parse_memory,
 )
+from rackflow.core.values import parse_clock
 
 SUBSTATE_TERMINATED = 91  # job deleted (qdel) before or while running
 SIGNAL_BASE = 256  # Exit_status 256+N: killed by signal N

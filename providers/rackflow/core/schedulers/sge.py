@@ -21,9 +21,9 @@ from rackflow.core.schedulers.base import (
     SchedulerError,
     content_lines,
     format_clock,
-    parse_clock,
     parse_memory,
 )
+from rackflow.core.values import parse_clock
 
 QDEL_EXIT = 137  # qdel of a running job: SIGKILL, reported as 128 + 9 with failed "100 : assumedly after job"
 

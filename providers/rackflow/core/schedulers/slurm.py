@@ -24,9 +24,9 @@ from rackflow.core.schedulers.base import (
     SchedulerAdapter,
     SchedulerError,
     content_lines,
-    parse_clock,
     parse_memory,
 )
+from rackflow.core.values import parse_clock
 
 # Name last: it is the only free text, so splitting at most five times keeps any '|' inside it.
 SQUEUE_FORMAT = "JobID:|,State:|,exit_code:|,Reason:|,NodeList:|,Name:|"
@@ -268,17 +268,6 @@ def parse_exit_pair(text: str) -> tuple[int | None, int | None]:
     return (128 + int(sig), int(sig)) if int(sig) else (int(code), None)
 
 
-def parse_slurm_duration(text: str) -> timedelta | None:
-    """Slurm's durations -> timedelta: ``Elapsed`` ``[D-]HH:MM:SS``, ``TotalCPU`` also ``MM:SS.mmm``.
-
-    ``""``, ``INVALID``, ``UNLIMITED``, ``Partition_Limit`` and other words give None.
-    """
-    text = text.strip()
-    if not re.fullmatch(r"(\d+-)?\d+(:\d+){0,2}(\.\d+)?", text):
-        return None
-    return parse_clock(text)
-
-
 def parse_slurm_memory(text: str) -> int | None:
     """Slurm's memory figures (``MaxRSS``: ``219728K``, ``1.50G``, ``0``) -> bytes.
 
@@ -323,9 +312,9 @@ def parse_sacct(stdout: str, adapter: SlurmAdapter | None = None) -> dict[str, J
         exit_code, signal = parse_exit_pair(row["ExitCode"]) if state.is_final else (None, None)
         nodes = expand_hostlist(row["NodeList"])
         own_steps = steps.get(job_id, [])
-        cpu = parse_slurm_duration(row["TotalCPU"])
+        cpu = parse_clock(row["TotalCPU"])
         if not cpu:
-            step_cpu = [d for d in (parse_slurm_duration(s["TotalCPU"]) for s in own_steps) if d is not None]
+            step_cpu = [d for d in (parse_clock(s["TotalCPU"]) for s in own_steps) if d is not None]
             cpu = sum(step_cpu, timedelta()) if step_cpu else cpu
         memory = [m for m in (parse_slurm_memory(s["MaxRSS"]) for s in own_steps) if m is not None]
         reason = row["Reason"]
@@ -343,7 +332,7 @@ def parse_sacct(stdout: str, adapter: SlurmAdapter | None = None) -> dict[str, J
             status=status,
             exit_code=exit_code,
             cpu_time=cpu,
-            wall_time=parse_slurm_duration(row["Elapsed"]),
+            wall_time=parse_clock(row["Elapsed"]),
             max_memory=max(memory) if memory else None,
             nodes=nodes,
             submitted_at=parse_slurm_timestamp(row["Submit"]),
@@ -378,7 +367,6 @@ __all__ = [
     "parse_exit_pair",
     "parse_sacct",
     "parse_scontrol_line",
-    "parse_slurm_duration",
     "parse_slurm_memory",
     "parse_slurm_timestamp",
 ]

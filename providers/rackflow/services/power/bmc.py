@@ -1,7 +1,8 @@
 """BMC I/O: one power reading or action per node, each bounded by a per-BMC deadline.
 
 Redfish BMCs are read on one event loop (one plain GET each, see :func:`redfish_power_states`), so a
-cycle over hundreds of them costs about the slowest BMC; IPMI BMCs and libvirtds get a thread per call.
+cycle over hundreds of them costs about the slowest BMC; IPMI BMCs (one ipmitool process per call) and
+libvirtds get a thread per call.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rackflow.core.power import (
 )
 from rackflow.db.models import Host
 from rackflow.hooks.ipmi import IpmiHook
-from rackflow.hooks.redfish import RedfishHook
+from rackflow.hooks.redfish import RedfishHook, new_session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,12 +157,10 @@ def redfish_power_states(
     Runs its own event loop, so call it from a thread without one (the monitor runs it in a worker
     of :func:`run_bounded`). Keyed by node name; ``seconds`` count from the start of the poll.
     """
-    import aiohttp
 
     async def poll() -> list[CallResult]:
         started = time.monotonic()
-        connector = aiohttp.TCPConnector(limit=0, force_close=True)
-        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+        async with new_session() as session:
 
             async def one(node: NodeRef) -> CallResult:
                 hook = RedfishHook(str(node.bmc_conn_id), timeout=timeout, retries=1, retry_delay=0.2)
