@@ -318,8 +318,98 @@ def expired_workdirs(
         return [(r, w) for r, w in rows if w]
 
 
+# -- S3 intake jobs ----------------------------------------------------------------------------------
+# One intake DAG run carries many S3 jobs: each has its own row, keyed by the intake DAG and its job
+# key (kept in ``run_id``), with ``dag_run_id`` the run carrying it. Everything keyed by
+# ``(dag_id, run_id)`` above (events, termination, the cancel claim, the cluster poller) works on it.
+
+S3_SOURCE = "s3"
+
+
+def record_s3_job(
+    dag_id: str,
+    job_key: str,
+    *,
+    dag_run_id: str,
+    bucket: str,
+    prefix: str,
+    owner: str,
+    account: str,
+    viewers: Iterable[str] = (),
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    workdir: str | None = None,
+    url: str | None = None,
+) -> None:
+    """Record an S3 job this run claimed (state ``NEW``, one event); a second call changes nothing."""
+    if get_job(dag_id, job_key, url=url) is not None:
+        return
+    ensure_job(
+        dag_id,
+        job_key,
+        url=url,
+        state="NEW",
+        source=S3_SOURCE,
+        dag_run_id=dag_run_id,
+        s3_bucket=bucket,
+        s3_prefix=prefix,
+        owner=owner,
+        account=account,
+        viewers=",".join(viewers) or None,
+        scheduler=scheduler,
+        cluster=cluster,
+        job_name=job_key,
+        workdir=workdir,
+    )
+    record_event(dag_id, job_key, "NEW", f"claimed s3://{bucket}/{prefix} (ACCEPTED)", url=url)
+
+
+def s3_job_staged(dag_id: str, job_key: str, staged: dict[str, Any], *, url: str | None = None) -> None:
+    """Keep what the S3 job's stage-in left (job directory, manifest): a retried accept submits from it."""
+    import json
+
+    ensure_job(dag_id, job_key, url=url, s3_staged=json.dumps(staged), workdir=staged.get("job_dir"))
+
+
+def s3_jobs_of_run(dag_id: str, dag_run_id: str, *, url: str | None = None) -> list[Job]:
+    """The S3 jobs one intake run claimed, by prefix."""
+    with session_scope(url) as session:
+        return list(
+            session.scalars(
+                select(Job)
+                .where(Job.dag_id == dag_id, Job.dag_run_id == dag_run_id, Job.source == S3_SOURCE)
+                .order_by(Job.s3_prefix)
+            ).all()
+        )
+
+
+def s3_job_by_key(job_key: str, *, url: str | None = None) -> Job | None:
+    """The S3 job with key ``job_key`` (keys are unique across intakes: they carry a digest of the
+    bucket, prefix and claim)."""
+    with session_scope(url) as session:
+        return session.scalars(
+            select(Job).where(Job.run_id == job_key, Job.source == S3_SOURCE).limit(1)
+        ).first()
+
+
+def visible_s3_jobs(user: str | None, *, admin: bool, url: str | None = None) -> list[Job]:
+    """S3 jobs ``user`` may see, newest first: every one for an admin; otherwise those it owns or its
+    intake names it in (``visible_to``)."""
+    with session_scope(url) as session:
+        rows = session.scalars(
+            select(Job).where(Job.source == S3_SOURCE).order_by(Job.created_at.desc())
+        ).all()
+    return [row for row in rows if admin or may_see_s3_job(row, user)]
+
+
+def may_see_s3_job(row: Job, user: str | None) -> bool:
+    """Whether a non-admin ``user`` may see the S3 job ``row`` (owner, or named by its intake)."""
+    return user is not None and (row.owner == user or user in (row.viewers or "").split(","))
+
+
 __all__ = [
     "FINAL_STATES",
+    "S3_SOURCE",
     "STREAMS",
     "EventOut",
     "JobIdentity",
@@ -333,12 +423,18 @@ __all__ = [
     "get_output",
     "job_identity",
     "keep_workdir_until",
+    "may_see_s3_job",
     "new_job_name",
     "pending_terminations",
     "record_event",
+    "record_s3_job",
     "request_termination",
+    "s3_job_by_key",
+    "s3_job_staged",
+    "s3_jobs_of_run",
     "save_output",
     "states_seen",
     "termination_requested",
+    "visible_s3_jobs",
     "workdir_removed",
 ]

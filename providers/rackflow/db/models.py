@@ -132,6 +132,10 @@ class Reservation(Base):
 class Job(Base):
     """A batch job run by a DAG run (job id = run id): where it went, how it ended, who asked to stop it.
 
+    An S3 intake job (``source = "s3"``) is keyed by its intake DAG and its job key instead (one intake
+    run carries many jobs): ``run_id`` is the key, ``dag_run_id`` the run, ``owner`` the intake's
+    ``run_as`` account and ``viewers`` the users its ``visible_to`` names.
+
     Ownership is the run's ``triggering_user_name`` in Airflow; ``owner`` is a copy for listing.
     ``job_name`` (the scheduler job name) and ``workdir`` come from a uuid rackflow generates when the
     job is first recorded, never from the run id; ``account`` is the Unix account it runs as.
@@ -162,6 +166,15 @@ class Job(Base):
     cancel_issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     workdir_remove_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
     workdir_removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # An S3 intake job (source "s3"): run_id is its job key, dag_run_id the intake run carrying it.
+    source: Mapped[str | None] = mapped_column(String(16), index=True)
+    dag_run_id: Mapped[str | None] = mapped_column(String(250))
+    s3_bucket: Mapped[str | None] = mapped_column(String(255))
+    s3_prefix: Mapped[str | None] = mapped_column(String(128))
+    viewers: Mapped[str | None] = mapped_column(Text)
+    """Users besides admins who may see the job (the intake's ``visible_to``), comma-separated."""
+    s3_staged: Mapped[str | None] = mapped_column(Text)
+    """What the job's stage-in left (JSON: job directory, manifest); a retried accept goes on from it."""
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
 
