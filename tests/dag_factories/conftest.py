@@ -27,7 +27,10 @@ INTAKES = {
     "e2e": "rf-intake-e2e",
     "race": "rf-intake-race",
     "pause": "rf-intake-pause",
+    "api": "rf-intake-api",
 }
+# Users besides admins an intake shows its jobs to in the job API (its visible_to).
+VISIBLE_TO = {"api": ["bob"]}
 
 
 def _intake(name: str, bucket: str) -> dict[str, object]:
@@ -39,6 +42,7 @@ def _intake(name: str, bucket: str) -> dict[str, object]:
         "job_base_dir": str(JOB_BASE / name),
         "poll_interval": 0.5,
         "scheduler_poll_interval": 0.5,
+        **({"visible_to": VISIBLE_TO[name]} if name in VISIBLE_TO else {}),
     }
 
 
@@ -58,7 +62,8 @@ os.environ["AIRFLOW__RACKFLOW__S3_INTAKE_FILE"] = str(INTAKE_FILE)
 
 
 @pytest.fixture(scope="session")
-def intake_buckets(devfleet: object) -> dict[str, str]:
+def intake_buckets(devfleet: object, rackflow_db: str) -> dict[str, str]:
+    """The test intakes' buckets (and the rackflow DB, where the intakes record their jobs)."""
     client = devfleet.s3.client()  # type: ignore[attr-defined]
     for bucket in INTAKES.values():
         with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):

@@ -29,6 +29,7 @@ from rackflow.operators.s3_intake import (
     stage_in_job,
     submit_job,
 )
+from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import (
     CONN_ID,
@@ -113,7 +114,8 @@ def test_killing_the_deferred_wait_task_cancels_through_its_trigger(devfleet, sh
     trigger = deferred.value.trigger
     # the trigger is stored serialised; rebuild it from its kwargs as the triggerer does
     classpath, kwargs = trigger.serialize()
-    assert classpath.endswith("LocalSchedulerJobTrigger")  # the shared cluster poller's
+    assert isinstance(trigger, LocalSchedulerJobTrigger)  # the shared cluster poller's
+    assert classpath == f"{type(trigger).__module__}.{type(trigger).__qualname__}"
     asyncio.run(type(trigger)(**kwargs).on_kill())
 
     assert _slurm_state(devfleet, submitted["job_id"]) == "CANCELLED"

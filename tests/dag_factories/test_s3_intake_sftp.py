@@ -33,6 +33,7 @@ from rackflow.operators.s3_intake import (
     stage_in_job,
     submit_job,
 )
+from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT, SSH_CONN_ID
 from tests.dag_factories.conftest import JOB_BASE, SFTP_JOB_BASE
 from tests.dag_factories.s3_intake_support import CONN_ID, keys, new_bucket, read_status, upload_job
@@ -244,8 +245,8 @@ def test_wait_trigger_runs_and_cancels_on_the_login_node(devfleet, shared_tmp):
     )
     with pytest.raises(TaskDeferred) as deferred:
         operator._defer("QUEUED")
-    classpath, kwargs = deferred.value.trigger.serialize()
-    assert classpath.endswith("LocalSchedulerJobTrigger")  # the shared cluster poller's
+    _, kwargs = deferred.value.trigger.serialize()
+    assert isinstance(deferred.value.trigger, LocalSchedulerJobTrigger)  # the shared cluster poller's
     assert kwargs["ssh_conn_id"] == SSH_CONN_ID and kwargs["env"] == devfleet.slurm.env
     trigger_type = type(deferred.value.trigger)
 

@@ -3,11 +3,12 @@ DAG runs at once over 20 ready jobs give exactly 20 Slurm jobs.
 
 Both runs are created through the REST API while the DAG is paused and start together on unpausing. What
 is checked is what an operator could check from outside: the status objects in SeaweedFS, Slurm's job
-list, and Airflow's REST API (run states; the mapped per-job task instances of every run that claim a
-job, their states and the job each one was given). Nothing depends on how a run finds the ready jobs or
-what its tasks are called: the claiming task is the first task after the DAG's root (the one mapped over
-the ready jobs; today ``job.accept``, which claims, stages in and submits), a claim lost to another run
-ends skipped, and the job of each mapped instance comes from its rendered arguments.
+list, and Airflow's REST API (run states; the mapped per-job task instances of every run, their states
+and the job each one was given). Nothing depends on how a run finds the ready jobs or what its tasks
+are called: the per-job task is the one task right after the DAG's root (today the root ``accept``
+claims, stages in and submits the run's jobs in one task, and ``wait`` is mapped over the jobs it
+claimed, so a job appears in exactly the runs that claimed it; a claim lost to another run leaves no
+task instance), and the job of each mapped instance comes from its rendered arguments.
 
 Unpausing also starts the DAG's asset watcher, whose runs see whatever is still ``FILE_UPLOAD`` when
 they look; so "claimed once" is checked over every run of the DAG that could have seen the jobs, and the

@@ -7,6 +7,11 @@ custom view ``Rackflow Jobs``, see :mod:`rackflow_plugin.security`); the run is 
 user's behalf with Airflow's own ``trigger_dag_run``, so the user needs no right on the DAG itself.
 Termination is asynchronous and idempotent: the first request marks the job, the DAG's stages and
 the scheduler trigger act on it (one cancel command), later requests change nothing and say so.
+
+Jobs the S3 intake took are listed here too (``source: s3``; their id is the job key the intake
+recorded): owned by the intake's ``run_as`` account and visible to admins and to the users the intake
+names (``visible_to``), who may also terminate them -- the cluster poller cancels the scheduler job and
+the bucket's status object ends ``CANCELED``. Their results are in their bucket, not in ``/output``.
 """
 
 from __future__ import annotations
@@ -73,7 +78,14 @@ class StagingOut(BaseModel):
 class JobOut(BaseModel):
     job_id: str
     owner: str | None
-    state: str = Field(description="PSI/J state: QUEUED, ACTIVE, COMPLETED, FAILED or CANCELED.")
+    state: str = Field(
+        description="PSI/J state: QUEUED, ACTIVE, COMPLETED, FAILED or CANCELED (NEW: an S3 job claimed, "
+        "not yet submitted)."
+    )
+    source: Literal["api", "s3"] = Field(
+        default="api", description="What brought the job: this API (a rackflow_job run) or the S3 intake."
+    )
+    origin: str | None = Field(default=None, description="Where an S3 job came from: s3://bucket/prefix.")
     message: str | None = None
     submitted_at: datetime | None = None
     run_state: str | None = Field(default=None, description="The Airflow DAG run's state.")
@@ -180,6 +192,55 @@ def own_run(job_id: str, user: Any, session: Any) -> DagRun:
     return run
 
 
+def _s3_out(row: Any, with_events: bool = False) -> JobOut:
+    """An S3 intake job from its record (its state is the record's: no DAG run is its own)."""
+    events = []
+    if with_events:
+        events = [
+            JobEventOut(
+                time=e.at, state=e.state, message=e.message, scheduler_job_id=e.scheduler_job_id, node=e.node
+            )
+            for e in jobs_db.events(row.dag_id, row.run_id)
+        ]
+    return JobOut(
+        job_id=row.run_id,
+        owner=row.owner,
+        state=str(row.state),
+        source="s3",
+        origin=f"s3://{row.s3_bucket}/{row.s3_prefix}",
+        message=row.message,
+        submitted_at=jobs_db.aware(row.created_at) if row.created_at else None,
+        terminate_requested_by=row.terminate_requested_by,
+        properties=JobProperties(
+            scheduler=row.scheduler,
+            scheduler_job_id=row.scheduler_job_id,
+            exit_code=row.exit_code,
+            nodes=[n for n in (row.nodes or "").split(",") if n],
+            workdir=row.workdir,
+        ),
+        events=events,
+    )
+
+
+def _visible_s3_job(job_id: str, user: Any) -> Any:
+    """The S3 job ``job_id`` if ``user`` is an admin, owns it or is named by its intake; else None."""
+    row = jobs_db.s3_job_by_key(job_id)
+    if row is None or not (is_admin(user) or jobs_db.may_see_s3_job(row, user.get_name())):
+        return None
+    return row
+
+
+def _find_job(job_id: str, user: Any, session: Any) -> tuple[DagRun | None, Any]:
+    """``(run, None)`` for a job API job, ``(None, row)`` for a visible S3 job; 404 otherwise."""
+    try:
+        return own_run(job_id, user, session), None
+    except HTTPException:
+        row = _visible_s3_job(job_id, user)
+        if row is None:
+            raise
+        return None, row
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -282,6 +343,13 @@ def list_jobs(
     runs = list(session.scalars(query.order_by(DagRun.id.desc())))
     rows = jobs_db.get_jobs(JOB_DAG_ID, [r.run_id for r in runs])
     out = [_out(r, rows.get(r.run_id)) for r in runs]
+    s3_jobs = jobs_db.visible_s3_jobs(user.get_name(), admin=is_admin(user) and all_users)
+    if s3_jobs:  # newest first, both front doors together
+        out = sorted(
+            [*out, *(_s3_out(row) for row in s3_jobs)],
+            key=lambda j: j.submitted_at or datetime.min.replace(tzinfo=UTC),
+            reverse=True,
+        )
     if state:
         out = [j for j in out if j.state == state.upper()]
     return JobList(jobs=out[offset : offset + limit], total=len(out))
@@ -295,7 +363,9 @@ def list_jobs(
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def get_job(job_id: PathName, user: CurrentUser, session: SessionDep) -> JobOut:
-    run = own_run(job_id, user, session)
+    run, s3_row = _find_job(job_id, user, session)
+    if run is None:
+        return _s3_out(s3_row, with_events=True)
     return _out(run, jobs_db.get_job(JOB_DAG_ID, job_id), with_events=True)
 
 
@@ -307,7 +377,9 @@ def get_job(job_id: PathName, user: CurrentUser, session: SessionDep) -> JobOut:
     dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
 )
 def get_job_events(job_id: PathName, user: CurrentUser, session: SessionDep) -> list[JobEventOut]:
-    run = own_run(job_id, user, session)
+    run, s3_row = _find_job(job_id, user, session)
+    if run is None:
+        return _s3_out(s3_row, with_events=True).events
     return _out(run, None, with_events=True).events
 
 
@@ -338,7 +410,13 @@ def get_job_output(
         int | None, Query(ge=1, le=MAX_TAIL_LINES, description="Only the last N lines of what was kept.")
     ] = None,
 ) -> JobOutputOut:
-    run = own_run(job_id, user, session)
+    run, s3_row = _find_job(job_id, user, session)
+    if run is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"job {job_id!r} came from s3://{s3_row.s3_bucket}/{s3_row.s3_prefix}: "
+            "its output goes back there",
+        )
     kept = jobs_db.get_output(JOB_DAG_ID, job_id, stream)
     if kept is None:
         if run.state not in FINISHED_RUN_STATES:
@@ -385,10 +463,35 @@ def terminate_job(
 ) -> Any:
     from fastapi.responses import JSONResponse
 
-    out = terminate(own_run(job_id, user, session), user, reason)
+    run, s3_row = _find_job(job_id, user, session)
+    out = terminate(run, user, reason) if run is not None else terminate_s3_job(s3_row, user, reason)
     if not out.acted:
         return out
     return JSONResponse(out.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+
+
+def terminate_s3_job(row: Any, user: Any, reason: str | None = None) -> TerminateOut:
+    """Mark an S3 intake job for termination (once): the cluster poller waiting for it cancels the
+    scheduler job, and its wait task writes ``CANCELED`` to the bucket's status object."""
+    job_id = row.run_id
+    if row.state in jobs_db.FINAL_STATES:
+        finished = f"job already finished ({row.state}): ignored"
+        return TerminateOut(job_id=job_id, state=row.state, acted=False, message=finished)
+    if not jobs_db.request_termination(row.dag_id, job_id, user.get_name()):
+        row = jobs_db.get_job(row.dag_id, job_id)
+        return TerminateOut(
+            job_id=job_id,
+            state=row.state if row else "QUEUED",
+            acted=False,
+            message=f"already terminating (requested by {row.terminate_requested_by if row else 'someone'})",
+        )
+    jobs_db.record_event(
+        row.dag_id,
+        job_id,
+        None,
+        f"termination requested by {user.get_name()}" + (f": {reason}" if reason else ""),
+    )
+    return TerminateOut(job_id=job_id, state=row.state, acted=True, message="terminating")
 
 
 def terminate(run: DagRun, user: Any, reason: str | None = None) -> TerminateOut:

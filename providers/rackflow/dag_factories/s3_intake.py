@@ -5,23 +5,32 @@ Event-driven: the DAG is scheduled on an asset ``s3://<bucket>/`` whose
 in the triggerer. The trigger polls the bucket every ``poll_interval`` seconds (listing pages, a GET only
 for a changed status object) and each time jobs become ready (``FILE_UPLOAD``) a run starts::
 
-    wait_for_jobs (S3JobStatusSensor) -> per job (mapped):
-        accept (claim -> stage-in -> submit) -> wait (deferrable) -> stage_out -> finish
+    accept (claim -> stage-in -> submit, every announced job) -> wait (mapped: one per job)
 
-The sensor takes the jobs the run's events announced that are still ready (another run may have
-claimed some; a manual run takes every ready job). Claim, stage-in and submit are one task because
-every Airflow task start costs about a second and ``FILE_UPLOAD`` -> submitted should take seconds; each
-step still writes its status (``ACCEPTED``, ``QUEUED``) and fails the job with its own reason. Nothing
-runs while the bucket is idle.
+``accept`` is one task per run, whatever the number of jobs: every Airflow task start costs about a
+second, and a burst of 100 jobs is submitted in the time of one. It takes the jobs the run's events
+announced (a manual run: every ready job) -- a claim is a conditional write on the ``FILE_UPLOAD`` the
+watcher read, so a job another run claimed meanwhile is simply lost here -- and records each in the job
+record (``rackflow_job``, where the job API lists it); each step still writes its status
+(``ACCEPTED``, ``QUEUED``) and fails its job alone with its own reason. A retried ``accept`` goes on
+from the record: nothing claimed is lost, nothing submitted twice (a submit finds its job by name).
+Nothing runs while the bucket is idle.
+
+``wait`` is mapped over the submitted jobs (Airflow shows one task instance per job, labelled with
+its prefix) and starts in the triggerer (``start_from_trigger``): it takes a worker only once, when
+the job has ended, to stage out its results and write its final status.
 
 Pausing the DAG is the seed's ``crontab -r``: a paused DAG gets no runs (its watcher stops with the next
 parse of the DAG file), so a job that is ready stays ``FILE_UPLOAD``; after unpausing, the watcher's first
 poll sees it and it is claimed -- once, because every claim is a conditional write.
 
 The ``wait`` task waits on the cluster's shared poller (one status query per cluster and interval for
-all waiting jobs, the job API's included); ``RUNNING`` is written from the triggerer, and the task
-resumes once, when the job has ended. It has retries: a try lost for a reason that is not the job's
-own (its process lost, a stale executor event, a worker restart) re-attaches to the same scheduler job.
+all waiting jobs, the job API's included); ``RUNNING`` (and ``ACTIVE`` in the job record) is written
+from the triggerer, and so is a termination asked through the job API (the scheduler job is cancelled;
+the task then stages out and writes ``CANCELED``). It has retries: a try lost for a reason that is not
+the job's own (its process lost, a stale executor event, a worker restart) re-attaches to the same
+scheduler job. Clearing a failed ``wait`` (``clearTaskInstances``) starts it again at that stage: it
+re-attaches to the job, or stages out and finishes a job that has ended, with no second submission.
 
 Killing the ``wait`` task (mark failed/clear, deferred or not) cancels a live scheduler job and writes
 ``CANCELED``; a per-job task that fails without ending its job (a crash, a lost worker) gets ``FAILED``
@@ -46,6 +55,8 @@ AIRFLOW_HOME)::
         scheduler_env:              # extra environment of the scheduler commands (optional)
           SLURM_CONF: /etc/slurm/slurm.conf
         poll_interval: 1            # seconds between bucket polls
+        visible_to: [alice]         # users besides admins who see its jobs in the job API (optional;
+                                    # the jobs' owner is run_as)
 
 Without the file, one intake ``rackflow_jobs`` reads bucket ``rackflow-jobs`` on ``aws_fleet_s3`` (the
 demo fleet's).
@@ -66,6 +77,7 @@ DEFAULT_INTAKES: list[dict[str, Any]] = [
 ]
 DEFAULT_JOB_BASE_DIR = "/var/lib/rackflow/s3-jobs"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,100}$")
+_USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,250}$")
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,8 @@ class IntakeConfig:
     scheduler_poll_interval: float = 5.0
     max_active_runs: int = 16
     max_jobs_per_run: int = 100
+    # Users besides admins who see the intake's jobs in the job API (the owner is run_as).
+    visible_to: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -101,6 +115,10 @@ class IntakeConfig:
             raise ValueError(f"intake {self.name}: run_as: {exc}") from exc
         if self.poll_interval <= 0 or self.scheduler_poll_interval <= 0:
             raise ValueError(f"intake {self.name}: poll intervals must be positive")
+        viewers = self.visible_to or ()
+        if isinstance(viewers, str) or not all(isinstance(v, str) and _USER_RE.match(v) for v in viewers):
+            raise ValueError(f"intake {self.name}: visible_to must be a list of user names")
+        object.__setattr__(self, "visible_to", tuple(viewers))
         # YAML gives None for an empty key; the DAG wants "no SSH" and "no extra environment".
         object.__setattr__(self, "ssh_conn_id", self.ssh_conn_id or None)
         object.__setattr__(
@@ -137,23 +155,22 @@ def load_intakes(path: Path | None = None) -> list[IntakeConfig]:
 
 def build_s3_intake_dag(config: IntakeConfig) -> Any:
     """The intake DAG for one bucket."""
-    from airflow.sdk import DAG, Asset, AssetWatcher, TriggerRule, get_current_context, task, task_group
+    from airflow.sdk import DAG, Asset, AssetWatcher, get_current_context, task
 
+    from rackflow.core.s3_protocol import StatusCache
     from rackflow.hooks.s3_jobs import S3JobsHook
     from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.operators.s3_intake import (
+        ACCEPT_RETRIES,
         ACCEPT_TASK_ID,
-        CLAIMED_XCOM_KEY,
-        SUBMITTED_XCOM_KEY,
         WAIT_TASK_ID,
+        IntakeRun,
         S3JobWaitOperator,
-        accept_job,
-        finish_job,
+        accept_jobs,
         job_task_failed,
-        stage_out_job,
     )
     from rackflow.operators.scheduler import WAIT_RETRIES, WAIT_RETRY_DELAY
-    from rackflow.sensors.s3_job_status import S3JobStatusSensor
+    from rackflow.sensors.s3_job_status import announced_ready_jobs
     from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger
 
     def hook() -> S3JobsHook:
@@ -181,7 +198,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=config.max_active_runs,
-        # A per-job task that dies without ending its job (crash, lost worker) writes FAILED for it.
+        # A task that fails for good without ending its jobs (crash, lost worker) writes FAILED for them.
         default_args={
             "retries": 0,
             "on_failure_callback": job_task_failed(
@@ -196,70 +213,57 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
         tags=["rackflow", "s3-intake"],
         doc_md=__doc__,
     ) as dag:
-        # The jobs announced to this run and still ready (one synchronous poll); none -> the run ends
-        # skipped. A manual run takes every ready job.
-        ready = S3JobStatusSensor(
-            task_id="wait_for_jobs",
-            bucket_name=config.bucket,
-            aws_conn_id=config.aws_conn_id,
-            max_jobs=config.max_jobs_per_run,
-            poke_interval=config.poll_interval,
-            timeout=config.poll_interval,
-            mode="poke",
-            deferrable=False,
-            soft_fail=True,
-            announced_only=True,
-        )
 
-        @task(task_id=ACCEPT_TASK_ID)
-        def accept(job: Any) -> dict[str, Any]:
+        @task(task_id=ACCEPT_TASK_ID, retries=ACCEPT_RETRIES, retry_delay=WAIT_RETRY_DELAY)
+        def accept() -> list[dict[str, Any]]:
+            """Claim, stage in and submit the jobs announced to this run (a manual run: every ready job)."""
             context = get_current_context()
-            ti = context["ti"]
+            s3 = hook()
+            ready = announced_ready_jobs(context)
+            if ready is None:
+                ready = [job.to_dict() for job in s3.poll(StatusCache()).ready]
             scheduler = LocalSchedulerHook(
                 scheduler=config.scheduler, env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
             )
+            run = IntakeRun(
+                dag_id=config.dag_id,
+                run_id=context["run_id"],
+                run_as=config.run_as,
+                base_dir=config.job_base_dir,
+                viewers=config.visible_to,
+                ssh_conn_id=config.ssh_conn_id,
+            )
             try:
-                return accept_job(
-                    hook(),
-                    job,
-                    config.job_base_dir,
-                    scheduler,
-                    context["run_id"],
-                    on_claimed=lambda claimed: ti.xcom_push(key=CLAIMED_XCOM_KEY, value=claimed),
-                    ssh_conn_id=config.ssh_conn_id,
-                    on_submitted=lambda job_id: ti.xcom_push(key=SUBMITTED_XCOM_KEY, value=job_id),
-                    run_as=config.run_as,
-                )
+                return accept_jobs(s3, ready[: config.max_jobs_per_run], scheduler, run)
             finally:
                 scheduler.close()
 
-        @task
-        def stage_out(waited: Any) -> dict[str, Any]:
-            return stage_out_job(hook(), waited)
-
-        @task(trigger_rule=TriggerRule.ALL_SUCCESS)
-        def finish(staged_out: Any) -> str:
-            return finish_job(hook(), staged_out)
-
-        @task_group(group_id="job")
-        def job_pipeline(job: Any) -> None:
-            waited = S3JobWaitOperator(
-                task_id=WAIT_TASK_ID,
-                job=accept(job),
+        S3JobWaitOperator.partial(
+            task_id=WAIT_TASK_ID,
+            bucket_name=config.bucket,
+            aws_conn_id=config.aws_conn_id,
+            scheduler=config.scheduler,
+            ssh_conn_id=config.ssh_conn_id,
+            scheduler_env=config.scheduler_env,
+            poll_interval=config.scheduler_poll_interval,
+            deferrable=True,
+            # Starts in the triggerer: no worker until the job has ended and its results go back.
+            start_from_trigger=True,
+            start_trigger_args=S3JobWaitOperator.start_args(
+                accept_task_id=ACCEPT_TASK_ID,
+                dag_id=config.dag_id,
                 bucket_name=config.bucket,
                 aws_conn_id=config.aws_conn_id,
                 scheduler=config.scheduler,
                 ssh_conn_id=config.ssh_conn_id,
                 scheduler_env=config.scheduler_env,
                 poll_interval=config.scheduler_poll_interval,
-                deferrable=True,
-                # a lost try re-attaches to the submitted job (accept's XCom), never resubmits
-                retries=WAIT_RETRIES,
-                retry_delay=WAIT_RETRY_DELAY,
-            )
-            finish(stage_out(waited.output))
-
-        job_pipeline.expand(job=ready.output)
+            ),
+            map_index_template="{{ task.job['prefix'] }}",
+            # a lost try re-attaches to the submitted job (accept's result), never resubmits
+            retries=WAIT_RETRIES,
+            retry_delay=WAIT_RETRY_DELAY,
+        ).expand(job=accept())
     return dag
 
 

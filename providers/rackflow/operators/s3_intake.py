@@ -16,16 +16,19 @@ the uploader deleted.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow.configuration import conf
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.triggers.base import StartTriggerArgs
 
 from rackflow import settings
 from rackflow.core.s3_protocol import (
@@ -35,22 +38,24 @@ from rackflow.core.s3_protocol import (
     take_manifest,
 )
 from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
+from rackflow.db import jobs
 from rackflow.hooks.job_dirs import job_dir_path, open_job_dir
 from rackflow.hooks.s3_jobs import S3JobsHook, S3StatusFollower, StatusConflict, cancel_intake_job
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.operators.scheduler import job_has_ended
-from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
+from rackflow.triggers.s3_job_status import S3JobWaitTrigger
 
 log = logging.getLogger(__name__)
 
 
-# The intake DAG's per-job task that claims, stages in and submits, and the XCom keys of its claim and
-# of the scheduler job it submitted (the only job id rackflow ever acts on: never line 2 of a status
-# object, which the uploader can write).
+# The intake DAG's task that claims, stages in and submits a run's jobs, whose result (XCom) names the
+# scheduler job of each (the only job id rackflow ever acts on: never line 2 of a status object, which
+# the uploader can write), and the per-job task mapped over it.
 ACCEPT_TASK_ID = "accept"
 WAIT_TASK_ID = "wait"
-CLAIMED_XCOM_KEY = "claimed"
-SUBMITTED_XCOM_KEY = "submitted_job_id"
+# Retries of the accept task: a try lost mid-batch (its process killed, a worker restart) goes on from
+# the job record (see accept_jobs).
+ACCEPT_RETRIES = 2
 
 
 class ScriptRefused(RuntimeError):
@@ -170,27 +175,135 @@ def submit_job(
     return {**staged, "job_id": job_id, "job_name": name, "run_as": account}
 
 
-def accept_job(
+@dataclass(frozen=True)
+class IntakeRun:
+    """Who and where for the S3 jobs one intake DAG run accepts: the intake DAG and the run, the
+    account the jobs run as (also their owner in the job record), the users besides admins who may
+    see them, and the execution host's job directory base."""
+
+    dag_id: str
+    run_id: str
+    run_as: str
+    base_dir: str
+    viewers: tuple[str, ...] = ()
+    ssh_conn_id: str | None = None
+
+
+def accept_jobs(
+    hook: S3JobsHook, ready: Sequence[dict[str, str]], scheduler: LocalSchedulerHook, run: IntakeRun
+) -> list[dict[str, Any]]:
+    """Claim, stage in and submit every job of ``ready`` in one task, each recorded in the job record
+    (``rackflow_job``: one row per job, keyed by the intake DAG and its job key); the submitted jobs,
+    by prefix, for the per-job waits.
+
+    A retried try of the same run first goes on with what an earlier try claimed (the job record says
+    which): a job staged in is submitted from what its stage-in left, one whose stage-in was cut short
+    is staged again into a fresh directory, and a submit always looks for the job by name first, so a
+    crash between claim and submit, or between submit and record, neither loses nor doubles a job.
+    One job that fails (refused, no script, the scheduler said no) gets ``FAILED`` with its reason and
+    the batch goes on.
+    """
+    accepted: dict[str, dict[str, Any]] = {}
+    for row in jobs.s3_jobs_of_run(run.dag_id, run.run_id):
+        if row.state in jobs.FINAL_STATES or not row.s3_prefix:
+            continue
+        earlier: dict[str, Any] = {"prefix": row.s3_prefix, "keys": None, "job_key": row.run_id}
+        done = _take(hook, earlier, scheduler, run, row=row)
+        if done is not None:
+            accepted[row.s3_prefix] = done
+    for job in ready:
+        if job["prefix"] in accepted:
+            continue
+        try:
+            claimed = claim_job(hook, job)
+        except AirflowSkipException as skip:
+            log.info("%s", skip)
+            continue
+        except JobFailed as refused:  # claimed with FAILED (no job script): nothing to run
+            log.info("%s", refused)
+            continue
+        key = scheduler_job_name(hook.bucket_name, claimed["prefix"], run.run_id)
+        jobs.record_s3_job(
+            run.dag_id,
+            key,
+            dag_run_id=run.run_id,
+            bucket=hook.bucket_name,
+            prefix=claimed["prefix"],
+            owner=run.run_as,
+            account=run.run_as,
+            viewers=run.viewers,
+            scheduler=scheduler.adapter.kind,
+            cluster=scheduler.cluster_key,
+        )
+        done = _take(hook, {**claimed, "job_key": key}, scheduler, run)
+        if done is not None:
+            accepted[claimed["prefix"]] = done
+    return [accepted[prefix] for prefix in sorted(accepted)]
+
+
+def _take(
     hook: S3JobsHook,
-    job: dict[str, str],
-    base_dir: str | Path,
+    claimed: dict[str, Any],
     scheduler: LocalSchedulerHook,
-    claim_id: str,
-    on_claimed: Callable[[dict[str, Any]], None] = lambda claimed: None,
-    ssh_conn_id: str | None = None,
-    on_submitted: Callable[[str], None] = lambda job_id: None,
-    *,
-    run_as: str,
-) -> dict[str, Any]:
-    """Claim -> stage-in -> submit one ready job, in one task: each Airflow task start costs about a
-    second, and this keeps ``FILE_UPLOAD`` -> ``QUEUED`` within seconds. ``on_claimed`` records the claim
-    (the intake DAG pushes it to XCom) before anything else can fail, so a crash later in the task still
-    ends this job with ``FAILED`` (see :func:`job_task_failed`); ``on_submitted`` does the same for the
-    scheduler job id."""
-    claimed = claim_job(hook, job)
-    on_claimed(claimed)
-    staged = stage_in_job(hook, claimed, base_dir, ssh_conn_id)
-    return submit_job(hook, staged, scheduler, claim_id, run_as, on_submitted)
+    run: IntakeRun,
+    row: Any = None,
+) -> dict[str, Any] | None:
+    """Stage in (unless an earlier try did) and submit one claimed job, recording both; None when the
+    job cannot go on (its status and its record say why)."""
+    prefix, key = claimed["prefix"], claimed["job_key"]
+    try:
+        staged = json.loads(row.s3_staged) if row is not None and row.s3_staged else None
+        if staged is None:
+            if claimed.get("keys") is None:  # an earlier try claimed it: stage it in afresh
+                with failing_job(hook, prefix, "stage-in"):
+                    claimed = {**claimed, "keys": hook.list_job_keys(prefix)}
+                    _remove_partial_stage_in(scheduler, run, prefix)
+            staged = stage_in_job(hook, claimed, run.base_dir, run.ssh_conn_id)
+            jobs.s3_job_staged(run.dag_id, key, staged)
+        submitted = submit_job(
+            hook,
+            staged,
+            scheduler,
+            run.run_id,
+            run.run_as,
+            # recorded before the QUEUED write can fail: the job to cancel if this one goes no further
+            on_submitted=lambda job_id: jobs.ensure_job(run.dag_id, key, scheduler_job_id=job_id),
+        )
+    except AirflowSkipException as skip:  # the uploader changed or deleted it: rackflow lets go
+        log.warning("%s: %s", prefix, skip)
+        jobs.record_event(run.dag_id, key, "CANCELED", f"left alone: {skip}")
+        return None
+    except Exception as exc:
+        # The step wrote FAILED with its reason where it could (failing_job); whatever happened, the
+        # job ends here: FAILED over anything rackflow owns, and a job it submitted is cancelled.
+        reason = f"accept task failed: {exc}"
+        log.warning("%s: %s", prefix, reason)
+        row = jobs.get_job(run.dag_id, key)
+        job_id = row.scheduler_job_id if row is not None else None
+        try:
+            fail_unfinished_job(hook, prefix, reason, scheduler, job_id, run.run_as)
+        except Exception:
+            log.exception("%s: could not write FAILED", prefix)
+        jobs.record_event(run.dag_id, key, "FAILED", reason, scheduler_job_id=job_id)
+        return None
+    job_id = submitted["job_id"]
+    jobs.record_event(
+        run.dag_id,
+        key,
+        "QUEUED",
+        f"submitted {scheduler.adapter.kind} job {job_id} ({submitted['job_name']}, as {run.run_as})",
+        scheduler_job_id=job_id,
+    )
+    return {**submitted, "job_key": key, "dag_id": run.dag_id}
+
+
+def _remove_partial_stage_in(scheduler: LocalSchedulerHook, run: IntakeRun, prefix: str) -> None:
+    """Remove the directory a stage-in of this run's claim left unfinished (the job record proves
+    rackflow made it for this claim; nothing was submitted from it)."""
+    with open_job_dir(job_dir_path(run.base_dir, prefix), run.ssh_conn_id) as job_dir:
+        if job_dir.lexists():
+            log.info("%s: removing the unfinished stage-in at %s", prefix, job_dir.path)
+            scheduler.remove_tree(job_dir.path)
 
 
 def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +326,9 @@ def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
     return {"prefix": prefix, "job_id": waited.get("job_id"), "end": waited["end"], "uploaded": result.keys}
 
 
-def finish_job(hook: S3JobsHook, staged_out: dict[str, Any]) -> str:
-    """The final status from how the scheduler job ended: COMPLETED, FAILED (with reason) or CANCELED."""
+def finish_job(hook: S3JobsHook, staged_out: dict[str, Any], canceled_by: str | None = None) -> str:
+    """The final status from how the scheduler job ended: COMPLETED, FAILED (with reason) or CANCELED
+    (``canceled_by``: the user who terminated it through the job API, named in the reason)."""
     prefix = staged_out["prefix"]
     end = staged_out["end"]
     job_id = staged_out.get("job_id")
@@ -227,7 +341,8 @@ def finish_job(hook: S3JobsHook, staged_out: dict[str, Any]) -> str:
                 prefix,
                 JobStatus.CANCELED,
                 scheduler_job_id=job_id,
-                reason=f"scheduler job {end['native_state']}",
+                reason=f"scheduler job {end['native_state']}"
+                + (f"; terminated at the request of {canceled_by}" if canceled_by else ""),
             )
             return JobStatus.CANCELED.value
         detail = f"exit code {end['exit_code']}" if end.get("exit_code") is not None else end["native_state"]
@@ -296,33 +411,52 @@ def job_task_failed(
     scheduler_env: dict[str, str] | None = None,
     run_as: str | None = None,
 ) -> Any:
-    """An ``on_failure_callback`` for the per-job tasks of an intake run (see :func:`fail_unfinished_job`).
+    """An ``on_failure_callback`` for the tasks of an intake run (see :func:`fail_unfinished_job`).
 
-    It acts only for a job this run claimed (the ``accept`` task's ``claimed`` XCom of the same map
-    index, pushed right after the claim), so a task that failed before or without the claim never
-    touches another poller's job. A scheduler job is cancelled, as ``run_as``, on the login node of
-    ``ssh_conn_id`` (None: this host) -- except after a failed ``wait`` while the job still runs: the
-    job is the user's, not lost; it is left alone and clearing the ``wait`` task follows it again.
+    It acts only for jobs this run claimed, as the job record says: after the ``accept`` task failed
+    for good, every job of the run that has not ended; after a per-job ``wait`` task failed, its job
+    (the accept task's result at the same map index) -- except while that job still runs: the job is
+    the user's, not lost; it is left alone and clearing the ``wait`` task follows it again. A scheduler
+    job is cancelled, as ``run_as``, on the login node of ``ssh_conn_id`` (None: this host).
     """
 
     def callback(context: Any) -> None:
         ti = context["ti"]
-        group = ti.task_id.rpartition(".")[0]
-        accept_task = f"{group}.{ACCEPT_TASK_ID}" if group else ACCEPT_TASK_ID
-        claimed = ti.xcom_pull(task_ids=accept_task, key=CLAIMED_XCOM_KEY, map_indexes=ti.map_index)
-        if not claimed or "prefix" not in claimed:
-            log.info("%s failed before this run claimed a job; no status to write", ti.task_id)
-            return
-        job_id = ti.xcom_pull(task_ids=accept_task, key=SUBMITTED_XCOM_KEY, map_indexes=ti.map_index)
+        dag_id = ti.dag_id
         step = ti.task_id.rpartition(".")[2]
         error = context.get("exception")
         reason = f"{step} task failed: {error or 'no error reported (task process lost)'}"
+        if step == ACCEPT_TASK_ID:
+            rows = jobs.s3_jobs_of_run(dag_id, ti.run_id)
+            targets: list[tuple[str | None, str, str | None]] = [
+                (r.run_id, r.s3_prefix, r.scheduler_job_id)
+                for r in rows
+                if r.state not in jobs.FINAL_STATES and r.s3_prefix
+            ]
+        else:
+            accepted = ti.xcom_pull(task_ids=ACCEPT_TASK_ID, map_indexes=-1) or []
+            job = accepted[ti.map_index] if 0 <= ti.map_index < len(accepted) else None
+            if not isinstance(job, dict) or "prefix" not in job:
+                log.info("%s failed without a job of this run; no status to write", ti.task_id)
+                return
+            row = jobs.get_job(dag_id, job["job_key"]) if job.get("job_key") else None
+            if row is not None and row.state in jobs.FINAL_STATES:
+                log.info("%s: its job ended %s already; nothing to write", ti.task_id, row.state)
+                return
+            targets = [(job.get("job_key"), job["prefix"], job.get("job_id"))]
+        if not targets:
+            log.info("%s failed before this run claimed a job; no status to write", ti.task_id)
+            return
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
         local = LocalSchedulerHook(scheduler=scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
-            end_after_failed_task(hook, step, claimed["prefix"], reason, local, job_id or None, run_as)
-        except Exception:
-            log.exception("%s: could not write FAILED after %s", claimed["prefix"], ti.task_id)
+            for key, prefix, job_id in targets:
+                try:
+                    after = end_after_failed_task(hook, step, prefix, reason, local, job_id or None, run_as)
+                    if key and after is not None:
+                        jobs.record_event(dag_id, key, "FAILED", reason, scheduler_job_id=job_id or None)
+                except Exception:
+                    log.exception("%s: could not write FAILED after %s", prefix, ti.task_id)
         finally:
             local.close()
 
@@ -331,22 +465,26 @@ def job_task_failed(
 
 class S3JobWaitOperator(BaseOperator):
     """
-    Wait for a submitted intake job to end, on the cluster's shared poller; resumes once, at the end.
+    Wait for a submitted intake job to end on the cluster's shared poller, then stage out its results
+    and write its final status: one task per job that resumes once, when there is work for a worker.
 
-    The job is checked once here (one that ended already is returned at once); then the task defers to
-    :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`, whose
-    :class:`~rackflow.hooks.s3_jobs.S3StatusFollower` writes ``RUNNING`` to the status object from the
-    triggerer when the job starts, so the task resumes only when the job has ended and the stage-out
-    has work. The end is what the trigger observed (the live queue, else the scheduler's accounting),
-    never asked again of a controller that may have forgotten the job.
+    In the intake DAG the task is mapped over the accept task's result and starts in the triggerer
+    (``start_from_trigger``, see :meth:`start_args`):
+    :class:`~rackflow.triggers.s3_job_status.S3JobWaitTrigger` records intermediate states
+    (``RUNNING`` in the status object, ``ACTIVE`` in the job record) and
+    a termination asked through the job API there, and the task first runs in a worker once the job
+    has ended, for the stage-out. Run without it (e.g. ``dag.test()``) the task checks the job once
+    and defers to the same trigger. The end is what the trigger observed (the live queue, else the
+    scheduler's accounting), never asked again of a controller that may have forgotten the job.
 
     A retried or cleared wait re-attaches to the scheduler job the ``accept`` task submitted (its
-    result, from XCom); nothing is ever resubmitted.
+    result, from XCom); nothing is ever resubmitted. A job that ended ``FAILED`` fails the task
+    without a retry.
 
-    Returns the submitted job's dict with ``end`` set to ``{"state", "native_state", "exit_code",
-    "reason"}`` (PSI/J state names).
+    Returns what was staged out (``prefix``, ``job_id``, ``end``: ``{"state", "native_state",
+    "exit_code", "reason"}`` in PSI/J state names, ``uploaded``) and the final ``status``.
 
-    :param job: the submit step's result (``prefix``, ``job_id``, ...). (templated)
+    :param job: the accept task's dict for the job (``prefix``, ``job_id``, ``job_key``, ...). (templated)
     :param bucket_name: the intake bucket. (templated)
     :param aws_conn_id: Airflow AWS connection.
     :param scheduler: local scheduler kind.
@@ -354,6 +492,8 @@ class S3JobWaitOperator(BaseOperator):
     :param scheduler_env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
     :param poll_interval: seconds between scheduler polls; default ``[rackflow] scheduler_poll_interval``.
     :param deferrable: wait in the triggerer. Default from ``[operators] default_deferrable``.
+    :param start_from_trigger: start in the triggerer with ``start_trigger_args`` (see :meth:`start_args`).
+    :param start_trigger_args: the trigger the task starts with.
     """
 
     template_fields: Sequence[str] = ("job", "bucket_name")
@@ -369,9 +509,13 @@ class S3JobWaitOperator(BaseOperator):
         scheduler_env: dict[str, str] | None = None,
         poll_interval: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        start_from_trigger: bool = False,
+        start_trigger_args: StartTriggerArgs | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.start_from_trigger = start_from_trigger
+        self.start_trigger_args = start_trigger_args
         self.job = job
         self.bucket_name = bucket_name
         self.aws_conn_id = aws_conn_id
@@ -382,6 +526,39 @@ class S3JobWaitOperator(BaseOperator):
             poll_interval if poll_interval is not None else settings.poll_interval("scheduler", 5.0)
         )
         self.deferrable = deferrable
+
+    @staticmethod
+    def start_args(
+        *,
+        accept_task_id: str,
+        dag_id: str,
+        bucket_name: str,
+        aws_conn_id: str,
+        scheduler: str,
+        ssh_conn_id: str | None,
+        scheduler_env: dict[str, str],
+        poll_interval: float,
+    ) -> StartTriggerArgs:
+        """How a mapped wait over ``accept_task_id``'s result starts in the triggerer: the trigger's
+        ``job`` is that result at the task's map index, rendered in the triggerer (as JSON; pulled
+        with ``map_indexes=-1``, a single XCom, which is what the triggerer can serve)."""
+        pull = f"ti.xcom_pull(task_ids={accept_task_id!r}, map_indexes=-1)[ti.map_index]"
+        return StartTriggerArgs(
+            trigger_cls=f"{S3JobWaitTrigger.__module__}.{S3JobWaitTrigger.__qualname__}",
+            trigger_kwargs={
+                "job": "{{ " + pull + " | tojson }}",
+                "bucket_name": bucket_name,
+                "aws_conn_id": aws_conn_id,
+                "dag_id": dag_id,
+                "scheduler": scheduler,
+                "ssh_conn_id": ssh_conn_id,
+                "env": scheduler_env,
+                "poll_interval": poll_interval,
+            },
+            next_method="execute_complete",
+            next_kwargs=None,
+            timeout=None,
+        )
 
     def _hook(self) -> S3JobsHook:
         return S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
@@ -413,20 +590,77 @@ class S3JobWaitOperator(BaseOperator):
         }
         return {**self.job, "end": end}
 
+    def _trigger(self, known_state: str) -> S3JobWaitTrigger:
+        return S3JobWaitTrigger(
+            job=self.job,
+            bucket_name=self.bucket_name,
+            aws_conn_id=self.aws_conn_id,
+            dag_id=self.job.get("dag_id"),
+            scheduler=self.scheduler,
+            ssh_conn_id=self.ssh_conn_id,
+            env=self.scheduler_env,
+            poll_interval=self.poll_interval,
+            last_state=known_state,
+        )
+
     def execute(self, context: Any) -> Any:
-        job_id = self.job["job_id"]
         status = self._status()
-        last = None
+        last = "QUEUED"  # what the accept task recorded
         while not status.state.is_final:
-            if status.state.value != last:
-                with failing_job(self._hook(), self.job["prefix"], "wait", job_id):
-                    self.follower().on_state(job_id, status)
+            if status.state.value != last:  # record what the trigger would have
+                with failing_job(self._hook(), self.job["prefix"], "wait", self.job["job_id"]):
+                    self._trigger(last)._record(status, self.follower())
                 last = status.state.value
             if self.deferrable:
-                self._defer(status.state.value)
+                self._defer(last)
             time.sleep(self.poll_interval)
             status = self._status()
-        return self._ended(status)
+        return self._complete(status)
+
+    def _defer(self, known_state: str) -> None:
+        self.defer(trigger=self._trigger(known_state), method_name="execute_complete")
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        if event.get("status") != "done":
+            # Not the job's failure (status polls failed): a retry of this task re-attaches to it.
+            raise RuntimeError(f"lost track of scheduler job {self.job['job_id']}: {event.get('message')}")
+        return self._complete(SchedulerJobStatus.model_validate(event["job_status"]))
+
+    def _complete(self, status: SchedulerJobStatus) -> dict[str, Any]:
+        """Stage out, then the final status in the bucket and in the job record; what was staged out
+        (``prefix``, ``job_id``, ``end``, ``uploaded``) and the final ``status``."""
+        hook = self._hook()
+        key, dag_id = self.job.get("job_key"), self.job.get("dag_id")
+        canceled_by = jobs.termination_requested(dag_id, key) if key and dag_id else None
+        staged_out = stage_out_job(hook, self._ended(status))
+        try:
+            final = finish_job(hook, staged_out, canceled_by=canceled_by)
+        except JobFailed as failed:
+            self._record_end("FAILED", str(failed), status)
+            raise AirflowFailException(str(failed)) from failed
+        message = f"{self.scheduler} job {self.job['job_id']} ended {status.native_state}"
+        if canceled_by:
+            message += f"; terminated at the request of {canceled_by}"
+        self._record_end(final, message, status)
+        return {**staged_out, "status": final}
+
+    def _record_end(self, state: str, message: str, status: SchedulerJobStatus) -> None:
+        key, dag_id = self.job.get("job_key"), self.job.get("dag_id")
+        if not (key and dag_id):
+            return
+        nodes = ",".join(status.nodes) or None
+        if status.exit_code is not None and "exit code" not in message:
+            message += f", exit code {status.exit_code}"
+        jobs.record_event(
+            dag_id,
+            key,
+            state,
+            message,
+            scheduler_job_id=self.job["job_id"],
+            node=nodes,
+            exit_code=status.exit_code,
+            nodes=nodes,
+        )
 
     def on_kill(self) -> None:
         """The task was killed (marked failed, cleared): cancel the scheduler job and write CANCELED,
@@ -452,26 +686,3 @@ class S3JobWaitOperator(BaseOperator):
             )
         finally:
             scheduler.close()
-
-    def _defer(self, known_state: str) -> None:
-        follower = self.follower()
-        self.defer(
-            trigger=LocalSchedulerJobTrigger(
-                scheduler_job_id=self.job["job_id"],
-                scheduler=self.scheduler,
-                ssh_conn_id=self.ssh_conn_id,
-                env=self.scheduler_env,
-                poll_interval=self.poll_interval,
-                last_state=known_state,
-                account=self.job.get("run_as") or None,
-                follower=f"{type(follower).__module__}.{type(follower).__qualname__}",
-                follower_kwargs=follower.kwargs,
-            ),
-            method_name="execute_complete",
-        )
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
-        if event.get("status") != "done":
-            # Not the job's failure (status polls failed): a retry of this task re-attaches to it.
-            raise RuntimeError(f"lost track of scheduler job {self.job['job_id']}: {event.get('message')}")
-        return self._ended(SchedulerJobStatus.model_validate(event["job_status"]))

@@ -114,11 +114,25 @@ class S3JobStatusSensor(BaseSensorOperator):
 
 def announced_jobs(context: Any) -> set[str] | None:
     """Prefixes announced by the S3 intake's asset events that started this run; None without any."""
+    ready = announced_ready_jobs(context)
+    return None if ready is None else {j["prefix"] for j in ready}
+
+
+def announced_ready_jobs(context: Any) -> list[dict[str, str]] | None:
+    """The jobs (``prefix``, ``etag``: the ``FILE_UPLOAD`` the watcher read) announced by the S3
+    intake's asset events that started this run, by prefix (the latest ETag of a prefix announced
+    twice); None for a run without such events (manual, ``dag.test()``)."""
     events = context.get("triggering_asset_events") or {}
-    announced: set[str] | None = None
+    announced: dict[str, str] | None = None
     for asset_events in events.values():
         for event in asset_events:
             jobs = ((event.extra or {}).get("payload") or {}).get("jobs")
-            if isinstance(jobs, list):
-                announced = (announced or set()) | {str(j.get("prefix")) for j in jobs if isinstance(j, dict)}
-    return announced
+            if not isinstance(jobs, list):
+                continue
+            announced = announced if announced is not None else {}
+            for job in jobs:
+                if isinstance(job, dict) and isinstance(job.get("prefix"), str):
+                    announced[job["prefix"]] = str(job.get("etag", ""))
+    if announced is None:
+        return None
+    return [{"prefix": p, "etag": e} for p, e in sorted(announced.items())]

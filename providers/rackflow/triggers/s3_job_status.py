@@ -1,15 +1,16 @@
-"""Triggers of the S3 job intake: wait for ready jobs in a bucket.
+"""Triggers of the S3 job intake: wait for ready jobs in a bucket, and for a submitted job to end.
 
-They run in the triggerer, so nothing holds a worker slot while a bucket is idle. (A submitted job
-waits like every batch job, on the cluster's shared poller:
+They run in the triggerer, so nothing holds a worker slot while a bucket is idle. A submitted job
+waits like every batch job, on the cluster's shared poller: :class:`S3JobWaitTrigger` is
 :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` with an
-:class:`~rackflow.hooks.s3_jobs.S3StatusFollower`.) The S3 calls are blocking clients; they run in a
-thread (``asyncio.to_thread``).
+:class:`~rackflow.hooks.s3_jobs.S3StatusFollower`, told its job by the intake's accept task. The S3
+calls are blocking clients; they run in a thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,8 @@ from rackflow.core.s3_protocol import StatusCache
 
 # Imported here, not in run(): importing boto3 and the amazon provider inside run() would block the
 # triggerer's event loop for seconds on first use.
-from rackflow.hooks.s3_jobs import S3JobsHook
+from rackflow.hooks.s3_jobs import S3JobsHook, S3StatusFollower
+from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
 
 
 class S3JobStatusTrigger(BaseTrigger):
@@ -170,6 +172,85 @@ class S3JobsReadyEventTrigger(BaseEventTrigger):
                 self.log.info("s3://%s: %d job(s) ready: %s", self.bucket_name, len(due), due)
                 yield TriggerEvent({"status": "ready", "jobs": [j.to_dict() for j in due]})
             await asyncio.sleep(self.poll_interval)
+
+
+class S3JobWaitTrigger(LocalSchedulerJobTrigger):
+    """
+    Wait on the cluster's shared poller for an S3 intake job the accept task submitted.
+
+    The shared :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` (one status query per
+    cluster and interval, state changes and termination through the job record, cancel on kill), for
+    the job given as ``job``: the accept task's dict for it (``prefix``, ``job_id``, ``job_key``,
+    ``run_as``), or that dict as JSON -- which is how the intake's mapped wait task, started from the
+    triggerer (``start_from_trigger``), receives it: a template over the accept task's result rendered
+    here. Its :class:`~rackflow.hooks.s3_jobs.S3StatusFollower` writes ``RUNNING`` to the status object.
+
+    :param job: the submitted job (a dict or its JSON). (templated)
+    :param bucket_name: the intake bucket.
+    :param aws_conn_id: Airflow AWS connection.
+    :param dag_id: the intake DAG (with the job's key, its job record).
+    :param kwargs: the rest of :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`'s
+        arguments (``scheduler``, ``ssh_conn_id``, ``env``, ``poll_interval``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        job: dict[str, Any] | str,
+        bucket_name: str,
+        aws_conn_id: str,
+        dag_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        for derived in ("scheduler_job_id", "run_id", "account", "follower", "follower_kwargs"):
+            kwargs.pop(derived, None)
+        super().__init__(
+            scheduler_job_id="",
+            dag_id=dag_id,
+            follower=f"{S3StatusFollower.__module__}.{S3StatusFollower.__qualname__}",
+            **kwargs,
+        )
+        self.job = job
+        self.bucket_name = bucket_name
+        self.aws_conn_id = aws_conn_id
+        self._take_job()
+
+    def _take_job(self) -> None:
+        """Fill in the scheduler job, the record key and the follower from :attr:`job` (once rendered)."""
+        job: Any = self.job
+        if isinstance(job, str):
+            try:
+                job = json.loads(job)
+            except ValueError:  # not rendered yet (the template itself)
+                return
+        if not isinstance(job, dict) or not job.get("job_id"):
+            return
+        self.scheduler_job_id = str(job["job_id"])
+        self.run_id = job.get("job_key") or None
+        self.account = job.get("run_as") or None
+        self.follower_kwargs = {
+            "bucket_name": self.bucket_name,
+            "aws_conn_id": self.aws_conn_id,
+            "prefix": str(job["prefix"]),
+        }
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        _, kwargs = super().serialize()  # the job's fields too (for reading): rebuilt from job
+        kwargs.update(job=self.job, bucket_name=self.bucket_name, aws_conn_id=self.aws_conn_id)
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        self._take_job()
+        if not self.scheduler_job_id:
+            yield TriggerEvent({"status": "error", "message": f"no submitted job given: {self.job!r}"})
+            return
+        async for event in super().run():
+            yield event
+
+    async def on_kill(self) -> None:
+        self._take_job()
+        if self.scheduler_job_id:
+            await super().on_kill()
 
 
 def _log_problems(trigger: Any, result: Any, reported: dict[str, str]) -> dict[str, str]:
