@@ -180,7 +180,8 @@ def _out(run: DagRun, row: Any, with_events: bool = False) -> JobOut:
         terminate_requested_by=row.terminate_requested_by if row is not None else None,
         properties=props,
         events=events,
-        **staging,
+        stage_in=staging.get("stage_in", []),
+        stage_out=staging.get("stage_out", []),
     )
 
 
