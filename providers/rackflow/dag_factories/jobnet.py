@@ -374,7 +374,7 @@ def add_jobnet_tasks(
                 current = [_step_operator(step.id, step.run, step_id=step.id, **common) for step in stage]
         for task in current:
             task.doc_md = f"Step `{task.task_id}` on server `{task.server_name}`."  # type: ignore[attr-defined]
-            task.set_upstream(previous)
+        _chain(previous, current)
         previous = current
         forward += current
         first = first or current
@@ -393,13 +393,24 @@ def add_jobnet_tasks(
             else:
                 with TaskGroup(_group_id(number)):
                     current = [_revert_operator(step.id, step, common) for step in with_revert]
-            for task in current:
-                task.set_upstream(previous)
+            _chain(previous, current)
             previous = current
     last_revert = previous
     report = JobnetReportOperator(task_id=REPORT_TASK_ID, stages=stages, task_ids=ids)
     report.set_upstream([*previous, *before_report])
     return JobnetTasks(ids, first, plan, report, forward, last_revert)
+
+
+def _chain(upstream: list[BaseOperator], downstream: list[BaseOperator]) -> None:
+    """Every task of ``downstream`` after every task of ``upstream``, in as few Airflow calls as
+    possible (each call hashes the DAG for every task it touches)."""
+    if not upstream or not downstream:
+        return
+    if len(upstream) == 1:
+        upstream[0].set_downstream(downstream)
+        return
+    for task in downstream:
+        task.set_upstream(upstream)
 
 
 def _revert_operator(task_id: str, step: Any, common: Mapping[str, Any]) -> SSHStepOperator:
