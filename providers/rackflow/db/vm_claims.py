@@ -11,13 +11,17 @@ The caller's ``plan`` runs inside that transaction with the claims other launche
 hosts (lapsed ones and this launch's own earlier ones are dropped first) and returns the claims to
 record, or raises to record nothing. A launch releases its claims once libvirt has its VMs defined
 (from then on libvirt's listing counts them) or when it gives up; one whose process died leaves
-claims that lapse at their ``expires_at`` (the launch renews them as it goes), and a retry of the
-same task takes its predecessor's claims over at once.
+claims that lapse at their ``expires_at`` (a live launch renews them from a thread while it
+works, :func:`keeping_claims`), and a retry of the same task takes its predecessor's claims over
+at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from rackflow.db.models import Host, VmClaim, utcnow
 from rackflow.db.session import session_scope
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,28 @@ def renew_claims(launch: str, *, lease: timedelta, url: str | None = None) -> in
             update(VmClaim).where(VmClaim.launch == launch).values(expires_at=utcnow() + lease)
         )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def keeping_claims(launch: str, *, lease: timedelta, url: str | None = None) -> Iterator[None]:
+    """Renew ``launch``'s claims every third of ``lease`` while the block runs (a slow image clone
+    must not let them lapse); when the process dies the renewals stop and the claims lapse."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease.total_seconds() / 3):
+            try:
+                renew_claims(launch, lease=lease, url=url)
+            except Exception as err:  # the next renewal tries again; the lease is the margin
+                log.warning("could not renew the VM claims of %s: %s", launch, err)
+
+    thread = threading.Thread(target=renew, name=f"rackflow-claims-{launch}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def release_claims(launch: str, *, url: str | None = None) -> int:

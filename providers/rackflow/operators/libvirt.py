@@ -23,7 +23,7 @@ from rackflow.core.placement import (
 )
 from rackflow.core.power import UP
 from rackflow.core.vm_naming import NamePattern, VmNamingError, expand_names
-from rackflow.db.vm_claims import Claim, claim_vms, release_claims, renew_claims
+from rackflow.db.vm_claims import Claim, claim_vms, keeping_claims, release_claims
 from rackflow.hooks.libvirt import DEFAULT_POOL, DomainInfo, DomainSpec, LibvirtHook
 from rackflow.triggers.libvirt import FAILED_STATES, LibvirtDomainsRunningTrigger, format_states
 
@@ -100,9 +100,9 @@ class LaunchVMsOperator(BaseOperator):
     of the same run completes the VMs it already made and creates no extra ones. Claims are released
     once the VMs are defined (libvirt's listing counts them from then on), when the launch fails, or
     when its task is killed; a launch whose process dies leaves claims that lapse after
-    ``claim_lease`` (renewed after every VM) or that the task's retry takes over. Waiting happens in
-    the triggerer (deferrable) or in the task; when a VM does not run within ``timeout`` or is lost,
-    the VMs of this run are destroyed (unless ``keep_on_failure``).
+    ``claim_lease`` (a live launch renews them every third of it) or that the task's retry takes
+    over. Waiting happens in the triggerer (deferrable) or in the task; when a VM does not run
+    within ``timeout`` or is lost, the VMs of this run are destroyed (unless ``keep_on_failure``).
 
     Returns (XCom) a list of ``{"name", "host", "state", "addresses"}``; the names are also pushed
     under the key ``names``.
@@ -122,7 +122,7 @@ class LaunchVMsOperator(BaseOperator):
     :param poll_interval: seconds between state polls (default ``[rackflow] vm_poll_interval``).
     :param keep_on_failure: leave the VMs of a failed launch in place for inspection.
     :param claim_lease: how long the claims of a launch whose process died block their names and
-        capacity (a live launch renews them after every VM it defines).
+        capacity (a live launch renews them every third of it while it defines its VMs).
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     """
 
@@ -158,7 +158,7 @@ class LaunchVMsOperator(BaseOperator):
         timeout: timedelta | float = timedelta(minutes=10),
         poll_interval: float | None = None,
         keep_on_failure: bool | str = False,
-        claim_lease: timedelta | float = timedelta(minutes=10),
+        claim_lease: timedelta | float = timedelta(minutes=2),
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -239,22 +239,22 @@ class LaunchVMsOperator(BaseOperator):
         self.log.info("plan (VM -> host) for %s: %s", self._where, plan)
         context["ti"].xcom_push(key=PLAN_KEY, value=plan)
         try:
-            for host in sorted(set(plan.values())):
-                with LibvirtHook(rows[host].libvirt_conn_id) as hook:
-                    for name in [n for n, h in plan.items() if h == host]:
-                        hook.launch_from_image(
-                            DomainSpec(
-                                name=name,
-                                vcpus=vcpus,
-                                memory_mib=memory_mib,
-                                network=self._given(self.network),
-                                domain_type=self.domain_type,
-                                metadata={"launch": tag, "pattern": self.name_pattern},
-                            ),
-                            image=self.image,
-                            pool=self.storage_pool,
-                        )
-                        renew_claims(tag, lease=self.claim_lease)
+            with keeping_claims(tag, lease=self.claim_lease):
+                for host in sorted(set(plan.values())):
+                    with LibvirtHook(rows[host].libvirt_conn_id) as hook:
+                        for name in [n for n, h in plan.items() if h == host]:
+                            hook.launch_from_image(
+                                DomainSpec(
+                                    name=name,
+                                    vcpus=vcpus,
+                                    memory_mib=memory_mib,
+                                    network=self._given(self.network),
+                                    domain_type=self.domain_type,
+                                    metadata={"launch": tag, "pattern": self.name_pattern},
+                                ),
+                                image=self.image,
+                                pool=self.storage_pool,
+                            )
         except Exception as err:
             self._rollback(plan, tag, f"launch failed: {err}")
             raise
