@@ -14,9 +14,7 @@ from tests.conftest import REPO
 def fleet(power_fleet, airflow_db, monkeypatch):
     """The power fleet's inventory is the one the DAG's tasks use (read at execute time)."""
     monkeypatch.setenv("AIRFLOW__RACKFLOW__DATABASE_URL", power_fleet.url)
-    monkeypatch.setenv(
-        "AIRFLOW__RACKFLOW__POWER_BMC_TIMEOUT", "8"
-    )  # IPMI is slow on a loaded CI box
+    monkeypatch.setenv("AIRFLOW__RACKFLOW__POWER_BMC_TIMEOUT", "8")  # IPMI is slow on a loaded CI box
     power_fleet.reset()
     from rackflow.services.power.monitor import monitor_cycle
 

@@ -10,9 +10,7 @@ import pytest
 @pytest.fixture
 def fleet(power_fleet, monkeypatch):
     monkeypatch.setenv("AIRFLOW__RACKFLOW__DATABASE_URL", power_fleet.url)
-    monkeypatch.setenv(
-        "AIRFLOW__RACKFLOW__POWER_BMC_TIMEOUT", "8"
-    )  # IPMI is slow on a loaded CI box
+    monkeypatch.setenv("AIRFLOW__RACKFLOW__POWER_BMC_TIMEOUT", "8")  # IPMI is slow on a loaded CI box
     power_fleet.reset()
     from rackflow.services.power.monitor import monitor_cycle
 

@@ -4,7 +4,8 @@ A job is a run of the ``rackflow_job`` DAG: its id is the run id and its owner t
 user. Owners see their own jobs, admins see all; anyone else's job is 404 (its existence is not
 revealed). Submitting and terminating need the job API's right to POST, reading its right to GET (the
 custom view ``Rackflow Jobs``, see :mod:`rackflow_plugin.security`); the run is then triggered on the
-user's behalf with Airflow's own ``trigger_dag_run``, so the user needs no right on the DAG itself.
+user's behalf through Airflow's REST API (:mod:`rackflow_plugin.runs`), so the user needs no right on
+the DAG itself.
 Termination is asynchronous and idempotent: the first request marks the job, the DAG's stages and
 the scheduler trigger act on it (one cancel command), later requests change nothing and say so.
 
@@ -21,9 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from airflow.api_fastapi.common.dagbag import create_dag_bag
 from airflow.api_fastapi.common.db.common import SessionDep
-from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
 from airflow.models.dagrun import DagRun
 from fastapi import APIRouter, Body, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -36,6 +35,7 @@ from rackflow.dag_factories.job import JOB_DAG_ID
 from rackflow.db import jobs as jobs_db
 from rackflow.services.staging import check_staging
 from rackflow_plugin.limits import JSON_MEDIA_TYPE, LINE_PATTERN, XML_MEDIA_TYPES, PathName
+from rackflow_plugin.runs import trigger_run
 from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -119,14 +119,6 @@ class TerminateOut(BaseModel):
     state: str
     acted: bool = Field(description="True only for the request that started the termination.")
     message: str
-
-
-def _dag_bag(request: Request) -> Any:
-    """Airflow's shared DagBag lives on the main app's state; a mounted plugin app has its own state."""
-    app = request.app
-    if getattr(app.state, "dag_bag", None) is None:
-        app.state.dag_bag = create_dag_bag()
-    return app.state.dag_bag
 
 
 def job_state(run_state: str | None, row: Any) -> str:
@@ -283,22 +275,15 @@ def require_job_account(user: Any) -> None:
 
 def trigger_job(
     job: JobDescription,
-    request: Request,
     user: Any,
-    session: Any,
     *,
     prefix: str = "job",
     extra_conf: dict[str, Any] | None = None,
 ) -> str:
     """Start a run of the job DAG for ``job`` (already validated and staging-checked) on ``user``'s
     behalf; its id is ``<prefix>__<time>__<random>``. ``extra_conf`` rides along in the run's conf."""
-    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
-
     run_id = f"{prefix}__{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}__{uuid.uuid4().hex[:12]}"
-    conf = {**(extra_conf or {}), "job": job.to_dict()}
-    body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf=conf)
-    trigger_dag_run(JOB_DAG_ID, body, _dag_bag(request), user, session, request)
-    session.commit()
+    trigger_run(JOB_DAG_ID, run_id, {**(extra_conf or {}), "job": job.to_dict()}, user)
     return run_id
 
 
@@ -320,7 +305,7 @@ def _submit(raw: str, request: Request, user: Any, session: Any) -> JobSubmitted
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, {"message": str(exc), "problems": exc.problems}
         ) from exc
-    run_id = trigger_job(job, request, user, session)
+    run_id = trigger_job(job, user)
     return JobSubmitted(job_id=run_id, state="QUEUED", owner=user.get_name())
 
 

@@ -16,9 +16,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from airflow.api_fastapi.common.dagbag import create_dag_bag
 from airflow.api_fastapi.common.db.common import SessionDep
-from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
@@ -29,6 +27,7 @@ from rackflow.db.models import Host, HostTransition
 from rackflow.db.models import Reservation as ReservationRow
 from rackflow.db.session import session_scope
 from rackflow_plugin.limits import LINE_PATTERN, DbId, PathName
+from rackflow_plugin.runs import trigger_run
 from rackflow_plugin.security import CurrentUser, can_read, can_trigger, is_admin, may_trigger
 
 router = APIRouter(prefix="/power", tags=["power"])
@@ -224,17 +223,11 @@ def node_history(node: PathName, limit: Annotated[int, Query(ge=1, le=1000)] = 1
         return [_transition(t) for t in rows]
 
 
-def _trigger(request: Request, user: Any, session: Any, conf: dict[str, Any]) -> str:
-    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
-
-    dag_bag = getattr(request.app.state, "dag_bag", None)
-    if dag_bag is None:
-        dag_bag = request.app.state.dag_bag = create_dag_bag()
+def _trigger(user: Any, conf: dict[str, Any]) -> str:
     run_id = (
         f"power__{conf['node']}__{conf['action']}__{datetime.now(UTC):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:8]}"
     )
-    body = TriggerDAGRunPostBody(dag_run_id=run_id, logical_date=None, conf=conf)
-    trigger_dag_run(CONTROL_DAG_ID, body, dag_bag, user, session, request)
+    trigger_run(CONTROL_DAG_ID, run_id, conf, user)
     return run_id
 
 
@@ -275,7 +268,7 @@ def power(
             )
         decision_text, migrations = decision.reason, dict(decision.migrations)
     conf = {"node": node, "action": action, "migrate": body.migrate, "hard": body.hard, "reason": body.reason}
-    run_id = _trigger(request, user, session, conf)
+    run_id = _trigger(user, conf)
     return PowerAccepted(
         node=node, action=action, run_id=run_id, decision=decision_text, migrations=migrations
     )

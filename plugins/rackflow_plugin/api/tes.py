@@ -253,7 +253,7 @@ def _create(raw: bytes, request: Request, user: Any, session: Any) -> CreateTask
     tes = _dump(task)
     tes.pop("state", None)
     conf = {"tes": tes, "tes_marker": marker}
-    run_id = trigger_job(job, request, user, session, prefix=RUN_PREFIX, extra_conf=conf)
+    run_id = trigger_job(job, user, prefix=RUN_PREFIX, extra_conf=conf)
     return CreateTaskResponse(id=run_id)
 
 
