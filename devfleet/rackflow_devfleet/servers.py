@@ -345,12 +345,17 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
         """MariaDB in the work directory, then slurmdbd on it, then this cluster registered in it."""
         wd = self.workdir
         datadir, db_sock, db_port = wd / "mariadb", wd / "mariadb.sock", free_port()
+        # Its own temporary directory: two MariaDBs bootstrapping at once in /tmp delete each other's
+        # temporary tables ("Error on delete of '/tmp/#sql-temptable-...'").
+        tmpdir = wd / "mariadb-tmp"
+        tmpdir.mkdir(exist_ok=True)
         if not (datadir / "mysql").exists():
             self._setup_step(
                 [
                     "mariadb-install-db",
                     "--no-defaults",
                     f"--datadir={datadir}",
+                    f"--tmpdir={tmpdir}",
                     "--auth-root-authentication-method=normal",
                     "--user=root",
                     "--skip-test-db",
@@ -361,6 +366,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
                 "mariadbd",
                 "--no-defaults",
                 f"--datadir={datadir}",
+                f"--tmpdir={tmpdir}",
                 f"--socket={db_sock}",
                 f"--port={db_port}",
                 f"--bind-address={LOOPBACK}",

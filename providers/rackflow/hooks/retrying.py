@@ -1,5 +1,6 @@
-"""rackflow's one retry policy for calls to external systems (BMCs): a fixed number of attempts, a fixed
-wait between them, a warning per failed attempt, and the last error raised as it was.
+"""rackflow's one retry policy for calls to other systems (BMCs, Airflow's own REST API): a fixed
+number of attempts, a fixed wait between them, a warning per failed attempt, and the last error raised
+as it was.
 
 Built on tenacity; the blocking and the asyncio forms share the policy.
 """
