@@ -270,13 +270,13 @@ def _time_to_queued(client, bucket: str, prefix: str, timeout: float) -> float |
     return None
 
 
-def bench_idle_poll(client) -> tuple[dict[str, int], dict[str, int]]:  # type: ignore[no-untyped-def]
+def bench_idle_poll(client, prefixes: int = 1000) -> tuple[dict[str, int], dict[str, int]]:  # type: ignore[no-untyped-def]
     from rackflow.core.s3_protocol import StatusCache
     from rackflow.hooks.s3_jobs import S3JobsHook
 
     bucket = "bench-idle"
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda i: upload(client, bucket, f"done{i:04d}", b"COMPLETED\n17\n"), range(1000)))
+        list(pool.map(lambda i: upload(client, bucket, f"done{i:04d}", b"COMPLETED\n17\n"), range(prefixes)))
     hook = S3JobsHook(CONN_ID, bucket_name=bucket)
     cache = StatusCache()
     hook.poll(cache)  # the first poll after a restart reads every status once
@@ -363,6 +363,12 @@ def main() -> int:
     parser.add_argument("--latency-jobs", type=int, default=10)
     parser.add_argument("--airflow-jobs", type=int, default=10, help="jobs timed through Airflow (0: skip)")
     parser.add_argument("--airflow-burst", type=int, default=100, help="jobs dropped at once through Airflow")
+    parser.add_argument(
+        "--burst", type=int, default=100, help="jobs dropped at once for the intake code alone"
+    )
+    parser.add_argument(
+        "--idle-prefixes", type=int, default=1000, help="idle finished jobs in the polled bucket"
+    )
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-s3-airflow-"))
     workdir = Path(tempfile.mkdtemp(prefix="bench-s3-intake-"))
@@ -404,18 +410,18 @@ def main() -> int:
         lat = bench_latency(client, base, args.poll, args.latency_jobs)
         _report_latency("intake code in one process, no Airflow task start-up", lat, args.poll)
 
-        ours, seed = bench_idle_poll(client)
+        ours, seed = bench_idle_poll(client, args.idle_prefixes)
         print(
-            f"requests per poll, 1,000 idle finished prefixes: "
+            f"requests per poll, {args.idle_prefixes:,} idle finished prefixes: "
             f"rackflow {ours['list']} list + {ours['get']} GET; "
             f"seed-style list+GET-all {seed['list']} list + {seed['get']} GET "
             f"({(seed['list'] + seed['get']) / max(1, ours['list'] + ours['get']):.0f}x more requests)"
         )
 
-        submitted, completed, lost, doubled = bench_throughput(client, base)
+        submitted, completed, lost, doubled = bench_throughput(client, base, jobs=args.burst)
         print(
-            f"throughput, 100 jobs dropped at once (intake code alone, 4 workers): all submitted in "
-            f"{submitted:.1f} s ({100 / submitted:.1f} jobs/s), all ended in {completed:.1f} s; "
+            f"throughput, {args.burst} jobs dropped at once (intake code alone, 4 workers): all submitted "
+            f"in {submitted:.1f} s ({args.burst / submitted:.1f} jobs/s), all ended in {completed:.1f} s; "
             f"lost {lost}, doubled {doubled}; hourly cron: first submission after "
             f"{CRON_MEAN_LATENCY_S:.0f} s on average"
         )

@@ -207,3 +207,96 @@ def test_killing_a_wait_whose_job_ended_cancels_nothing_and_its_retry_completes_
         0,
     )
     assert len(slurm_jobs_named(devfleet, prefix)) == 1
+
+
+def test_killing_the_wait_of_a_recorded_job_cancels_once_through_the_job_record(
+    devfleet, rackflow_db, shared_tmp
+):
+    """A job the accept step recorded: a kill of its wait takes the job record's one cancel claim (as
+    a termination through the job API does), so the cancel is sent once and noted in its events."""
+    from rackflow.core.s3_protocol import StatusCache
+    from rackflow.db import jobs
+    from rackflow.operators.s3_intake import IntakeRun, accept_jobs
+
+    bucket = new_bucket(devfleet, "killrec")
+    prefix = f"long{uuid.uuid4().hex[:6]}"
+    upload_job(devfleet.s3.client(), bucket, prefix, script=LONG_SCRIPT, files={})
+    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
+    run = IntakeRun(
+        dag_id="s3_intake_killrec", run_id=f"run_{uuid.uuid4().hex[:6]}", run_as=INTAKE_ACCOUNT,
+        base_dir=str(shared_tmp),
+    )  # fmt: skip
+    [job] = accept_jobs(
+        hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], LocalSchedulerHook(), run
+    )
+
+    _wait_operator(bucket, job).on_kill()
+    _wait_operator(bucket, job).on_kill()  # a second kill sends nothing more
+
+    assert _slurm_state(devfleet, job["job_id"]) == "CANCELLED"
+    lines = read_status(devfleet.s3.client(), bucket, prefix).splitlines()
+    assert lines[0] == "CANCELED" and lines[1] == job["job_id"], lines
+    notes = [e.message for e in jobs.events(run.dag_id, job["job_key"])]
+    assert sum("cancel sent to" in n for n in notes) == 1, notes
+
+
+def test_a_retried_accept_goes_on_from_the_record_and_neither_loses_nor_doubles_a_job(
+    devfleet, rackflow_db, shared_tmp
+):
+    """Three jobs whose accept try died at different points (what the try left is made here, by the
+    step functions the accept task runs, as an OOM kill would leave it): after the claim (half staged
+    in), after stage-in, and after the submit but before its record. The retried accept of the same
+    run takes each from where it stopped: every job is QUEUED with exactly one Slurm job."""
+    from rackflow.db import jobs
+    from rackflow.operators.s3_intake import IntakeRun, accept_jobs, scheduler_job_name
+
+    bucket = new_bucket(devfleet, "resume")
+    client = devfleet.s3.client()
+    tag = uuid.uuid4().hex[:5]
+    claimed_only, staged_only, submitted_only = (f"{n}{tag}" for n in ("cl", "st", "sb"))
+    for prefix in (claimed_only, staged_only, submitted_only):
+        upload_job(client, bucket, prefix, script=LONG_SCRIPT, files={"input.dat": b"x\n"})
+    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
+    scheduler = LocalSchedulerHook()
+    run = IntakeRun(
+        dag_id="s3_intake_resume",
+        run_id=f"run_{uuid.uuid4().hex[:6]}",
+        run_as=INTAKE_ACCOUNT,
+        base_dir=str(shared_tmp),
+    )
+
+    def claim_and_record(prefix: str) -> tuple[str, dict[str, Any]]:
+        seen = hook.read_status(prefix)
+        assert seen is not None
+        claimed = claim_job(hook, {"prefix": prefix, "etag": seen[1]})
+        key = scheduler_job_name(bucket, prefix, run.run_id)
+        jobs.record_s3_job(
+            run.dag_id, key, dag_run_id=run.run_id, bucket=bucket, prefix=prefix,
+            owner=INTAKE_ACCOUNT, account=INTAKE_ACCOUNT, scheduler="slurm",
+        )  # fmt: skip
+        return key, claimed
+
+    _, claimed = claim_and_record(claimed_only)
+    (shared_tmp / claimed_only).mkdir(mode=0o700)  # a stage-in cut short
+    (shared_tmp / claimed_only / "input.dat").write_bytes(b"partial")
+    key, claimed = claim_and_record(staged_only)
+    jobs.s3_job_staged(run.dag_id, key, stage_in_job(hook, claimed, shared_tmp))
+    key, claimed = claim_and_record(submitted_only)
+    staged = stage_in_job(hook, claimed, shared_tmp)
+    jobs.s3_job_staged(run.dag_id, key, staged)
+    first = scheduler.submit_script(
+        f"{staged['job_dir']}/aws-job-run.sh", job_name=key, workdir=staged["job_dir"], account=INTAKE_ACCOUNT
+    )
+
+    accepted = accept_jobs(hook, [], scheduler, run)  # the retry: nothing new announced
+
+    assert [j["prefix"] for j in accepted] == sorted([claimed_only, staged_only, submitted_only])
+    by_prefix = {j["prefix"]: j for j in accepted}
+    assert by_prefix[submitted_only]["job_id"] == first.scheduler_job_id  # found by name
+    for prefix, job in by_prefix.items():
+        assert read_status(client, bucket, prefix) == f"QUEUED\n{job['job_id']}\n"
+        assert len(slurm_jobs_named(devfleet, prefix)) == 1, prefix
+        assert jobs.get_job(run.dag_id, job["job_key"]).state == "QUEUED"
+    assert (shared_tmp / claimed_only / "input.dat").read_bytes() == b"x\n"  # staged in afresh
+    for job in accepted:
+        scheduler.cancel(job["job_id"], account=INTAKE_ACCOUNT)

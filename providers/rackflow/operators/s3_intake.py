@@ -40,10 +40,17 @@ from rackflow.core.s3_protocol import (
 from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
 from rackflow.db import jobs
 from rackflow.hooks.job_dirs import job_dir_path, open_job_dir
-from rackflow.hooks.s3_jobs import S3JobsHook, S3StatusFollower, StatusConflict, cancel_intake_job
+from rackflow.hooks.s3_jobs import (
+    S3JobsHook,
+    S3StatusFollower,
+    StatusConflict,
+    cancel_intake_job,
+    write_canceled,
+)
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.operators.scheduler import job_has_ended
 from rackflow.triggers.s3_job_status import S3JobWaitTrigger
+from rackflow.triggers.scheduler import cancel_claimed_job
 
 log = logging.getLogger(__name__)
 
@@ -676,13 +683,19 @@ class S3JobWaitOperator(BaseOperator):
             if job_has_ended(scheduler, self.job["job_id"]):
                 self.log.info("on_kill: scheduler job %s has ended; nothing to cancel", self.job["job_id"])
                 return
-            cancel_intake_job(
-                self._hook(),
-                scheduler,
-                self.job["prefix"],
-                self.job["job_id"],
-                f"Airflow task {self.task_id} was killed",
-                account=self.job.get("run_as"),
-            )
+            why = f"Airflow task {self.task_id} was killed"
+            key, dag_id = self.job.get("job_key"), self.job.get("dag_id")
+            if key and dag_id:  # the one cancel path of recorded jobs (claimed once, an event)
+                cancel_claimed_job(scheduler, (dag_id, key), self.job["job_id"], why)
+                write_canceled(self._hook(), self.job["prefix"], self.job["job_id"], why)
+            else:
+                cancel_intake_job(
+                    self._hook(),
+                    scheduler,
+                    self.job["prefix"],
+                    self.job["job_id"],
+                    why,
+                    account=self.job.get("run_as"),
+                )
         finally:
             scheduler.close()
