@@ -125,3 +125,30 @@ def test_the_build_environment_dag_runs_its_jobnet_on_vms_placed_over_a_group(
     assert sorted(out.read_text().splitlines()) == [f"step on {name}" for name in sorted(plan)]
     assert {vm["name"]: vm["host"] for vm in ti.xcom_pull(task_ids="launch")} == plan
     assert str(run.get_task_instance("destroy_vms").state) == "skipped"
+
+
+def test_the_hadoop_build_environment_dag_builds_its_cluster_on_vms_placed_over_a_group(
+    airflow_db: Path, devfleet: Any, prefix: str, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    from tests.dag_factories.jobnet_support import run_dag
+
+    path = Path(__file__).resolve().parents[2] / "dags" / "rackflow_build_environment.py"
+    spec = importlib.util.spec_from_file_location("rackflow_build_env_dags", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.__dict__["build_env_hadoop-cluster"]
+    root = tmp_path / "root"
+    memory = four_per_host(devfleet)
+    conf = {"group": "rack-1", "count": 6, "memory_mib": memory, "pattern": f"{prefix}-{{seq:02d}}"}
+    run = run_dag(dag, {**conf, "root": str(root), "daemon_seconds": 5})
+
+    assert str(run.state) == "success"
+    plan = run.get_task_instance("launch").xcom_pull(task_ids="launch", key="plan")
+    assert Counter(plan.values()) == {"host-a": 4, "host-b": 2}
+    report = run.get_task_instance("report").xcom_pull(task_ids="report", key="report")
+    assert {row["state"] for row in report} == {"succeeded"}
+    assert {row["step_id"] for row in report} >= {"install-java-nn", "smoke-test"}
+    assert (root / "nn" / "opt" / "java" / "VERSION").exists()
