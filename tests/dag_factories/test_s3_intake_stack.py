@@ -1,5 +1,5 @@
 """The intake DAG under a real ``airflow standalone`` (scheduler, triggerer, LocalExecutor): pausing the
-DAG stops intake like the seed's ``crontab -r``; unpausing takes each waiting job exactly once."""
+DAG stops intake (as removing the cron job would); unpausing takes each waiting job exactly once."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from tests.conftest import REPO
 def test_invalid_thresholds_fail_only_the_planner_file_naming_both_thresholds(airflow_db, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
 
-    # OffThreshold must exceed OnThreshold: 10 min / 15 min is the flapping case the notes reject.
+    # OffThreshold must exceed OnThreshold: 10 min / 15 min is the flapping case load_power_config rejects.
     monkeypatch.setenv("AIRFLOW__RACKFLOW__POWER_OFF_THRESHOLD", "10m")
     monkeypatch.setenv("AIRFLOW__RACKFLOW__POWER_ON_THRESHOLD", "15m")
     bag = DagBag(dag_folder=str(REPO / "dags"))

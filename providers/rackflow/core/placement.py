@@ -375,7 +375,7 @@ def nodes_needed(
 
 
 class HttpPlacementPolicy:
-    """Asks a placement service over HTTP: the notes' "external application".
+    """Asks a site's own placement service over HTTP (an external application deciding placement).
 
     Request, ``POST <url>`` with ``Content-Type: application/json``::
 

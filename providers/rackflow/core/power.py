@@ -1,7 +1,7 @@
 """Power reasoning for physical nodes: one state vocabulary, manual control, reconcile and the planner.
 
-Follows the design notes on how the virtual cluster manager powers physical nodes on and off
-(``/work/shared/seeds/003``): every node has a *mode* (what was requested: on or off) and a *status*
+How rackflow powers physical nodes on and off: every node has a *mode* (what was requested: on or
+off) and a *status*
 (what the node really is: off, booting, on, suspending, suspended, stopping, stopped, error-stopped).
 Raw BMC answers (Redfish ``PowerState``, IPMI chassis power) are mapped to the status here, at the edge,
 so nothing else ever sees a backend's strings.
@@ -43,14 +43,14 @@ from rackflow.core.values import parse_duration
 
 
 class PowerMode(StrEnum):
-    """What was requested for the node (the notes' *mode* flag)."""
+    """What was requested for the node (its *mode*)."""
 
     ON = "on"
     OFF = "off"
 
 
 class PowerStatus(StrEnum):
-    """What the node really is (the notes' *status* flag)."""
+    """What the node really is (its *status*)."""
 
     OFF = "off"
     BOOTING = "booting"
@@ -292,7 +292,7 @@ class PowerDecision:
 
 
 def decide_power_on(node: NodeView) -> PowerDecision:
-    """Power on is always allowed (notes: 電源 ON は随時実行できる)."""
+    """Power on is always allowed, at any time."""
     already = " (already on)" if node.status is PowerStatus.ON else ""
     return PowerDecision(node.name, PowerAction.ON, True, f"power on is always allowed{already}")
 
@@ -393,7 +393,7 @@ def reconcile_node(
     timeouts: ReconcileTimeouts = ReconcileTimeouts(),
     bmc_error: str | None = None,
 ) -> ReconcileStep:
-    """Bring status towards mode (notes: mode/status フラグに基づく起動/停止処理).
+    """Bring status towards mode: start or stop the node as its mode and status say.
 
     Order: an unreachable BMC error-stops the node with the error; booting/stopping past its timeout
     error-stops it; mode on + off/stopped powers on; mode off + on powers off only when no VM runs or
@@ -560,21 +560,21 @@ def plan_power(
     thresholds: PowerThresholds,
     policy: PlacementPolicy | None = None,
 ) -> PowerPlan:
-    """One cycle of the notes' autonomous control (マネージャが自律的に電源 ON/OFF を制御する場合).
+    """One cycle of autonomous power control (rackflow powering nodes on and off by itself).
 
-    Power-off control, as written in the notes:
+    Power-off control:
 
     1. No node is on: nothing to do.
     2. Reservations running at some point in ``[now, now + OffThreshold]``; **if there are none,
-       power-off control does nothing** — the notes say so literally, so idle nodes stay on while
-       nothing is reserved (power them off by hand, or let a reservation appear). Reading it as "power
-       everything off" would contradict step 2 and is not done.
+       power-off control does nothing**, so idle nodes stay on while nothing is reserved (power them
+       off by hand, or let a reservation appear); powering everything off instead would leave no node
+       for the next reservation until power-on control catches up.
     3. Nodes needed by those reservations, from the placement policy (their VMs packed onto the nodes
        that are on first). If they cannot all be placed, the fleet is short already: nothing is powered
        off.
     4. Nodes that are on and not needed are powered off — except nodes running or booting VMs (never
-       powered off by the planner) and nodes power-on control needs this cycle (the notes' "電源ONが
-       発生するなら電源OFFしない"), which are listed in ``skipped``.
+       powered off by the planner) and nodes power-on control needs this cycle (a node that is
+       about to be powered on is never powered off), which are listed in ``skipped``.
 
     Power-on control:
 

@@ -159,7 +159,7 @@ class JobStatusFile:
         """The exact bytes to PUT: lines joined by ``\\n`` with a trailing newline, UTF-8.
 
         ``FILE_UPLOAD`` renders as ``b"FILE_UPLOAD\\n"``, what ``echo FILE_UPLOAD > aws-job-stat.txt``
-        writes in the seed's upload step.
+        writes in the uploader's step.
         """
         if not self.is_valid:
             raise ValueError("UNKNOWN is how unreadable content parses; it is never written")
