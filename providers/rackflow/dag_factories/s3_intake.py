@@ -20,9 +20,10 @@ Nothing runs while the bucket is idle.
 its prefix) and starts in the triggerer (``start_from_trigger``): it takes a worker only once, when
 the job has ended, to stage out its results and write its final status.
 
-Pausing the DAG stops the intake (as removing the cron job would for the shell version): a paused DAG gets no runs (its watcher stops with the next
-parse of the DAG file), so a job that is ready stays ``FILE_UPLOAD``; after unpausing, the watcher's first
-poll sees it and it is claimed -- once, because every claim is a conditional write.
+Pausing the DAG stops the intake (as removing the cron job does for the shell version): a paused DAG
+gets no runs (its watcher stops with the next parse of the DAG file), so a job that is ready stays
+``FILE_UPLOAD``; after unpausing, the watcher's first poll sees it and it is claimed -- once, because
+every claim is a conditional write.
 
 The ``wait`` task waits on the cluster's shared poller (one status query per cluster and interval for
 all waiting jobs, the job API's included); ``RUNNING`` (and ``ACTIVE`` in the job record) is written
