@@ -9,6 +9,7 @@ PKGS=(
   openssh-server openssh-client
   qemu-system-x86 ipmitool iproute2
   sudo
+  bubblewrap python3-venv
   chromium
 )
 missing=()

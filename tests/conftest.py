@@ -31,6 +31,11 @@ SFTP_EXCHANGE = Path(tempfile.mkdtemp(prefix="rackflow-sftp-exchange-"))
 # Base of the batch jobs' directories: not world-writable, but job accounts get through (0711).
 JOBS_BASE = Path(tempfile.mkdtemp(prefix="rackflow-jobs-"))
 JOBS_BASE.chmod(0o711)
+# Snakemake's virtualenv for the TES tests (tests/plugins/test_tes_snakemake_e2e.py builds it): on the
+# PATH of TES tasks' jobs, as a site installs the tools its TES tasks call. Not under /tmp: Snakemake's
+# tasks name /tmp, which bubblewrap then mounts from the job directory.
+SNAKEMAKE_VENV = Path(tempfile.mkdtemp(prefix="rackflow-snakemake-", dir="/var/tmp"))
+SNAKEMAKE_VENV.chmod(0o755)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
@@ -56,6 +61,9 @@ os.environ.update(
         "AIRFLOW__RACKFLOW__STAGING_SFTP_SOURCES": f"ssh_fleet{SFTP_EXCHANGE}/",
         "AIRFLOW__RACKFLOW__STAGING_SFTP_TARGETS": f"ssh_fleet{SFTP_EXCHANGE}/",
         "AIRFLOW__RACKFLOW__JOBS_DIRECTORY": str(JOBS_BASE),
+        # TES executors see their container paths (no image: bubblewrap on the node; see README).
+        "AIRFLOW__RACKFLOW__TES_CONTAINER_RUNTIME": "bwrap",
+        "AIRFLOW__RACKFLOW__TES_EXECUTOR_PATH": f"{SNAKEMAKE_VENV}/bin:/usr/local/bin:/usr/bin:/bin",
         # The Unix accounts the test logins' jobs run as (rf-<user>; the devfleet creates them).
         **job_accounts_env(),
     }

@@ -68,6 +68,8 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         # intake's bucket (other uploaders' files), no sftp:// (ssh_fleet logs in as root), no http(s).
         "AIRFLOW__RACKFLOW__STAGING_S3_SOURCES": "rackflow-results",
         "AIRFLOW__RACKFLOW__STAGING_S3_TARGETS": "rackflow-results",
+        # TES executors see the paths they name (no image, no container runtime here: README "GA4GH TES").
+        "AIRFLOW__RACKFLOW__TES_CONTAINER_RUNTIME": "bwrap",
         # Batch jobs run as rf-<user>, accounts the devfleet creates (job directories: the default base).
         **job_accounts_env(),
     }

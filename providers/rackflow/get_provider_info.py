@@ -182,6 +182,23 @@ def get_provider_info() -> dict[str, Any]:
                         "0",
                         "7-00:00:00",
                     ),
+                    "tes_container_runtime": _option(
+                        "How TES executors run: apptainer or singularity run each one in its image "
+                        "(docker://IMAGE) with the task's paths bound where it names them; bwrap "
+                        "(bubblewrap, no image) runs its command on the node with the task's top-level "
+                        "directories mounted from the job directory; empty runs the command as it is, "
+                        "in the job directory.",
+                        "",
+                        "bwrap",
+                    ),
+                    "tes_executor_path": _option(
+                        "PATH that TES tasks' jobs start with, where the site installed the tools "
+                        "tasks call when no image brings them (e.g. a Snakemake virtualenv for "
+                        "snakemake-executor-plugin-tes). Absolute directories, ':'-separated. Empty: the "
+                        "job account's login PATH.",
+                        "",
+                        "/opt/snakemake/bin:/usr/local/bin:/usr/bin:/bin",
+                    ),
                     "api_max_body_bytes": _option(
                         "Largest request body (bytes) rackflow's routes under /rackflow accept; a larger "
                         "one, with or without Content-Length, is refused with 413 as it arrives.",

@@ -162,7 +162,8 @@ def job_directory_retention() -> timedelta:
 
 def tes_container_runtime() -> str | None:
     """``[rackflow] tes_container_runtime``: ``apptainer`` or ``singularity`` runs TES executors in
-    their images; empty (the default) runs their commands as they are."""
+    their images; ``bwrap`` runs their commands on the node with the task's paths mounted where it
+    names them (no image); empty (the default) runs their commands as they are."""
     from rackflow.core.tes import CONTAINER_RUNTIMES
 
     value = _get("tes_container_runtime", "").strip()
@@ -179,3 +180,14 @@ def placement_policy() -> str:
     """``[rackflow] placement_policy``: where VMs go, for the power planner and group launches alike
     (see :func:`rackflow.core.placement.load_placement_policy`)."""
     return _get("placement_policy", "packing")
+
+
+def tes_executor_path() -> str | None:
+    """``[rackflow] tes_executor_path``: the PATH TES tasks' jobs start with (None: the account's own)."""
+    value = _get("tes_executor_path", "").strip()
+    if not value:
+        return None
+    for part in value.split(":"):
+        if not part.startswith("/") or any(c in part for c in "\x00\n\r\t="):
+            raise ValueError(f"[{SECTION}] tes_executor_path: {part[:80]!r} is not an absolute directory")
+    return value

@@ -174,3 +174,26 @@ def test_a_long_script_travels_in_chunks_and_runs_as_one(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "data" / "big.txt").read_text() == content
     assert "3000 data/big.txt" in done.stdout
+
+
+def test_bwrap_runs_the_commands_on_the_node_with_the_task_paths_where_it_names_them(tmp_path: Path) -> None:
+    """Snakemake's TES plugin names ``/tmp`` paths: under ``bwrap`` they are the job directory's."""
+    task = parse_task(
+        {
+            "inputs": [{"content": "echo from-script > /tmp/out.txt; pwd\n", "path": "/tmp/run.sh"}],
+            "outputs": [{"url": "s3://rackflow-results/out.txt", "path": "/tmp/out.txt"}],
+            "executors": [
+                {"image": "snakemake/snakemake", "command": ["/bin/bash", "/tmp/run.sh"], "workdir": "/tmp"},
+                {"image": "alpine", "command": ["sh", "-c", "cat /tmp/out.txt; pwd; ls /usr/bin/env"]},
+            ],
+        }
+    )
+    script = executor_script(task, "bwrap", marker="m")
+    done = subprocess.run(["/bin/bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "tmp" / "out.txt").read_text() == "from-script\n"
+    assert not Path("/tmp/out.txt").exists() or Path("/tmp/out.txt").read_text() != "from-script\n"
+    sections = executor_sections(done.stdout.encode(), done.stderr.encode(), "m")
+    assert sections[0].stdout == "/tmp\n"
+    # Without a workdir the executor starts in the job directory; the node's own /usr is there.
+    assert sections[1].stdout == f"from-script\n{tmp_path}\n/usr/bin/env\n"

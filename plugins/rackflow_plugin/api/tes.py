@@ -55,6 +55,11 @@ from rackflow_plugin.security import CurrentUser, can_use_jobs, is_admin
 PREFIX = "/ga4gh/tes/v1"
 RUN_PREFIX = "tes"
 MAX_PAGE = 2048
+SERVICE_DESCRIPTION = (
+    "GA4GH TES on the site's batch scheduler through Apache Airflow (rackflow jobs). "
+    "Inputs and outputs: s3://, sftp:// (and http(s):// inputs) on the site's allow-lists."
+)
+STORAGE = ["s3://", "sftp://"]
 
 router = APIRouter(prefix=PREFIX, tags=["ga4gh-tes"])
 
@@ -83,6 +88,14 @@ class ServiceInfo(_Out):
     version: str
     storage: list[str] = []
     tesResources_backend_parameters: list[str] = []
+
+
+class ServiceInfo10(_Out):
+    """TES 1.0's service info (``GET /tasks/service-info``), as py-tes 0.4 reads it."""
+
+    name: str
+    doc: str
+    storage: list[str] = []
 
 
 class CreateTaskResponse(_Out):
@@ -199,13 +212,23 @@ def service_info(request: Request, user: CurrentUser) -> ServiceInfo:
         id="org.rackflow.tes",
         name="rackflow TES",
         type=ServiceType(group="org.ga4gh", artifact="tes", version=TES_VERSION),
-        description="GA4GH TES on the site's batch scheduler through Apache Airflow (rackflow jobs). "
-        "Inputs and outputs: s3://, sftp:// (and http(s):// inputs) on the site's allow-lists.",
+        description=SERVICE_DESCRIPTION,
         organization=Organization(name="rackflow", url=str(request.base_url)),
         version=__version__,
-        storage=["s3://", "sftp://"],
+        storage=STORAGE,
         tesResources_backend_parameters=[*BACKEND_PARAMETERS, "<scheduler>.<option>"],
     )
+
+
+@router.get(
+    "/tasks/service-info",
+    response_model=ServiceInfo10,
+    summary="TES 1.0 service info (TES 1.0 clients such as py-tes 0.4 ask here)",
+    dependencies=[can_use_jobs("GET")],  # type: ignore[list-item]
+)
+def service_info_10(user: CurrentUser) -> ServiceInfo10:
+    # Declared before /tasks/{task_id}: task ids start "tes__", so no task is shadowed.
+    return ServiceInfo10(name="rackflow TES", doc=SERVICE_DESCRIPTION, storage=STORAGE)
 
 
 @router.post(
@@ -241,7 +264,7 @@ def _create(raw: bytes, request: Request, user: Any, session: Any) -> CreateTask
         task = parse_task(data)
         runtime = settings.tes_container_runtime()
         marker = f"{DEFAULT_MARKER}-{uuid.uuid4().hex[:16]}"
-        job = to_job_description(task, runtime, marker)
+        job = to_job_description(task, runtime, marker, settings.tes_executor_path())
         try:
             check_staging(job)
         except JobDescriptionError as exc:

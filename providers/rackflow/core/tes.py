@@ -11,8 +11,14 @@ failing without ``ignore_error`` and exits with that executor's code. TES paths 
 * ``outputs[]`` -> ``stage_out``;
 * with a container runtime (``[rackflow] tes_container_runtime``: ``apptainer`` or ``singularity``)
   each executor runs as ``<runtime> exec --bind <job dir>/<top>:/<top> ... docker://<image> <command>``
-  so the task sees its paths where it named them; without one the command runs as it is, in the job
-  directory (or its ``workdir`` mapped the same way), and its paths are read relative to it;
+  so the task sees its paths where it named them;
+* with ``bwrap`` (bubblewrap: no image, for sites without a container runtime) the image is recorded
+  only and each executor runs on the node's own filesystem, as the job account, in an unprivileged
+  mount namespace where each top-level directory the task names (``/tmp``, ``/data``) is the job
+  directory's one: the task sees its paths where it named them, and nothing else changes (no new
+  rights: bubblewrap is not setuid, and the user namespace keeps the job account's uid);
+* without any, the command runs as it is, in the job directory (or its ``workdir`` mapped the same
+  way), and its paths are read relative to it;
 * ``resources``: ``cpu_cores`` -> ``cpu_cores_per_process``, ``ram_gb`` -> ``memory``, ``disk_gb`` ->
   Slurm's ``--tmp``, a single ``zones`` entry -> the queue (partition), ``preemptible`` is recorded
   only; ``backend_parameters`` take the job description's attributes (:data:`BACKEND_PARAMETERS`) and
@@ -44,7 +50,8 @@ from rackflow.core.jobspec import (
 from rackflow.core.staging_policy import job_path_problem
 
 TES_VERSION = "1.1.0"
-CONTAINER_RUNTIMES = ("apptainer", "singularity")
+CONTAINER_RUNTIMES = ("apptainer", "singularity", "bwrap")
+"""``[rackflow] tes_container_runtime`` values: two that run images, and ``bwrap`` that runs none."""
 BACKEND_PARAMETERS = ("duration", "queue_name", "account", "reservation_id")
 """``backend_parameters`` keys besides ``<scheduler>.<option>``: the job description's attributes."""
 DEFAULT_MARKER = "rackflow-tes"
@@ -247,6 +254,36 @@ def _binds(task: TesTask) -> list[str]:
     return sorted({rel.split("/")[0] for rel in rels if job_path_problem(rel) is None})
 
 
+def _bwrap_root(binds: Sequence[str]) -> list[str]:
+    """Script lines that collect, in ``rf_root``, bubblewrap arguments giving the node's ``/`` less the
+    task's top-level directories (each a bind mount or symlink, as on the node)."""
+    skip = "|".join(shlex.quote(top) for top in binds) or "''"
+    return [
+        "rf_root=()",
+        "for d in /*; do",
+        f'  case "${{d#/}}" in {skip}) continue ;; esac',
+        '  if [ -L "$d" ]; then rf_root+=(--symlink "$(readlink "$d")" "$d")',
+        '  elif [ -d "$d" ]; then rf_root+=(--dev-bind "$d" "$d"); fi',
+        "done",
+    ]
+
+
+def _runtime_argv(runtime: str, e: TesExecutor, binds: Sequence[str]) -> str:
+    """The command line running executor ``e`` under ``runtime`` with the task's paths bound."""
+    q = shlex.quote
+    if runtime == "bwrap":
+        argv = 'bwrap --unshare-user --die-with-parent "${rf_root[@]}"'
+        argv += "".join(f' --bind "$top"/{q(top)} {q("/" + top)}' for top in binds)
+        # Without a workdir the executor starts in the job directory, as without a runtime.
+        argv += f" --chdir {q(e.workdir)}" if e.workdir else ' --bind "$top" "$top" --chdir "$top"'
+        return argv + " -- " + " ".join(q(part) for part in e.command)
+    image = e.image if "://" in e.image else f"docker://{e.image}"
+    argv = f"{q(runtime)} exec"
+    argv += "".join(f' --bind "$top"/{q(top)}:{q("/" + top)}' for top in binds)
+    argv += f" --pwd {q(e.workdir)}" if e.workdir else ""
+    return argv + " " + " ".join(q(part) for part in [image, *e.command])
+
+
 def executor_script(task: TesTask, container_runtime: str | None = None, marker: str = DEFAULT_MARKER) -> str:
     """The bash script that prepares the task's paths and runs its executors in order.
 
@@ -281,6 +318,8 @@ def executor_script(task: TesTask, container_runtime: str | None = None, marker:
         dirs.update(binds)
     if dirs:
         lines.append("mkdir -p -- " + " ".join(q(d) for d in sorted(dirs)))
+    if container_runtime == "bwrap":
+        lines += _bwrap_root(binds)
     for i, f in enumerate(task.inputs or []):
         if f.content is not None:
             rel = job_path(f.path, f"inputs[{i}].path")
@@ -291,11 +330,7 @@ def executor_script(task: TesTask, container_runtime: str | None = None, marker:
             lines.append(f"printf %s {encoded} | base64 -d > {q(rel)} || exit 1")
     for i, e in enumerate(task.executors):
         if container_runtime:
-            image = e.image if "://" in e.image else f"docker://{e.image}"
-            argv = f"{q(container_runtime)} exec"
-            argv += "".join(f' --bind "$top"/{q(top)}:{q("/" + top)}' for top in binds)
-            argv += f" --pwd {q(e.workdir)}" if e.workdir else ""
-            argv += " " + " ".join(q(part) for part in [image, *e.command])
+            argv = _runtime_argv(container_runtime, e, binds)
             cd = ""
         else:
             argv = " ".join(q(part) for part in e.command)
@@ -385,9 +420,13 @@ def _tes_field(problem: str, stage_in_index: list[int]) -> str:
 
 
 def to_job_description(
-    task: TesTask, container_runtime: str | None = None, marker: str = DEFAULT_MARKER
+    task: TesTask,
+    container_runtime: str | None = None,
+    marker: str = DEFAULT_MARKER,
+    executor_path: str | None = None,
 ) -> JobDescription:
-    """The rackflow job that runs ``task`` (:class:`TesTaskError` names TES fields)."""
+    """The rackflow job that runs ``task`` (:class:`TesTaskError` names TES fields); ``executor_path``
+    is the job's PATH (an executor's own ``env`` may still set another)."""
     problems: list[str] = []
     stage_in: list[dict[str, str]] = []
     stage_in_index: list[int] = []
@@ -423,6 +462,8 @@ def to_job_description(
         "stage_out": stage_out,
         "attributes": attributes,
     }
+    if executor_path:
+        data["environment"] = {"PATH": executor_path}
     if task.name:
         data["name"] = re.sub(r'[\x00-\x1f\x7f"]', " ", task.name)[:256] or None
     r = task.resources
