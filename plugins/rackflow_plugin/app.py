@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 from rackflow import __version__, settings
 from rackflow_plugin.api import fleet, intake, jobnets, jobs, power, status, tes
 from rackflow_plugin.limits import LIMIT_RESPONSES, RequestLimits
-from rackflow_plugin.security import CurrentUser
+from rackflow_plugin.security import BasicAuth, CurrentUser
 
 STATIC = Path(__file__).parent / "static"
 URL_PREFIX = "/rackflow"
@@ -57,6 +57,7 @@ def create_app() -> FastAPI:
         max_body_bytes=settings.api_max_body_bytes(),
         max_json_depth=settings.api_max_json_depth(),
     )
+    app.add_middleware(BasicAuth, path_prefix=tes.PREFIX)  # TES clients may send Basic credentials
     return app
 
 

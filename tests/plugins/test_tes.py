@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -33,6 +34,35 @@ def test_routes_need_a_token_and_the_job_right(api: Any, auth: Any, job_dag: str
     # One prefix only: the fallbacks py-tes tries after a failure are not TES here.
     assert api.get("/rackflow/v1/tasks", headers=auth("alice")).status_code == 404
     assert api.get("/rackflow/tasks", headers=auth("alice")).status_code == 404
+
+
+def test_tes_1_0_clients_find_service_info_under_tasks(api: Any, auth: Any, job_dag: str) -> None:
+    """py-tes 0.4 (TES 1.0) asks ``/v1/tasks/service-info`` and reads only name, doc and storage."""
+    assert api.get(f"{TES}/tasks/service-info").status_code == 401
+    info = api.get(f"{TES}/tasks/service-info", headers=auth("alice"))
+    assert info.status_code == 200
+    assert set(info.json()) == {"name", "doc", "storage"} and "s3://" in info.json()["storage"]
+
+
+def test_basic_credentials_go_through_the_auth_managers_login(api: Any, auth: Any, job_dag: str) -> None:
+    """HTTP Basic on TES routes: the simple auth manager's own login checks the password."""
+    from tests.conftest import PASSWORDS
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+    listed = api.get(f"{TES}/tasks", headers=basic("alice", PASSWORDS["alice"]))
+    assert listed.status_code == 200, listed.text
+    wrong = api.get(f"{TES}/tasks", headers=basic("alice", "not-her-password"))
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Basic")
+    assert api.get(f"{TES}/tasks", headers=basic("nobody", "x")).status_code == 401
+    assert api.get(f"{TES}/tasks", headers={"Authorization": "Basic %%%"}).status_code == 401
+    # The rights are the token's: a viewer may not create tasks, whichever way it logs in.
+    victor = api.post(f"{TES}/tasks", json=TASK, headers=basic("victor", PASSWORDS["victor"]))
+    assert victor.status_code == 403
+    # Only TES routes take Basic: the job API stays Bearer (or the UI's cookie).
+    jobs = api.get("/rackflow/api/jobs", headers=basic("alice", PASSWORDS["alice"]))
+    assert jobs.status_code == 401
 
 
 def test_invalid_task_is_400_naming_the_field_and_records_nothing(api: Any, auth: Any, job_dag: str) -> None:
