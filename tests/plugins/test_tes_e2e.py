@@ -41,6 +41,7 @@ def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devflee
     import tes
 
     from rackflow.hooks.scheduler import LocalSchedulerHook
+    from tests.core.test_slurm_real import BURN
 
     airflow_stack.wait_for_dag("rackflow_job")
     alice, bob = _client(airflow_stack, "alice"), _client(airflow_stack, "bob")
@@ -79,8 +80,14 @@ def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devflee
         tes.Task(name="sleeper", executors=[tes.Executor(image="a", command=["sleep", "600"])])
     )
     bobs = bob.create_task(tes.Task(name="bob's", executors=[tes.Executor(image="a", command=["true"])]))
+    # About 2 s of CPU holding 200 MB (the job API's usage test burns the same).
+    burner = alice.create_task(
+        tes.Task(
+            name="burn", executors=[tes.Executor(image="python", command=["/usr/bin/python3", "-c", BURN])]
+        )
+    )
     after = admin.get(f"{airflow_stack.url}{RUNS}", timeout=180).json()["total_entries"]
-    assert after == before + 4  # the refused task recorded nothing
+    assert after == before + 5  # the refused task recorded nothing
 
     # Cancel the sleeper once Slurm runs it: CANCELING, then CANCELED, and its Slurm job is gone.
     running = _until(alice, sleeper, {"RUNNING"})
@@ -109,13 +116,21 @@ def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devflee
     out = s3.get_object(Bucket="rackflow-results", Key=f"{prefix}/out.txt")["Body"].read()
     assert out == b"HELLO TES\n"
 
+    # Resource usage from Slurm's accounting (sacct through slurmdbd) in the task log's metadata.
+    burnt = alice.wait(burner, timeout=300)
+    assert burnt.state == "COMPLETE", alice.get_task(burner, view="FULL")
+    usage = alice.get_task(burner, view="BASIC").logs[0].metadata
+    assert float(usage["cpu_time"]) >= 1, usage
+    assert int(usage["max_memory"]) >= 150 * 10**6, usage
+    assert float(usage["wall_time"]) >= 2 and usage["nodes"], usage
+
     failed = alice.wait(failing, timeout=300)
     assert failed.state == "EXECUTOR_ERROR"
     assert [e.exit_code for e in alice.get_task(failing, view="FULL").logs[0].logs] == [3]
 
     # list_tasks: alice's own tasks only (bob's is not among them), each one alice's in the job API.
     listed = [t.id for t in alice.list_tasks(view="MINIMAL").tasks]
-    assert {two_steps, failing, sleeper} <= set(listed) and bobs not in listed
+    assert {two_steps, failing, sleeper, burner} <= set(listed) and bobs not in listed
     for task_id in listed:
         owner = admin.get(f"{airflow_stack.url}/rackflow/api/jobs/{task_id}", timeout=180).json()["owner"]
         assert owner == "alice"
