@@ -277,3 +277,26 @@ def test_a_launch_whose_process_dies_holds_its_claims_only_until_they_lapse(
     assert [vm["name"] for vm in result] == [f"{prefix}-0{len(_names('libvirt_host_a', prefix))}"]
     with session_scope() as session:
         assert list(session.scalars(select(VmClaim).where(VmClaim.launch == tag))) == []
+
+
+def test_the_vm_name_preview_skips_names_a_launch_in_progress_has_claimed(
+    api: Any, auth: Any, rackflow_db: str, devfleet: Any, prefix: str
+) -> None:
+    from rackflow.db.vm_claims import Claim, claim_vms, release_claims
+
+    def preview(**params: Any) -> list[str]:
+        resp = api.get("/rackflow/api/vm-names", params=params, headers=auth("victor"))
+        assert resp.status_code == 200, resp.text
+        return list(resp.json()["names"])
+
+    pattern = f"{prefix}-{{seq:02d}}"
+    assert preview(pattern=pattern, count=1, host="host-b") == [f"{prefix}-01"]
+    other = f"other/{prefix}/launch"
+    claim_vms(["host-b"], other, lambda held: [Claim("host-b", f"{prefix}-01", 1, 64)], lease=_minutes(5))
+    try:
+        assert preview(pattern=pattern, count=1, host="host-b") == [f"{prefix}-02"]
+        assert preview(pattern=pattern, count=1, group="rack-1") == [f"{prefix}-02"]
+        assert preview(pattern=pattern, count=1, host="host-a") == [f"{prefix}-01"]
+    finally:
+        release_claims(other)
+    assert preview(pattern=pattern, count=1, host="host-b") == [f"{prefix}-01"]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from rackflow.core.vm_naming import MAX_COUNT, VmNamingError, expand_names
 from rackflow.dag_factories.vms import LAUNCH_DAG_ID
+from rackflow.db.vm_claims import held_claims
 from rackflow.services.fleet_layout import LayoutService, inventory_hosts, layout_summary
 from rackflow_plugin.limits import LINE_PATTERN, MAX_ID, PathName
 from rackflow_plugin.security import CurrentUser, can_read, may_trigger
@@ -143,7 +144,8 @@ def preview_vm_names(
     group: str | None = Query(None, min_length=1, max_length=128, pattern=LINE_PATTERN),
 ) -> Any:
     """The same rule the launch applies (:func:`rackflow.core.vm_naming.expand_names`): numbering goes on
-    after the highest number taken among the VMs already on the host (or on every host of the group)."""
+    after the highest number taken among the VMs already on the host (or on every host of the group)
+    and the names launches in progress have claimed there."""
     if (host is None) == (group is None):
         raise HTTPException(status_code=400, detail={"field": "host", "message": "give a host or a group"})
     chosen = [h for h in inventory_hosts() if h.name == host or (host is None and h.group == group)]
@@ -151,6 +153,8 @@ def preview_vm_names(
         field, value = ("host", host) if host is not None else ("group", group)
         raise HTTPException(status_code=404, detail={"field": field, "message": f"no {field} {value!r}"})
     existing = [vm["name"] for h in layout_service().build(chosen, addresses=False) for vm in h["vms"]]
+    # Names other launches have claimed and not yet defined are taken too (rackflow.db.vm_claims).
+    existing += [claim.name for claim in held_claims(h.name for h in chosen)]
     try:
         names = expand_names(pattern, count, existing, start)
     except VmNamingError as err:
