@@ -152,3 +152,31 @@ def test_the_hadoop_build_environment_dag_builds_its_cluster_on_vms_placed_over_
     assert {row["state"] for row in report} == {"succeeded"}
     assert {row["step_id"] for row in report} >= {"install-java-nn", "smoke-test"}
     assert (root / "nn" / "opt" / "java" / "VERSION").exists()
+
+
+def test_a_group_launch_uses_only_the_powered_on_hosts_of_the_group(devfleet: Any, prefix: str) -> None:
+    from rackflow.db.models import Host
+    from rackflow.db.session import session_scope
+
+    memory = four_per_host(devfleet)
+    with session_scope() as session:
+        host = session.get(Host, "host-b")
+        assert host is not None
+        before = (host.mode, host.status)
+        host.mode, host.status = "off", "stopped"
+    try:
+        with pytest.raises(
+            AirflowFailException, match=r"group rack-1 cannot take 6 VMs.*: host-a .*short by 2 VMs"
+        ):
+            _launch(prefix, host=None, group="rack-1", count=6, memory_mib=memory).execute(
+                _context(f"manual__{prefix}")
+            )
+        result = _launch(prefix, host=None, group="rack-1", count=3, memory_mib=memory).execute(
+            _context(f"manual__{prefix}-b")
+        )
+        assert {vm["host"] for vm in result} == {"host-a"}
+    finally:
+        with session_scope() as session:
+            host = session.get(Host, "host-b")
+            assert host is not None
+            host.mode, host.status = before
