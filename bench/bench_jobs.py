@@ -102,6 +102,7 @@ def bench_waiting(jobs: int, interval: float) -> None:
     from rackflow.hooks.scheduler import LocalSchedulerHook
     from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
     from rackflow_devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
+    from rackflow_devfleet.instrument import count_scheduler_commands
     from rackflow_devfleet.servers import Slurm, free_port
 
     workdir = Path(tempfile.mkdtemp(prefix="rackflow-bench-slurm-"))
@@ -133,13 +134,13 @@ def bench_waiting(jobs: int, interval: float) -> None:
 
             tasks = [asyncio.create_task(first_event(t)) for t in triggers]
             await asyncio.sleep(interval * 0.5)
-            before = LocalSchedulerHook.commands_run[(key, "squeue")]
             start = time.monotonic()
             busy = []
-            for _ in range(5):
-                await asyncio.sleep(interval)
-                busy.append(threading.active_count() - 1)
-            calls = LocalSchedulerHook.commands_run[(key, "squeue")] - before
+            with count_scheduler_commands() as commands:
+                for _ in range(5):
+                    await asyncio.sleep(interval)
+                    busy.append(threading.active_count() - 1)
+            calls = commands[(key, "squeue")]
             elapsed = time.monotonic() - start
             for t in tasks:
                 t.cancel()

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import tracemalloc
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,14 @@ from rackflow.operators.s3_intake import (
 )
 from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT, SSH_CONN_ID
+from rackflow_devfleet.instrument import count_scheduler_commands
 from tests.dag_factories.conftest import JOB_BASE, SFTP_JOB_BASE
 from tests.dag_factories.s3_intake_support import CONN_ID, keys, new_bucket, read_status, upload_job
 
 
-def _ssh_commands(devfleet: Any, command: str) -> int:
+def _ssh_commands(devfleet: Any, counted: Counter[tuple[str, str]], command: str) -> int:
     """How often this process ran ``command`` on the login node ``ssh_fleet`` (with the Slurm env)."""
-    return LocalSchedulerHook.commands_run[(cluster_key("slurm", SSH_CONN_ID, devfleet.slurm.env), command)]
+    return counted[(cluster_key("slurm", SSH_CONN_ID, devfleet.slurm.env), command)]
 
 
 def _slurm(devfleet: Any, *argv: str) -> str:
@@ -86,9 +88,8 @@ def test_round_trip_on_the_login_node(devfleet, airflow_db, sftp_intake):
     bucket = str(sftp_intake["bucket"])
     prefix = f"job{uuid.uuid4().hex[:6]}"
     upload_job(client, bucket, prefix)
-    sbatch_before = _ssh_commands(devfleet, "sbatch")
-
-    _sftp_dag().test()
+    with count_scheduler_commands() as counted:
+        _sftp_dag().test()
 
     status = read_status(client, bucket, prefix)
     assert status.splitlines()[0] == "COMPLETED", status
@@ -102,7 +103,7 @@ def test_round_trip_on_the_login_node(devfleet, airflow_db, sftp_intake):
     assert sorted(os.listdir(remote_dir))[:3] == ["aws-job-run.sh", "input.dat", "out.txt"]
     assert (remote_dir / "input.dat").read_bytes() == b"hello from the cloud\n"
     assert not (JOB_BASE / "sftp" / prefix).exists()  # not staged in the local intakes' place
-    assert _ssh_commands(devfleet, "sbatch") == sbatch_before + 1
+    assert _ssh_commands(devfleet, counted, "sbatch") == 1
     job_id = status.splitlines()[1]
     workdir = _slurm(devfleet, "scontrol", "show", "job", job_id)
     assert f"WorkDir={remote_dir}" in workdir
@@ -261,14 +262,14 @@ def test_wait_trigger_runs_and_cancels_on_the_login_node(devfleet, shared_tmp):
             await asyncio.wait_for(collect(), timeout=2)
         return events
 
-    squeue_before = _ssh_commands(devfleet, "squeue")
-    assert asyncio.run(wait_a_while()) == []  # the job runs on: nothing resumes the task
-    assert _ssh_commands(devfleet, "squeue") > squeue_before
+    with count_scheduler_commands() as counted:
+        assert asyncio.run(wait_a_while()) == []  # the job runs on: nothing resumes the task
+    assert _ssh_commands(devfleet, counted, "squeue") > 0
     assert read_status(client, bucket, "long").splitlines()[0] in ("QUEUED", "RUNNING")
 
-    scancel_before = _ssh_commands(devfleet, "scancel")
-    asyncio.run(trigger_type(**kwargs).on_kill())
-    assert _ssh_commands(devfleet, "scancel") == scancel_before + 1
+    with count_scheduler_commands() as counted:
+        asyncio.run(trigger_type(**kwargs).on_kill())
+    assert _ssh_commands(devfleet, counted, "scancel") == 1
     state = _slurm(
         devfleet, "squeue", "--noheader", "--states=all", f"--jobs={submitted['job_id']}", "-o", "%T"
     )

@@ -14,6 +14,7 @@ from rackflow.core.jobspec import parse_job_description
 from rackflow.core.schedulers import JobState, JobStatus
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
 from rackflow_devfleet.fleet import JOB_ACCOUNTS
+from rackflow_devfleet.instrument import count_scheduler_commands
 
 ACCOUNT = JOB_ACCOUNTS["alice"]
 
@@ -49,11 +50,9 @@ def test_submit_is_idempotent_by_name_and_one_status_call_covers_many_jobs(
         bad, job_name=name + ".bad", comment="run 2", workdir=str(tmp_path / "bad"), account=ACCOUNT
     )
 
-    before = LocalSchedulerHook.status_queries[hook.cluster_key]
-    squeue_before = LocalSchedulerHook.commands_run[(hook.cluster_key, "squeue")]
-    statuses = hook.statuses([first.scheduler_job_id, failed.scheduler_job_id])
-    assert LocalSchedulerHook.status_queries[hook.cluster_key] == before + 1
-    assert LocalSchedulerHook.commands_run[(hook.cluster_key, "squeue")] == squeue_before + 1
+    with count_scheduler_commands() as commands:
+        statuses = hook.statuses([first.scheduler_job_id, failed.scheduler_job_id])
+    assert commands == {(hook.cluster_key, "squeue"): 1}  # one status command for both jobs, nothing else
     assert set(statuses) == {first.scheduler_job_id, failed.scheduler_job_id}
 
     final = _wait_final(hook, [first.scheduler_job_id, failed.scheduler_job_id])

@@ -10,6 +10,7 @@ from rackflow.core.jobspec import parse_job_description
 from rackflow.hooks.scheduler import LocalSchedulerHook
 from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
 from rackflow_devfleet.fleet import JOB_ACCOUNTS
+from rackflow_devfleet.instrument import count_scheduler_commands
 
 
 def test_serialize_round_trips_to_an_importable_classpath() -> None:
@@ -59,9 +60,9 @@ def test_many_waiting_jobs_on_one_cluster_cost_one_status_query_per_interval(
         results = await task
         return results, poller.polls
 
-    before = LocalSchedulerHook.commands_run[(hook.cluster_key, "squeue")]
-    events, polls = asyncio.run(wait_all())
-    squeue_calls = LocalSchedulerHook.commands_run[(hook.cluster_key, "squeue")] - before
+    with count_scheduler_commands() as commands:
+        events, polls = asyncio.run(wait_all())
+    squeue_calls = commands[(hook.cluster_key, "squeue")]
 
     assert [e["job_status"]["exit_code"] for e in events] == exits
     assert [e["job_status"]["state"] for e in events] == ["COMPLETED" if c == 0 else "FAILED" for c in exits]

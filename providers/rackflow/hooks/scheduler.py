@@ -32,10 +32,9 @@ import shlex
 import stat
 import subprocess
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, ClassVar
+from typing import Any
 
 from airflow.sdk import BaseHook
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
@@ -119,11 +118,6 @@ class LocalSchedulerHook(BaseHook):
 
     conn_name_attr = "ssh_conn_id"
     hook_name = "Local batch scheduler"
-
-    # Scheduler status commands run by this process, per cluster key (tests and the bench read it).
-    status_queries: ClassVar[Counter[str]] = Counter()
-    commands_run: ClassVar[Counter[tuple[str, str]]] = Counter()
-    _count_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
@@ -222,8 +216,6 @@ class LocalSchedulerHook(BaseHook):
         :param cwd: its working directory.
         :param privileged: it needs root (``chown`` of a job directory): ``sudo -n`` unless root.
         """
-        with self._count_lock:
-            self.commands_run[(self.cluster_key, argv[0])] += 1
         if privileged and account is None and not self._is_root():
             line = ["sudo", "-n", "--", *argv]  # sudo's env_reset: no environment of ours either
         else:
@@ -416,8 +408,6 @@ class LocalSchedulerHook(BaseHook):
         ids = sorted(set(job_ids))
         if not ids:
             return {}
-        with self._count_lock:
-            self.status_queries[self.cluster_key] += 1
         result = self.run(self.adapter.status_command(ids), check=False)
         if result.returncode != 0 and not self.adapter.is_unknown_job_error(result.stderr + result.stdout):
             raise SchedulerCommandError(
