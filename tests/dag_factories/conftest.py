@@ -28,9 +28,12 @@ INTAKES = {
     "race": "rf-intake-race",
     "pause": "rf-intake-pause",
     "api": "rf-intake-api",
+    "clear": "rf-intake-clear",
 }
 # Users besides admins an intake shows its jobs to in the job API (its visible_to).
 VISIBLE_TO = {"api": ["bob"]}
+# Intakes whose waits poll the scheduler slowly: a test acts on a wait before it sees its job end.
+SLOW_POLL = {"clear": 60.0}
 
 
 def _intake(name: str, bucket: str) -> dict[str, object]:
@@ -41,7 +44,7 @@ def _intake(name: str, bucket: str) -> dict[str, object]:
         "run_as": INTAKE_ACCOUNT,
         "job_base_dir": str(JOB_BASE / name),
         "poll_interval": 0.5,
-        "scheduler_poll_interval": 0.5,
+        "scheduler_poll_interval": SLOW_POLL.get(name, 0.5),
         **({"visible_to": VISIBLE_TO[name]} if name in VISIBLE_TO else {}),
     }
 

@@ -14,6 +14,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import read_status, upload_job
 from tests.plugins.jobs_support import JOBS
@@ -52,6 +54,7 @@ def _slurm_jobs(devfleet: Any, fragment: str) -> list[tuple[str, str]]:
     return [(line.split()[0], line.split()[2]) for line in out if fragment in line]
 
 
+@pytest.mark.timeout(1200)
 def test_s3_jobs_are_listed_followed_and_terminated_through_the_job_api(
     airflow_stack: Any, devfleet: Any, intake_buckets: dict[str, str]
 ) -> None:
@@ -107,3 +110,57 @@ def test_s3_jobs_are_listed_followed_and_terminated_through_the_job_api(
     assert ended["terminate_requested_by"] == "bob"
     assert _slurm_jobs(devfleet, f"rf_s3_{long}_") == [(lines[1], "CANCELLED")]
     assert [state for _, state in _slurm_jobs(devfleet, f"rf_s3_{quick}_")] == ["COMPLETED"]
+
+
+@pytest.mark.timeout(1200)
+def test_clearing_a_failed_wait_resumes_the_stage_without_a_second_submission(
+    airflow_stack: Any, devfleet: Any, intake_buckets: dict[str, str]
+) -> None:
+    """Issue 14 item 6 for the S3 front door: the ``wait`` of a job fails (here an operator marks it
+    failed after its job ended, before the trigger saw the end: the intake ``clear`` polls Slurm every
+    60 s), which leaves the status object non-terminal and cancels nothing; clearing the failed task
+    through Airflow's ``clearTaskInstances`` starts the stage again, and it stages out and completes
+    the job it submitted -- one Slurm job."""
+    dag_id, url = "s3_intake_clear", airflow_stack.url
+    client = devfleet.s3.client()
+    bucket = intake_buckets["clear"]
+    airflow_stack.wait_for_dag(dag_id)
+    admin = airflow_stack.session("admin")
+    prefix = f"clear{uuid.uuid4().hex[:5]}"
+    upload_job(client, bucket, prefix)
+    tis = f"{url}/api/v2/dags/{dag_id}/dagRuns/~/taskInstances"
+
+    def deferred_wait() -> dict[str, Any] | None:
+        resp = admin.get(tis, params={"task_id": "wait", "state": ["deferred"]}, timeout=180)
+        assert resp.status_code == 200, resp.text
+        # the intake's only job (a wait started in the triggerer has no rendered label yet)
+        found = resp.json()["task_instances"]
+        assert len(found) <= 1, found
+        return found[0] if found else None
+
+    _until(f"{prefix} QUEUED", lambda: read_status(client, bucket, prefix).startswith("QUEUED"))
+    slurm_id = read_status(client, bucket, prefix).splitlines()[1]
+    ours = f"rf_s3_{prefix}_"
+    _until(f"Slurm job {slurm_id} ended", lambda: _slurm_jobs(devfleet, ours) == [(slurm_id, "COMPLETED")])
+    ti = deferred_wait() or _until(f"{prefix}'s wait deferred", deferred_wait)
+    run_id, map_index = ti["dag_run_id"], ti["map_index"]
+    one = f"{url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/wait/{map_index}"
+    marked = admin.patch(one, json={"new_state": "failed"}, timeout=180)
+    assert marked.status_code == 200, marked.text
+    _until("the wait failed", lambda: admin.get(one, timeout=180).json()["state"] == "failed")
+    time.sleep(5)  # a failure callback, if any, has run
+    assert read_status(client, bucket, prefix) == f"QUEUED\n{slurm_id}\n"
+
+    cleared = admin.post(
+        f"{url}/api/v2/dags/{dag_id}/clearTaskInstances",
+        json={"dry_run": False, "dag_run_id": run_id, "only_failed": True},
+        timeout=180,
+    )
+    assert cleared.status_code == 200, cleared.text
+    assert [t["task_id"] for t in cleared.json()["task_instances"]] == ["wait"], cleared.text
+    _until(f"{prefix} COMPLETED", lambda: read_status(client, bucket, prefix).startswith("COMPLETED"), 300)
+    assert read_status(client, bucket, prefix) == f"COMPLETED\n{slurm_id}\n"
+    body = client.get_object(Bucket=bucket, Key=f"{prefix}/out.txt")["Body"].read()
+    assert body == b"hello from the cloud\ndone\n"
+    assert _slurm_jobs(devfleet, ours) == [(slurm_id, "COMPLETED")]
+    assert admin.get(one, timeout=180).json()["try_number"] > ti["try_number"]
