@@ -44,13 +44,7 @@ def test_failing_job_records_exit_code_events_in_order_and_stages_out_to_s3(
     dag = _job_dag()
     run = dag.test(run_conf={"job": spec})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {
-        "stage_in": "success",
-        "submit": "success",
-        "wait": "failed",
-        "stage_out": "success",
-        "cleanup": "failed",
-    }
+    assert states == {"submit": "failed", "finish": "failed"}
     job = jobs.get_job(dag.dag_id, run.run_id)
     assert job is not None and job.state == "FAILED" and job.exit_code == 3
     assert jobs.states_seen(dag.dag_id, run.run_id) == ["QUEUED", "ACTIVE", "FAILED"]
@@ -186,7 +180,7 @@ def test_run_of_an_owner_without_a_job_account_fails_stage_in_with_the_reason_an
     dag = _job_dag()
     run = dag.test(run_conf={"job": {"executable": "/bin/true"}})
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["stage_in"] == "failed" and states["submit"] == "upstream_failed", states
+    assert states["submit"] == "failed" and states["finish"] == "failed", states
     job = jobs.get_job(dag.dag_id, run.run_id)
     assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
     assert "no job account for Airflow user 'dag_test'" in (job.message or "")

@@ -65,7 +65,9 @@ def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
             f"{airflow_stack.url}/api/v2/dags/rackflow_job/dagRuns/{job_id}/taskInstances", timeout=30
         ).json()["task_instances"]
     }
-    assert states["stage_out"] == "skipped" and states["wait"] == "skipped"
+    # The remaining stages did nothing: the submit (its wait) ended skipped, finish staged nothing out.
+    assert states["submit"] == "skipped" and states["finish"] == "failed", states
+    assert not any(e["message"].startswith("staged out") for e in job["events"])
 
     # Terminating a finished job changes nothing.
     done_id = alice.post(f"{airflow_stack.url}{JOBS}", json={"executable": "/bin/true"}, timeout=180).json()[

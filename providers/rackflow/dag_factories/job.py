@@ -1,20 +1,27 @@
-"""The batch job DAG: stage_in -> submit -> wait -> stage_out -> cleanup, one DAG run per job.
+"""The batch job DAG: submit -> finish, one DAG run per job.
 
 The run's conf is ``{"job": <job description>}`` validated by a JSON-schema ``Param``, so an invalid
 description is refused by ``POST /api/v2/dags/<dag_id>/dagRuns`` (400) before any run is recorded.
 The job id is the run id; the owner is the run's triggering user, and the job runs as the Unix account
-``[rackflow] job_accounts`` maps the owner to: an owner without one fails ``stage_in`` with that reason
+``[rackflow] job_accounts`` maps the owner to: an owner without one fails ``submit`` with that reason
 and nothing is staged or submitted. The scheduler job name and the job directory
 (``<jobs_directory>/rf-<uuid>``, mode 0700, handed to the account before the submit) are generated
-when ``stage_in`` first records the job, never derived from the run id. Each task is one stage and records
+when ``submit`` first records the job, never derived from the run id. Each task is one stage and records
 events in the rackflow database (:mod:`rackflow.db.jobs`); clearing a failed task restarts that stage
-(submit finds a job it submitted already instead of submitting twice).
+(submit finds a job it submitted already instead of submitting twice, and stages nothing again).
+
+Task starts: ``submit`` stages the inputs in, submits, and defers: the cluster's shared poller
+follows the job in the triggerer, its states (QUEUED, ACTIVE with its node) and its end (exit code
+and usage from the scheduler's accounting) are recorded there, and the trigger ends the task itself
+(Airflow's end-from-trigger) -- the task never resumes on a worker, so no resumed try can lose
+Airflow's defer-exit race (apache/airflow#72716). ``finish`` (stage out, keep the output tails,
+remove the job directory) runs on a worker. Two worker task starts per job.
 
 Job states: QUEUED until the scheduler runs it (also while staging in), ACTIVE while it runs, then
 COMPLETED, FAILED (the job failed, or staging failed, or the scheduler refused it) or CANCELED
-(terminated through the job API). A job that does not end COMPLETED fails the run in ``cleanup``.
-``cleanup`` first keeps the tails of the job's stdout and stderr in the rackflow database, then removes
-the job directory or keeps it per ``[rackflow] job_directory_retention``
+(terminated through the job API). A job that does not end COMPLETED fails the run in ``finish``.
+``finish`` first stages out, keeps the tails of the job's stdout and stderr in the rackflow database,
+then removes the job directory or keeps it per ``[rackflow] job_directory_retention``
 (:mod:`rackflow.services.job_output`).
 """
 
@@ -30,14 +37,7 @@ from rackflow.core.jobspec import JobDescription, parse_job_description
 from rackflow.db import jobs
 from rackflow.hooks.job_dirs import open_job_dir
 from rackflow.hooks.scheduler import JobDirectoryError, LocalSchedulerHook, SchedulerCommandError
-from rackflow.operators.scheduler import (
-    WAIT_RETRIES,
-    WAIT_RETRY_DELAY,
-    MissingJobAccount,
-    SubmitToLocalSchedulerOperator,
-    WaitForLocalSchedulerJobOperator,
-    resolve_job,
-)
+from rackflow.operators.scheduler import MissingJobAccount, SubmitToLocalSchedulerOperator, resolve_job
 
 JOB_DAG_ID = "rackflow_job"
 
@@ -102,8 +102,8 @@ def create_job_dag(
         default_args={"retries": 0, "retry_delay": timedelta(seconds=10)},
     ) as dag:
 
-        @task(task_id="stage_in")
-        def stage_in_task(**context: Any) -> list[str]:
+        def stage_inputs(context: Any) -> None:
+            """Record the job and stage its inputs in; nothing again once it was submitted."""
             from rackflow.services.staging import StagingError, stage_in
 
             dag_id_, run_id, owner = keys(context)
@@ -117,6 +117,9 @@ def create_job_dag(
                 if row is None or row.owner in (None, owner):  # never write into another owner's record
                     jobs.record_event(dag_id_, run_id, "FAILED", str(exc), owner=owner)
                 raise
+            row = jobs.get_job(dag_id_, run_id)
+            if row is not None and row.scheduler_job_id is not None:
+                return  # a cleared submit: the inputs are in, the job was submitted (found again below)
             workdir = identity.workdir
             job = description(context)
             h = hook()
@@ -136,12 +139,14 @@ def create_job_dag(
                 raise AirflowFailException(f"job directory {workdir}: {exc}") from exc
             try:
                 with open_job_dir(workdir, ssh_conn_id, scheduler_hook=h) as job_dir:
-                    return stage_in(job.stage_in, job_dir=job_dir, aws_conn_id=aws_conn_id)
+                    staged = stage_in(job.stage_in, job_dir=job_dir, aws_conn_id=aws_conn_id)
             except StagingError as exc:
                 jobs.record_event(dag_id_, run_id, "FAILED", f"stage_in failed: {exc}")
                 raise AirflowFailException(f"stage_in failed: {exc}") from exc
             finally:
                 h.close()
+            if staged:
+                jobs.record_event(dag_id_, run_id, None, "staged in: " + "; ".join(staged))
 
         submit = SubmitToLocalSchedulerOperator(
             task_id="submit",
@@ -149,52 +154,41 @@ def create_job_dag(
             scheduler=scheduler,
             ssh_conn_id=ssh_conn_id,
             env=env,
-            wait_for_completion=False,  # name, directory and account: the ones stage_in recorded
             poll_interval=poll_interval,
+            before_submit=stage_inputs,  # name, directory and account: the ones stage_in recorded
+            # The wait: deferred to the cluster's poller; the trigger records the job's states and its
+            # end and ends this task itself (no resume on a worker). A cleared submit re-attaches to
+            # the recorded scheduler job, never submits again.
+            end_from_trigger=True,
         )
 
-        wait = WaitForLocalSchedulerJobOperator(
-            task_id="wait",
-            scheduler_job_id="{{ ti.xcom_pull(task_ids='submit', key='scheduler_job_id') }}",
-            scheduler=scheduler,
-            ssh_conn_id=ssh_conn_id,
-            env=env,
-            poll_interval=poll_interval,
-            # a lost try re-attaches to the same scheduler job (its id from XCom), never resubmits
-            retries=WAIT_RETRIES,
-            retry_delay=WAIT_RETRY_DELAY,
-        )
-
-        @task(task_id="stage_out", trigger_rule="all_done")
-        def stage_out_task(**context: Any) -> list[str]:
+        def stage_outputs(context: Any, job_row: Any) -> str | None:
+            """Copy the job's results out; the reason it failed, or None."""
             from rackflow.services.staging import StagingError, stage_out
 
             dag_id_, run_id, _ = keys(context)
-            job_row = jobs.get_job(dag_id_, run_id)
             if job_row is None or job_row.scheduler_job_id is None:
-                raise AirflowSkipException("nothing was submitted: nothing to stage out")
-            if job_row.terminate_requested_at is not None:
-                raise AirflowSkipException(
-                    f"terminated by {job_row.terminate_requested_by}: stage_out skipped"
-                )
-            if job_row.state not in jobs.FINAL_STATES:
-                raise AirflowSkipException(f"the job did not finish ({job_row.state}): stage_out skipped")
+                return None  # nothing was submitted: nothing to stage out
+            if job_row.terminate_requested_at is not None or job_row.state not in jobs.FINAL_STATES:
+                return None  # terminated, or the job did not finish
             job = description(context)
+            if not job.stage_out:
+                return None
             h = hook()
             try:
                 with open_job_dir(workdir_of(context), ssh_conn_id, scheduler_hook=h) as job_dir:
                     copied = stage_out(job.stage_out, job_dir=job_dir, aws_conn_id=aws_conn_id)
             except StagingError as exc:
                 jobs.record_event(dag_id_, run_id, "FAILED", f"stage_out failed: {exc}")
-                raise AirflowFailException(f"stage_out failed: {exc}") from exc
+                return f"stage_out failed: {exc}"
             finally:
                 h.close()
             if copied:
                 jobs.record_event(dag_id_, run_id, None, "staged out: " + "; ".join(copied))
-            return copied
+            return None
 
-        @task(task_id="cleanup", trigger_rule="all_done")
-        def cleanup_task(**context: Any) -> str:
+        @task(task_id="finish", trigger_rule="all_done")
+        def finish_task(**context: Any) -> str:
             dag_id_, run_id, owner = keys(context)
             job_row = jobs.get_job(dag_id_, run_id)
             if job_row is not None and job_row.owner not in (None, owner):
@@ -207,6 +201,10 @@ def create_job_dag(
                 raise AirflowFailException(
                     f"job still {state} after a failed stage; clear that task to resume (directory kept)"
                 )
+            staging_failed = stage_outputs(context, job_row)
+            if staging_failed:
+                job_row = jobs.get_job(dag_id_, run_id)
+                state = "FAILED"
             directory_note = kept = ""
             if workdir is not None:
                 from rackflow import settings
@@ -252,11 +250,7 @@ def create_job_dag(
                 raise AirflowFailException(f"job {state}: {message}")
             return state
 
-        staged = stage_in_task()
-        staged >> submit >> wait
-        out = stage_out_task()
-        wait >> out
-        out >> cleanup_task()
+        submit >> finish_task()
     return dag
 
 

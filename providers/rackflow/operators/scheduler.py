@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -22,10 +22,17 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
-from rackflow.core.schedulers import JobDetail, JobState, JobStatus
+from rackflow.core.schedulers import JobStatus
 from rackflow.db import jobs
 from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
-from rackflow.triggers.scheduler import LocalSchedulerJobTrigger, cancel_claimed_job
+from rackflow.triggers.scheduler import (
+    ENDED_FAILED,
+    ENDED_TERMINATED,
+    LocalSchedulerJobTrigger,
+    cancel_claimed_job,
+    record_job_end,
+    usage_text,
+)
 
 
 def default_poll_interval() -> float:
@@ -148,6 +155,7 @@ class _SchedulerJobMixin:
             dag_id=dag_id if self.record_events else None,
             run_id=run_id if self.record_events else None,
             last_state=last_state,
+            end_from_trigger=getattr(self, "end_from_trigger", False),
         )
 
     def _finished_already(self, job_id: str, context: Any) -> dict[str, Any] | None:
@@ -184,85 +192,25 @@ class _SchedulerJobMixin:
             time.sleep(self.poll_interval)
 
     def _complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """The resumed task's end: :func:`~rackflow.triggers.scheduler.record_job_end` of the job the
+        trigger saw end, then the task's outcome (a terminated job skips it, a failed one fails it)."""
         job_id = str(event.get("scheduler_job_id"))
         if event.get("status") != "done":
             raise AirflowException(f"lost track of scheduler job {job_id}: {event.get('message')}")
         status = JobStatus.model_validate(event["job_status"])
+        dag_id, run_id, _ = _run_keys(context)
         hook = self.hook()
-        detail: JobDetail | None = None
         try:
-            detail = hook.final_detail(job_id)  # usage, node list and times from the accounting
-        except Exception as exc:  # accounting is best effort; the observed state is what matters
-            self.log.warning("No accounting for job %s: %s", job_id, exc)
+            end = record_job_end(
+                hook, job_id, status, (dag_id, run_id) if self.record_events else None, log_=self.log
+            )
         finally:
             hook.close()
-        if status.native_state == "UNKNOWN" and detail is not None and detail.status.state.is_final:
-            status = detail.status  # observed before accounting had the job's record
-        exit_code = (
-            status.exit_code if status.exit_code is not None else (detail.exit_code if detail else None)
-        )
-        nodes = status.nodes or (detail.nodes if detail else ())
-        result: dict[str, Any] = {
-            "scheduler_job_id": job_id,
-            "scheduler": self.scheduler,
-            "state": status.state.value,
-            "native_state": status.native_state,
-            "exit_code": exit_code,
-            "signal": status.signal,
-            "reason": status.reason,
-            "nodes": list(nodes),
-            "cpu_time": _seconds(detail.cpu_time) if detail else None,
-            "wall_time": _seconds(detail.wall_time) if detail else None,
-            "max_memory": detail.max_memory if detail else None,
-        }
-        dag_id, run_id, _ = _run_keys(context)
-        terminated_by = None
-        if self.record_events:
-            terminated_by = jobs.termination_requested(dag_id, run_id)
-            seen = jobs.states_seen(dag_id, run_id)
-            start = _scheduler_time(detail.started_at if detail else None)
-            if "ACTIVE" not in seen and start is not None:
-                # The job ran between two polls: its start is known from the scheduler's record.
-                jobs.record_event(
-                    dag_id,
-                    run_id,
-                    "ACTIVE",
-                    f"{self.scheduler} job {job_id} started" + (f" on {','.join(nodes)}" if nodes else ""),
-                    scheduler_job_id=job_id,
-                    node=",".join(nodes) or None,
-                    at=start,
-                )
-            message = f"{self.scheduler} job {job_id} ended {status.native_state}"
-            if exit_code is not None:
-                message += f", exit code {exit_code}"
-            if status.reason:
-                message += f" ({status.reason})"
-            if terminated_by and status.state == JobState.CANCELED:
-                message += f"; terminated at the request of {terminated_by}"
-            message += usage_text(result)
-            jobs.record_event(
-                dag_id,
-                run_id,
-                status.state.value,
-                message,
-                scheduler_job_id=job_id,
-                node=",".join(nodes) or None,
-                at=_scheduler_time(detail.ended_at if detail else None),
-                exit_code=exit_code,
-                wall_time_s=result["wall_time"],
-                cpu_time_s=result["cpu_time"],
-                max_memory=result["max_memory"],
-                nodes=",".join(nodes) or None,
-            )
-        if status.state == JobState.CANCELED and terminated_by:
-            raise AirflowSkipException(f"job {job_id} canceled at the request of {terminated_by}")
-        if self.fail_on_job_failure and status.state != JobState.COMPLETED:
-            raise AirflowFailException(
-                f"{self.scheduler} job {job_id} {status.state.value} ({status.native_state})"
-                + (f", exit code {exit_code}" if exit_code is not None else "")
-                + (f": {status.reason}" if status.reason else "")
-            )
-        return result
+        if end.outcome == ENDED_TERMINATED:
+            raise AirflowSkipException(end.message)
+        if self.fail_on_job_failure and end.outcome == ENDED_FAILED:
+            raise AirflowFailException(end.message)
+        return end.result
 
 
 class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
@@ -288,6 +236,12 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
     :param record_events: write the job's record and events to the rackflow database.
     :param fail_on_job_failure: fail the task when the job ends FAILED/CANCELED.
+    :param before_submit: called with the task's context on the worker before anything is submitted
+        (the job DAG stages the inputs in there); it may raise to stop the task.
+    :param end_from_trigger: the trigger completes the job and ends this task itself (success when
+        the job COMPLETED, failed otherwise, skipped when terminated through the job API): the task
+        never resumes on a worker after deferring, so it costs one task start. It resumes only when
+        the trigger lost track of the job, to re-attach to it (up to ``WAIT_RETRIES`` times).
     """
 
     template_fields: Sequence[str] = ("job", "job_name", "workdir", "ssh_conn_id", "env", "run_as")
@@ -309,9 +263,15 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         deferrable: bool = True,
         record_events: bool = True,
         fail_on_job_failure: bool = True,
+        before_submit: Callable[[Any], None] | None = None,
+        end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if end_from_trigger and not fail_on_job_failure:
+            raise ValueError("end_from_trigger ends the task from the trigger: a failed job fails it")
+        self.before_submit = before_submit
+        self.end_from_trigger = end_from_trigger
         self.job = job.to_dict() if isinstance(job, JobDescription) else job
         self.scheduler = scheduler
         self.ssh_conn_id = ssh_conn_id
@@ -332,6 +292,8 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
             job = parse_job_description(self.job)  # type: ignore[arg-type]
         except JobDescriptionError as exc:
             raise AirflowFailException(str(exc)) from exc
+        if self.before_submit is not None:
+            self.before_submit(context)
         dag_id, run_id, owner = _run_keys(context)
         identity = resolve_job(
             dag_id,
@@ -352,24 +314,34 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
             who = jobs.termination_requested(dag_id, run_id)
             if who:
                 raise AirflowSkipException(f"not submitting: termination requested by {who}")
-        try:
-            submitted = hook.submit(
-                job, job_name=job_name, comment=f"airflow {dag_id} {run_id}", workdir=workdir, account=account
-            )
-        except SchedulerRejectedJob as exc:
-            if self.record_events:
-                jobs.record_event(dag_id, run_id, "FAILED", f"{self.scheduler} refused the job: {exc}")
-            raise AirflowFailException(f"{self.scheduler} refused the job: {exc}") from exc
-        job_id = submitted.scheduler_job_id
+        row = jobs.get_job(dag_id, run_id) if self.record_events else None
+        if row is not None and row.scheduler_job_id is not None:
+            # A retried or cleared submit: the job was submitted and recorded; re-attach to it even if
+            # the scheduler has forgotten its name (the record, not the live queue, says it exists).
+            job_id, how, note = row.scheduler_job_id, "found existing", "; recorded, not submitted again"
+        else:
+            try:
+                submitted = hook.submit(
+                    job,
+                    job_name=job_name,
+                    comment=f"airflow {dag_id} {run_id}",
+                    workdir=workdir,
+                    account=account,
+                )
+            except SchedulerRejectedJob as exc:
+                if self.record_events:
+                    jobs.record_event(dag_id, run_id, "FAILED", f"{self.scheduler} refused the job: {exc}")
+                raise AirflowFailException(f"{self.scheduler} refused the job: {exc}") from exc
+            job_id = submitted.scheduler_job_id
+            how, note = ("found existing" if submitted.existing else "submitted"), ""
         self._scheduler_job_id = job_id
         context["ti"].xcom_push(key="scheduler_job_id", value=job_id)
         if self.record_events:
             jobs.record_event(
                 dag_id,
                 run_id,
-                "QUEUED",
-                f"{'found existing' if submitted.existing else 'submitted'} {self.scheduler} job {job_id}"
-                f" ({job_name}, as {account})",
+                "QUEUED" if how == "submitted" else None,  # a re-attached job keeps its state
+                f"{how} {self.scheduler} job {job_id} ({job_name}, as {account}){note}",
                 scheduler_job_id=job_id,
             )
             if jobs.termination_requested(dag_id, run_id):  # asked while we were submitting
@@ -389,9 +361,38 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         return {**self._poll_in_worker(job_id, context), "job_name": job_name, "workdir": workdir}
 
     def execute_complete(
-        self, context: Any, event: dict[str, Any], job_name: str = "", workdir: str = ""
+        self,
+        context: Any,
+        event: dict[str, Any] | str,
+        job_name: str = "",
+        workdir: str = "",
+        attached: int = 1,
     ) -> dict[str, Any]:
+        if isinstance(event, str):
+            return self._ended_by_trigger(context, event)
+        job_id = str(event.get("scheduler_job_id"))
+        if event.get("status") == "error" and self.end_from_trigger and attached <= WAIT_RETRIES:
+            # The trigger lost track of the job (its status polls failed), not the job itself: follow
+            # the same job again (nothing is submitted or cancelled), up to WAIT_RETRIES times.
+            self.log.warning("Re-attaching to job %s: %s", job_id, event.get("message"))
+            self.defer(
+                trigger=self._trigger(job_id, context),
+                method_name="execute_complete",
+                kwargs={"job_name": job_name, "workdir": workdir, "attached": attached + 1},
+            )
         return {**self._complete(context, event), "job_name": job_name, "workdir": workdir}
+
+    def _ended_by_trigger(self, context: Any, state: str) -> dict[str, Any]:
+        """An inline runner (``dag.test()``) resumes a task its trigger ended, with the end event's
+        state as the event: the trigger recorded the job's end already; end the task the same way."""
+        dag_id, run_id, _ = _run_keys(context)
+        row = jobs.get_job(dag_id, run_id) if self.record_events else None
+        message = row.message if row is not None and row.message else f"the trigger ended the task: {state}"
+        if state.endswith("skipped"):
+            raise AirflowSkipException(message)
+        if not state.endswith("success"):
+            raise AirflowFailException(message)
+        return {"scheduler_job_id": self._scheduler_job_id, "state": row.state if row else "COMPLETED"}
 
     def on_kill(self) -> None:
         """Cancel the scheduler job this task submitted (the trigger's on_kill covers a deferred task)."""
@@ -479,31 +480,6 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
             self.log.exception("Could not cancel scheduler job %s", self.scheduler_job_id)
 
 
-def _seconds(d: timedelta | None) -> int | None:
-    return None if d is None else int(d.total_seconds())
-
-
-def _scheduler_time(at: datetime | None) -> datetime | None:
-    """A time from the scheduler in UTC; Slurm prints local time without a zone (a naive value)."""
-    if at is None:
-        return None
-    if at.tzinfo is None:
-        at = at.astimezone()  # local time of this host (same as the scheduler's for local/SSH)
-    return at.astimezone(UTC)
-
-
-def usage_text(result: dict[str, Any]) -> str:
-    """``"; used 2 s of CPU, peak memory 214.6 MiB, 3 s wall time"`` from a completion result, or ``""``."""
-    parts = []
-    if result.get("cpu_time") is not None:
-        parts.append(f"{result['cpu_time']} s of CPU")
-    if result.get("max_memory") is not None:
-        parts.append(f"peak memory {result['max_memory'] / (1 << 20):.1f} MiB")
-    if result.get("wall_time") is not None:
-        parts.append(f"{result['wall_time']} s wall time")
-    return "; used " + ", ".join(parts) if parts else ""
-
-
 __all__ = [
     "WAIT_RETRIES",
     "WAIT_RETRY_DELAY",
@@ -515,4 +491,5 @@ __all__ = [
     "jobs_directory",
     "resolve_job",
     "unrecorded_job_name",
+    "usage_text",
 ]

@@ -9,6 +9,17 @@ terminate, and cancels those (once: the cancel is claimed in the database first)
 A front door whose jobs have more to follow than the rackflow record (the S3 intake's status object)
 passes a :class:`JobFollower`: it is told every intermediate state change and a kill, in the triggerer,
 so the waiting task resumes only once, when the job has ended.
+
+With ``end_from_trigger`` the trigger also completes the job in the triggerer (final state, exit code
+and usage from the scheduler's accounting, into the job record: :func:`record_job_end`) and ends its
+task itself (Airflow's ``TaskSuccessEvent``/``TaskFailedEvent``/``TaskSkippedEvent``): the task never
+resumes on a worker, so its wait costs no second task start and no resumed try can lose Airflow's
+defer-exit race (apache/airflow#72716: a stale executor event failing the resumed try).
+
+Airflow's triggerer calls ``on_kill`` for every trigger it no longer runs: a user's mark-failed, a
+failed run, but also a cleared task and a trigger moved to another triggerer. The trigger asks Airflow
+for its task's and run's state first and cancels the scheduler job only when the task or the run has
+ended (or a termination was requested); a cleared task's next try re-attaches to the same job.
 """
 
 from __future__ import annotations
@@ -19,11 +30,18 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import (
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 
-from rackflow.core.schedulers import JobStatus
+from rackflow.core.schedulers import JobDetail, JobState, JobStatus
 from rackflow.hooks.scheduler import JobFollower, LocalSchedulerHook, cluster_key
 
 log = logging.getLogger(__name__)
@@ -133,6 +151,137 @@ def load_follower(path: str | None, kwargs: dict[str, Any] | None) -> JobFollowe
     return cls(**(kwargs or {}))
 
 
+# The ends of a waited-for job as the task sees them (see :func:`record_job_end`).
+ENDED_COMPLETED = "completed"
+ENDED_FAILED = "failed"
+ENDED_TERMINATED = "terminated"
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """A job's end as recorded: ``outcome`` (``completed``, ``failed`` or ``terminated`` through the
+    job API), the task's result (``result``, an XCom-able dict) and a one-line ``message``."""
+
+    outcome: str
+    result: dict[str, Any]
+    message: str
+
+
+def _seconds(d: Any) -> int | None:
+    return None if d is None else int(d.total_seconds())
+
+
+def _scheduler_time(at: datetime | None) -> datetime | None:
+    """A time from the scheduler in UTC; Slurm prints local time without a zone (a naive value)."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.astimezone()  # local time of this host (same as the scheduler's for local/SSH)
+    return at.astimezone(UTC)
+
+
+def usage_text(result: dict[str, Any]) -> str:
+    """``"; used 2 s of CPU, peak memory 214.6 MiB, 3 s wall time"`` from a completion result, or ``""``."""
+    parts = []
+    if result.get("cpu_time") is not None:
+        parts.append(f"{result['cpu_time']} s of CPU")
+    if result.get("max_memory") is not None:
+        parts.append(f"peak memory {result['max_memory'] / (1 << 20):.1f} MiB")
+    if result.get("wall_time") is not None:
+        parts.append(f"{result['wall_time']} s wall time")
+    return "; used " + ", ".join(parts) if parts else ""
+
+
+def record_job_end(
+    hook: LocalSchedulerHook,
+    job_id: str,
+    status: JobStatus,
+    job_key: JobKey | None,
+    *,
+    log_: Any = log,
+) -> JobEnd:
+    """Complete a job whose end was observed (``status``): usage, node list and times from the
+    scheduler's accounting (best effort), the end event in the job record when ``job_key`` is given.
+
+    The one completion step, run by the trigger (``end_from_trigger``) or by the task that resumed.
+    The observed state stands: only an ``UNKNOWN`` one is replaced by accounting's final record.
+    """
+    detail: JobDetail | None = None
+    try:
+        detail = hook.final_detail(job_id)
+    except Exception as exc:  # accounting is best effort; the observed state is what matters
+        log_.warning("No accounting for job %s: %s", job_id, exc)
+    if status.native_state == "UNKNOWN" and detail is not None and detail.status.state.is_final:
+        status = detail.status  # observed before accounting had the job's record
+    kind = hook.adapter.kind
+    exit_code = status.exit_code if status.exit_code is not None else (detail.exit_code if detail else None)
+    nodes = status.nodes or (detail.nodes if detail else ())
+    result: dict[str, Any] = {
+        "scheduler_job_id": job_id,
+        "scheduler": kind,
+        "state": status.state.value,
+        "native_state": status.native_state,
+        "exit_code": exit_code,
+        "signal": status.signal,
+        "reason": status.reason,
+        "nodes": list(nodes),
+        "cpu_time": _seconds(detail.cpu_time) if detail else None,
+        "wall_time": _seconds(detail.wall_time) if detail else None,
+        "max_memory": detail.max_memory if detail else None,
+    }
+    terminated_by = None
+    if job_key is not None:
+        from rackflow.db import jobs
+
+        terminated_by = jobs.termination_requested(*job_key)
+        seen = jobs.states_seen(*job_key)
+        start = _scheduler_time(detail.started_at if detail else None)
+        if "ACTIVE" not in seen and start is not None:
+            # The job ran between two polls: its start is known from the scheduler's record.
+            jobs.record_event(
+                *job_key,
+                "ACTIVE",
+                f"{kind} job {job_id} started" + (f" on {','.join(nodes)}" if nodes else ""),
+                scheduler_job_id=job_id,
+                node=",".join(nodes) or None,
+                at=start,
+            )
+        message = f"{kind} job {job_id} ended {status.native_state}"
+        if exit_code is not None:
+            message += f", exit code {exit_code}"
+        if status.reason:
+            message += f" ({status.reason})"
+        if terminated_by and status.state == JobState.CANCELED:
+            message += f"; terminated at the request of {terminated_by}"
+        message += usage_text(result)
+        jobs.record_event(
+            *job_key,
+            status.state.value,
+            message,
+            scheduler_job_id=job_id,
+            node=",".join(nodes) or None,
+            at=_scheduler_time(detail.ended_at if detail else None),
+            exit_code=exit_code,
+            wall_time_s=result["wall_time"],
+            cpu_time_s=result["cpu_time"],
+            max_memory=result["max_memory"],
+            nodes=",".join(nodes) or None,
+        )
+    if status.state == JobState.CANCELED and terminated_by:
+        return JobEnd(ENDED_TERMINATED, result, f"job {job_id} canceled at the request of {terminated_by}")
+    summary = (
+        f"{kind} job {job_id} {status.state.value} ({status.native_state})"
+        + (f", exit code {exit_code}" if exit_code is not None else "")
+        + (f": {status.reason}" if status.reason else "")
+    )
+    return JobEnd(ENDED_COMPLETED if status.state == JobState.COMPLETED else ENDED_FAILED, result, summary)
+
+
+# Task and run states after which a trigger's ``on_kill`` is a real kill (the task will not run again).
+_ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+_ENDED_RUN_STATES = frozenset({"success", "failed"})
+
+
 class LocalSchedulerJobTrigger(BaseTrigger):
     """Wait until a batch scheduler job ends; fires ``{"status": "done", "job_status": {...}}``.
 
@@ -143,11 +292,17 @@ class LocalSchedulerJobTrigger(BaseTrigger):
     :param poll_interval: seconds between status queries (shared by all jobs of the cluster).
     :param dag_id: with ``run_id``, the job record to write state changes to and read termination from.
     :param run_id: the job's DAG run id.
-    :param last_state: the PSI/J state already recorded (no event is written for it again).
+    :param last_state: the PSI/J state already recorded (no event is written for it again); with a job
+        record, the record's state when the trigger starts.
     :param max_errors: consecutive failed polls before the trigger gives up with an ``error`` event.
     :param account: Unix account the job runs as; a kill without a job record cancels as this account.
     :param follower: import path of a :class:`JobFollower` told of state changes and a kill.
     :param follower_kwargs: the follower's constructor arguments (JSON values).
+    :param end_from_trigger: complete the job here (:func:`record_job_end`) and end the task without
+        resuming it: success when the job COMPLETED, skipped when it was terminated through the job
+        API, failed otherwise; the task's return value (XCom) is the completion result. Only when the
+        trigger loses track of the job (``max_errors`` failed polls) does the task resume, with an
+        ``error`` event, to re-attach (see the operators).
     """
 
     def __init__(
@@ -165,6 +320,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         account: str | None = None,
         follower: str | None = None,
         follower_kwargs: dict[str, Any] | None = None,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()
         self.scheduler_job_id = scheduler_job_id
@@ -179,6 +335,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         self.account = account
         self.follower = follower
         self.follower_kwargs = dict(follower_kwargs or {})
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -196,6 +353,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                 "account": self.account,
                 "follower": self.follower,
                 "follower_kwargs": self.follower_kwargs,
+                "end_from_trigger": self.end_from_trigger,
             },
         )
 
@@ -210,26 +368,34 @@ class LocalSchedulerJobTrigger(BaseTrigger):
     def _hook(self) -> LocalSchedulerHook:
         return LocalSchedulerHook(scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, env=self.env)
 
+    def _recorded_state(self) -> None:
+        """Start from the job record's state (a re-attached wait writes no event twice)."""
+        key = self.job_key
+        if key is None:
+            return
+        from rackflow.db import jobs
+
+        row = jobs.get_job(*key)
+        if row is not None and row.state not in jobs.FINAL_STATES:
+            self.last_state = row.state
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         # (in a thread: a follower's module may import boto3, seconds the event loop must not block)
         follower = await asyncio.to_thread(load_follower, self.follower, self.follower_kwargs)
+        await asyncio.to_thread(self._recorded_state)
         poller = ClusterPoller.for_hook(self._hook())
         sub = poller.subscribe(self.scheduler_job_id, self.job_key, self.poll_interval)
         errors = 0
+        status: JobStatus | None = None
+        lost: str | None = None
         try:
             while True:
                 item = await sub.queue.get()
                 if isinstance(item, BaseException):
                     errors += 1
                     if errors >= self.max_errors:
-                        yield TriggerEvent(
-                            {
-                                "status": "error",
-                                "scheduler_job_id": self.scheduler_job_id,
-                                "message": f"{errors} status polls failed in a row; last: {item}",
-                            }
-                        )
-                        return
+                        lost = f"{errors} status polls failed in a row; last: {item}"
+                        break
                     continue
                 errors = 0
                 status = item
@@ -237,16 +403,41 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                     await asyncio.to_thread(self._record, status, follower)
                     self.last_state = status.state.value
                 if status.state.is_final:
-                    yield TriggerEvent(
-                        {
-                            "status": "done",
-                            "scheduler_job_id": self.scheduler_job_id,
-                            "job_status": status.model_dump(mode="json"),
-                        }
-                    )
-                    return
+                    break
         finally:
             poller.unsubscribe(sub)
+        if self.end_from_trigger and lost is None:
+            yield await asyncio.to_thread(self._end_task, status)
+            return
+        if lost is not None:
+            yield TriggerEvent(
+                {"status": "error", "scheduler_job_id": self.scheduler_job_id, "message": lost}
+            )
+            return
+        assert status is not None
+        yield TriggerEvent(
+            {
+                "status": "done",
+                "scheduler_job_id": self.scheduler_job_id,
+                "job_status": status.model_dump(mode="json"),
+            }
+        )
+
+    def _end_task(self, status: JobStatus | None) -> TriggerEvent:
+        """Complete the job and say how its task ends (``end_from_trigger``)."""
+        assert status is not None
+        hook = self._hook()
+        try:
+            end = record_job_end(hook, self.scheduler_job_id, status, self.job_key)
+        finally:
+            hook.close()
+        log.info("%s", end.message)
+        xcoms: dict[str, Any] = {"return_value": end.result}
+        if end.outcome == ENDED_COMPLETED:
+            return TaskSuccessEvent(xcoms=xcoms)
+        if end.outcome == ENDED_TERMINATED:
+            return TaskSkippedEvent(xcoms=xcoms)
+        return TaskFailedEvent(xcoms=xcoms)
 
     def _record(self, status: JobStatus, follower: JobFollower | None = None) -> None:
         """Write an intermediate state to the job record and tell the follower (both best effort for
@@ -256,14 +447,15 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                 follower.on_state(self.scheduler_job_id, status)
             except Exception as exc:
                 log.warning("follower of job %s failed on %s: %s", self.scheduler_job_id, status.state, exc)
-        if self.job_key is None:
+        key = self.job_key
+        if key is None:
             return
         from rackflow.db import jobs
 
         where = f" on {','.join(status.nodes)}" if status.nodes else ""
         why = f" ({status.reason})" if status.reason else ""
         jobs.record_event(
-            *self.job_key,
+            *key,
             status.state.value,
             f"{self.scheduler} job {self.scheduler_job_id} is {status.native_state}{where}{why}",
             scheduler_job_id=self.scheduler_job_id,
@@ -271,9 +463,53 @@ class LocalSchedulerJobTrigger(BaseTrigger):
             nodes=",".join(status.nodes) or None,
         )
 
+    def _killed_for_good(self) -> bool | None:
+        """Whether Airflow ended the task this trigger serves or its run (True), or the task waits on
+        (False: cleared, retried, or moved to another triggerer); None when it cannot be told."""
+        ti = self.task_instance
+        if ti is None:
+            return None
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        map_index = getattr(ti, "map_index", -1)
+        key = ti.task_id if map_index is None or map_index < 0 else f"{ti.task_id}_{map_index}"
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id,
+            task_ids=[ti.task_id],
+            run_ids=[ti.run_id],
+            map_index=None if map_index is None or map_index < 0 else map_index,
+        )
+        task_state = states.get(ti.run_id, {}).get(key)
+        run_state = RuntimeTaskInstance.get_dagrun_state(dag_id=ti.dag_id, run_id=ti.run_id)
+        return str(task_state) in _ENDED_TASK_STATES or str(run_state) in _ENDED_RUN_STATES
+
     async def on_kill(self) -> None:
-        """The user killed the deferred task (mark failed/success, clear): cancel the scheduler job,
-        unless it has ended already (then there is nothing to cancel and its end stands)."""
+        """The triggerer stopped this trigger on a user's action: cancel the scheduler job if the task
+        or its run was ended (mark failed/success, a failed run) or a termination was requested, and
+        it still runs. A cleared task (or a trigger moved to another triggerer) cancels nothing: the
+        next try re-attaches to the same job."""
+        key = self.job_key
+        try:
+            ended = await asyncio.to_thread(self._killed_for_good)
+        except Exception as exc:  # Airflow cannot say: a live job is left alone
+            log.warning(
+                "on_kill: state of the task waiting for job %s unknown (%s): not cancelling it",
+                self.scheduler_job_id,
+                exc,
+            )
+            return
+        if ended is False:
+            terminated = None
+            if key is not None:
+                from rackflow.db import jobs
+
+                terminated = await asyncio.to_thread(jobs.termination_requested, *key)
+            if not terminated:
+                log.info(
+                    "on_kill: the task waiting for job %s is not ended (cleared or moved): the job goes on",
+                    self.scheduler_job_id,
+                )
+                return
         hook = self._hook()
         why = "the Airflow task waiting for it was killed"
         try:
@@ -281,8 +517,8 @@ class LocalSchedulerJobTrigger(BaseTrigger):
             if status.state.is_final:
                 log.info("job %s already ended %s: nothing to cancel", self.scheduler_job_id, status.state)
                 return
-            if self.job_key is not None:
-                await asyncio.to_thread(cancel_claimed_job, hook, self.job_key, self.scheduler_job_id, why)
+            if key is not None:
+                await asyncio.to_thread(cancel_claimed_job, hook, key, self.scheduler_job_id, why)
             else:
                 await asyncio.to_thread(hook.cancel, self.scheduler_job_id, self.account)
             follower = await asyncio.to_thread(load_follower, self.follower, self.follower_kwargs)
@@ -293,4 +529,16 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                 await asyncio.to_thread(hook.close)
 
 
-__all__ = ["ClusterPoller", "JobFollower", "LocalSchedulerJobTrigger", "cancel_claimed_job", "load_follower"]
+__all__ = [
+    "ENDED_COMPLETED",
+    "ENDED_FAILED",
+    "ENDED_TERMINATED",
+    "ClusterPoller",
+    "JobEnd",
+    "JobFollower",
+    "LocalSchedulerJobTrigger",
+    "cancel_claimed_job",
+    "load_follower",
+    "record_job_end",
+    "usage_text",
+]
