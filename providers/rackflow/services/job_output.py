@@ -1,6 +1,6 @@
 """A batch job's output after its end: the kept stdout/stderr tails and the job directory's retention.
 
-When a job ends, the job DAG's ``cleanup`` copies the last ``[rackflow] job_output_tail_size`` bytes
+When a job ends, the job DAG's ``finish`` task copies the last ``[rackflow] job_output_tail_size`` bytes
 of the job's stdout and of its stderr into the rackflow database (:func:`keep_output`) before the job
 directory can go, so the owner still reads them (``GET /rackflow/api/jobs/<id>/output``) once it is
 gone. The files are read through a :class:`~rackflow.hooks.job_dirs.JobDirectory` (this host or the
@@ -9,7 +9,7 @@ may be a symlink planted to make rackflow read another file; a symlink anywhere 
 and only the tail is read, in chunks.
 
 Then the directory is removed (:func:`finish_job_directory`): at once when ``[rackflow]
-job_directory_retention`` is 0 (the default), else it stays that long and the cleanup of a later job
+job_directory_retention`` is 0 (the default), else it stays that long and the ``finish`` of a later job
 of the same DAG removes it (:func:`remove_expired`), so no extra DAG or timer is needed.
 """
 
@@ -43,7 +43,7 @@ def keep_output(
     max_bytes: int,
 ) -> str:
     """Copy the tails of the job's stdout and stderr into the rackflow DB; a stream kept already (a
-    cleared cleanup) is left as it is. Returns what was kept, for the job's events."""
+    cleared finish) is left as it is. Returns what was kept, for the job's events."""
     said = []
     for stream, rel in zip(jobs.STREAMS, adapter.job_output_files(job, workdir), strict=True):
         if jobs.get_output(dag_id, run_id, stream) is not None:
