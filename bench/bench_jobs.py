@@ -30,9 +30,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _airflow_env(home: Path) -> None:
+    from rackflow_devfleet.fleet import job_accounts_env  # imports nothing of Airflow
+
     users = {"admin": "admin", "alice": "user"}
     os.environ.update(
         {
+            # the Unix account each login's jobs run as: the job API refuses a login without one
+            **job_accounts_env(),
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
