@@ -321,6 +321,16 @@ def airflow_stack(
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One throwaway PostgreSQL for the production-topology tests (each makes its own databases)."""
+    from rackflow_devfleet.postgres import Postgres
+
+    server = Postgres(workdir=Path(tempfile.mkdtemp(prefix="rackflow-pg-"))).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's headless Chromium driven by Playwright (no browser download).

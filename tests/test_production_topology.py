@@ -4,96 +4,34 @@ rackflow inventory, and api-server, scheduler, dag-processor and triggerer as se
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
 
 from rackflow_devfleet.fleet import JOB_ACCOUNTS
 from rackflow_devfleet.postgres import Postgres
-from rackflow_devfleet.servers import free_port, wait_for_port
-from tests.conftest import PASSWORDS, USERS
+from rackflow_devfleet.servers import free_port
+from tests.airflow_topology import Topology, start_topology, topology_env
 
 pytestmark = pytest.mark.slow
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 
 
-@dataclass
-class Topology:
-    url: str
-    env: dict[str, str]
-    logs: Path
-
-    def session(self, user: str) -> requests.Session:
-        resp = requests.post(
-            f"{self.url}/auth/token", json={"username": user, "password": PASSWORDS[user]}, timeout=30
-        )
-        assert resp.status_code == 201, resp.text
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {resp.json()['access_token']}"
-        return session
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    server = Postgres(workdir=Path(tempfile.mkdtemp(prefix="rackflow-pg-"))).start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def topology(postgres: Postgres, devfleet, tmp_path_factory) -> Iterator[Topology]:  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("prod-airflow-home")
-    (home / "simple_auth_manager_passwords.json.generated").write_text(__import__("json").dumps(PASSWORDS))
     port = free_port()
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.create_database("airflow"),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "AIRFLOW__RACKFLOW__DATABASE_URL": postgres.create_database("rackflow"),
-    }
-    airflow = str(bin_dir / "airflow")
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True)
-    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-3000:]
-    subprocess.run([sys.executable, "-m", "rackflow.db.inventory"], env=env, check=True, capture_output=True)
-    procs = []
-    for argv in (["api-server", "--port", str(port), "--host", "127.0.0.1"], *[[c] for c in COMPONENTS]):
-        log = open(home / f"{argv[0]}.log", "ab")  # noqa: SIM115 - owned by the child
-        procs.append(
-            subprocess.Popen(
-                [airflow, *argv], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-        log.close()
+    env = topology_env(home, postgres, "local", port, {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"})
+    topology = start_topology(home, env, port)
     try:
-        assert wait_for_port(port, 120, procs[0]), (home / "api-server.log").read_text()[-3000:]
-        yield Topology(url=f"http://127.0.0.1:{port}", env=env, logs=home)
+        for component in COMPONENTS:
+            topology.start(component, [component])
+        yield topology
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        topology.stop()
 
 
 def test_components_run_as_separate_processes_on_postgres(topology: Topology):
