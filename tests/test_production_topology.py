@@ -93,8 +93,9 @@ def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topolog
     assert state == "success", (topology.logs / "scheduler.log").read_text()[-3000:]
     assert out.read_text().strip() == "topology-ok"
     # The wait was deferred: the separate triggerer process ran the trigger (and wrote its log), no
-    # worker held a slot for it.
+    # worker held a slot for it. (Since rackflow_job is submit -> finish, the wait is submit's deferral,
+    # ended from the trigger.)
     run_logs = topology.logs / "logs" / "dag_id=rackflow_job" / f"run_id={run_id}"
-    trigger_logs = list(run_logs.glob("task_id=wait/*.log.trigger.*.log"))
+    trigger_logs = list(run_logs.glob("task_id=submit/*.log.trigger.*.log"))
     assert trigger_logs, sorted(str(p) for p in run_logs.rglob("*.log"))
     assert "Trigger fired event" in trigger_logs[0].read_text()
