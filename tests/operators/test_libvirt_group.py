@@ -180,3 +180,15 @@ def test_a_group_launch_uses_only_the_powered_on_hosts_of_the_group(devfleet: An
             host = session.get(Host, "host-b")
             assert host is not None
             host.mode, host.status = before
+
+
+def test_launched_vms_come_back_in_sequence_order_not_name_order(prefix: str) -> None:
+    # A jobnet's launched server #i is the i-th VM of the list: web9 before web10.
+    context = _context(f"manual__{prefix}")
+    result = _launch(
+        prefix, host=None, group="rack-1", count=2, start=9, name_pattern=f"{prefix}n{{seq}}"
+    ).execute(context)
+    assert [vm["name"] for vm in result] == [f"{prefix}n9", f"{prefix}n10"]
+    assert (
+        list(context["ti"].pushed["plan"]) == context["ti"].pushed["names"] == [f"{prefix}n9", f"{prefix}n10"]
+    )

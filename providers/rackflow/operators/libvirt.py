@@ -28,7 +28,7 @@ from rackflow.hooks.libvirt import DEFAULT_POOL, DomainInfo, DomainSpec, Libvirt
 from rackflow.triggers.libvirt import FAILED_STATES, LibvirtDomainsRunningTrigger, format_states
 
 PLAN_KEY = "plan"
-"""XCom key of a launch's plan: ``{vm name: host}``, in name order."""
+"""XCom key of a launch's plan: ``{vm name: host}``."""
 
 
 def inventory_host(name: str) -> Any:
@@ -285,6 +285,7 @@ class LaunchVMsOperator(BaseOperator):
     ) -> dict[str, str]:
         """Decide names and hosts under the hosts' DB locks and claim the new VMs; the whole plan."""
         plan: dict[str, str] = {}
+        order: list[str] = []  # the names in sequence order (what a jobnet's launch index counts)
 
         def decide(held: list[Claim]) -> list[Claim]:
             domains = self._domains(rows)
@@ -292,6 +293,7 @@ class LaunchVMsOperator(BaseOperator):
             defined = {host: {d.name for d in ds} for host, ds in domains.items()}
             taken = sorted({n for names in defined.values() for n in names} | {c.name for c in held})
             names = self._plan_names(taken, sorted(mine), count, start)
+            order[:] = names
             new = [n for n in names if n not in mine]
             # What other launches hold on each host: their defined VMs, and their claims not yet defined.
             others = {
@@ -314,7 +316,7 @@ class LaunchVMsOperator(BaseOperator):
             claim_vms([r.name for r in rows], tag, decide, lease=self.claim_lease)
         except PlacementError as err:
             raise AirflowFailException(f"refusing to launch over {self._where}: {err}") from err
-        return {n: plan[n] for n in sorted(plan)}
+        return {n: plan[n] for n in order}
 
     def _domains(self, rows: list[Any]) -> dict[str, list[DomainInfo]]:
         """Every defined VM per host; in a group a host whose libvirt cannot be asked is left out."""
@@ -464,9 +466,12 @@ class LaunchVMsOperator(BaseOperator):
 
     def _finish(self, event: dict[str, Any], plan: Mapping[str, str], tag: str) -> Any:
         if event.get("status") == "success":
+            # In sequence order (web-9 before web-10), whatever order the hosts were asked in: a
+            # jobnet's launched server #i is the i-th of this list.
+            pattern = NamePattern.parse(self.name_pattern)
             vms = sorted(
                 ({"host": plan.get(vm["name"], self.host), **vm} for vm in event["vms"]),
-                key=lambda vm: str(vm["name"]),
+                key=lambda vm: (pattern.seq_of(str(vm["name"])) or 0, str(vm["name"])),
             )
             self.log.info("all running on %s: %s", self._where, vms)
             return vms
