@@ -292,7 +292,9 @@ class LaunchVMsOperator(BaseOperator):
             mine = {d.name: host for host, ds in domains.items() for d in ds if d.launch == tag}
             defined = {host: {d.name for d in ds} for host, ds in domains.items()}
             taken = sorted({n for names in defined.values() for n in names} | {c.name for c in held})
-            names = self._plan_names(taken, sorted(mine), count, start)
+            pattern = NamePattern.parse(self.name_pattern)
+            made_before = sorted(mine, key=lambda n: (pattern.seq_of(n) or 0, n))
+            names = self._plan_names(taken, made_before, count, start)
             order[:] = names
             new = [n for n in names if n not in mine]
             # What other launches hold on each host: their defined VMs, and their claims not yet defined.
