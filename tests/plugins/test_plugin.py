@@ -62,3 +62,9 @@ def test_ui_cookie_login_serves_page(api, token):
     assert "AirflowPlugin" in resp.text  # the UMD bundle assigns the page component there
     resp = api.get("/rackflow/ui/power", headers={"Cookie": f"_token={token('victor')}"})
     assert resp.status_code == 200 and "<title>rackflow power</title>" in resp.text
+
+
+def test_intakes_route_needs_a_login_and_bounds_its_limit(api, auth):
+    assert api.get("/rackflow/api/intakes").status_code == 401
+    resp = api.get("/rackflow/api/intakes", params={"limit": 501}, headers=auth("victor"))
+    assert resp.status_code == 422 and "limit" in resp.text

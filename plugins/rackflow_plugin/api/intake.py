@@ -4,7 +4,11 @@ Only intakes whose DAG (``s3_intake_<name>``) the caller may read are listed: th
 reading that DAG in Airflow. Statuses are read from the bucket itself (the status objects are the
 truth of the protocol: a job waiting as ``FILE_UPLOAD`` exists nowhere else), with the intake's own
 listing-and-ETag cache so a bucket of finished jobs costs listing pages and no GETs; one bucket read
-serves every caller for :data:`FRESH_S` seconds.
+serves every caller for :data:`FRESH_S` seconds. A bucket job the intake recorded (its job record,
+``source: s3``) gets its job id -- only when the caller may see that job, as in the job API -- and,
+like its status line, for every reader of the intake its ``FILE_UPLOAD -> QUEUED`` latency: from the
+intake run the bucket watcher started when it saw the job ready (the run's ``run_after``: within one
+poll interval of the upload) to the job's ``QUEUED`` event.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from sqlalchemy import select
 
 from rackflow.core.s3_protocol import JobStatus, StatusCache
 from rackflow.dag_factories.s3_intake import IntakeConfig, load_intakes
-from rackflow_plugin.security import CurrentUser, may_read_dag
+from rackflow.db import jobs as jobs_db
+from rackflow_plugin.security import CurrentUser, is_admin, may_read_dag
 
 router = APIRouter(prefix="/intakes", tags=["s3 intake"])
 
@@ -36,6 +41,12 @@ class IntakeJobOut(BaseModel):
     reason: str | None = Field(default=None, description="The status object's third line (why it failed).")
     problem: str | None = Field(default=None, description="Why the status object is unreadable (UNKNOWN).")
     updated_at: datetime | None = Field(default=None, description="When the status object was last written.")
+    job_id: str | None = Field(
+        default=None, description="Its job in the job API (when the caller may see it)."
+    )
+    queued_latency_s: float | None = Field(
+        default=None, description="Seconds from the watcher seeing it ready (FILE_UPLOAD) to QUEUED."
+    )
 
 
 class IntakeOut(BaseModel):
@@ -137,6 +148,8 @@ def list_intakes(
                 )
             )
         jobs.sort(key=lambda j: (j.updated_at or datetime.min.replace(tzinfo=UTC), j.prefix), reverse=True)
+        jobs = jobs[:limit]
+        _link_records(config, jobs, user, session)
         out.append(
             IntakeOut(
                 name=config.name,
@@ -145,10 +158,40 @@ def list_intakes(
                 scheduler=config.scheduler,
                 paused=paused.get(config.dag_id),
                 counts=counts,
-                jobs=jobs[:limit],
+                jobs=jobs,
                 total=len(jobs),
                 read_at=bucket.read_at,
                 error=bucket.error,
             )
         )
     return IntakeList(intakes=out)
+
+
+def _link_records(config: IntakeConfig, jobs: list[IntakeJobOut], user: Any, session: Any) -> None:
+    """Give each listed bucket job its FILE_UPLOAD -> QUEUED latency from its job record (anyone who
+    reads the intake sees it, as the status line), and its job id when ``user`` may see that job."""
+    from airflow.models.dagrun import DagRun
+
+    if not jobs:
+        return
+    latest: dict[str, Any] = {}
+    for row in jobs_db.visible_s3_jobs(None, admin=True):  # newest first: a re-used prefix keeps its latest
+        if row.dag_id == config.dag_id and row.s3_bucket == config.bucket:
+            latest.setdefault(str(row.s3_prefix), row)
+    wanted = {j.prefix: latest[j.prefix] for j in jobs if j.prefix in latest}
+    run_ids = {row.dag_run_id for row in wanted.values() if row.dag_run_id}
+    query = select(DagRun.run_id, DagRun.run_after).where(
+        DagRun.dag_id == config.dag_id, DagRun.run_id.in_(run_ids)
+    )
+    ready_at = {run_id: _aware(at) for run_id, at in session.execute(query).all()}
+    admin = is_admin(user)
+    for job in jobs:
+        found = wanted.get(job.prefix)
+        if found is None:
+            continue
+        if admin or jobs_db.may_see_s3_job(found, user.get_name()):
+            job.job_id = found.run_id
+        queued = next((e.at for e in jobs_db.events(found.dag_id, found.run_id) if e.state == "QUEUED"), None)
+        seen = ready_at.get(found.dag_run_id or "")
+        if queued is not None and seen is not None:
+            job.queued_latency_s = round((_aware(queued) - seen).total_seconds(), 3)  # type: ignore[operator]

@@ -55,7 +55,10 @@ function Fleet() {
           {[...byGroup.entries()].map(([group, members]) => (
             <Box key={group} data-group={group}>
               <Text fontWeight="semibold" fontSize="sm">
-                {group} <Text as="span" color="fg.muted">({members.length} hosts)</Text>
+                {group}{" "}
+                <Text as="span" color="fg.muted">
+                  ({members.length} {members.length === 1 ? "host" : "hosts"})
+                </Text>
               </Text>
               <Flex gap={2} wrap="wrap" mt={1}>
                 {members.map((h) => (

@@ -3,8 +3,8 @@
 import { Flex, Stack, Text } from "@chakra-ui/react";
 
 import { getApi } from "../shared/api";
-import { formatAgo, formatUtc } from "../shared/dates";
-import { dagLink } from "../shared/links";
+import { formatAgo, formatSeconds, formatUtc } from "../shared/dates";
+import { dagLink, jobLink } from "../shared/links";
 import { usePoll } from "../shared/poll";
 import { DataTable, ErrorAlert, AppLink, PageHeader, Section, StateBadge } from "../shared/ui";
 
@@ -15,6 +15,8 @@ export interface IntakeJob {
   reason: string | null;
   problem: string | null;
   updated_at: string | null;
+  job_id: string | null;
+  queued_latency_s: number | null;
 }
 
 export interface IntakeOut {
@@ -80,6 +82,13 @@ function IntakeBlock({ intake }: { intake: IntakeOut }) {
           { key: "status", header: "status", render: (j) => <StateBadge state={j.status} /> },
           { key: "line", header: "status line", render: (j) => <Text fontFamily="mono" fontSize="xs">{statusLine(j)}</Text> },
           { key: "scheduler", header: "scheduler job", render: (j) => j.scheduler_job_id ?? "" },
+          {
+            key: "latency",
+            header: "FILE_UPLOAD→QUEUED",
+            align: "end",
+            render: (j) => formatSeconds(j.queued_latency_s),
+          },
+          { key: "job", header: "job", render: (j) => (j.job_id ? <AppLink to={jobLink(j.job_id)}>{j.job_id}</AppLink> : "") },
           { key: "updated", header: "status written", render: (j) => <span title={formatUtc(j.updated_at)}>{formatAgo(j.updated_at)}</span> },
         ]}
       />

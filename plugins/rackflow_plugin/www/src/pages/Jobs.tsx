@@ -49,7 +49,13 @@ function JobListPage() {
   return (
     <>
       <PageHeader title={status?.admin ? "Jobs (all users)" : "Your jobs"} updatedAt={jobs.updatedAt} loading={jobs.loading} />
-      {status?.can_submit_jobs ? <SubmitForm onSubmitted={jobs.refresh} /> : null}
+      {status?.can_submit_jobs ? (
+        <SubmitForm onSubmitted={jobs.refresh} />
+      ) : status ? (
+        <Text fontSize="sm" color="fg.muted" data-testid="read-only">
+          Read only: {status.user} may read jobs but not submit or terminate them.
+        </Text>
+      ) : null}
       <HStack gap={3} my={3} wrap="wrap" data-testid="job-filters">
         <NativeSelect.Root size="sm" width="12rem">
           <NativeSelect.Field aria-label="state" value={state} onChange={(e) => set("state", e.target.value)} name="state">
@@ -90,6 +96,7 @@ function JobListPage() {
           { key: "job_id", header: "job", render: (j) => <AppLink to={jobLink(j.job_id)}>{j.job_id}</AppLink> },
           { key: "state", header: "state", render: (j) => <StateBadge state={j.state} /> },
           { key: "owner", header: "owner" },
+          { key: "source", header: "from", render: (j) => (j.source === "s3" ? <Code fontSize="xs">{j.origin}</Code> : "job API") },
           { key: "submitted", header: "submitted", render: (j) => <span title={formatUtc(j.submitted_at)}>{formatAgo(j.submitted_at)}</span> },
           { key: "scheduler", header: "scheduler job", render: (j) => [j.properties.scheduler, j.properties.scheduler_job_id].filter(Boolean).join(" ") },
           { key: "exit", header: "exit", align: "end", render: (j) => (j.properties.exit_code ?? "") as string },
@@ -222,6 +229,17 @@ function Field({ label, children }: { label: string; children: React.ReactNode }
 }
 
 function OutputTail({ job, stream }: { job: Job; stream: "stdout" | "stderr" }) {
+  if (job.source === "s3") {
+    return (
+      <Text color="fg.muted" fontSize="sm">
+        An S3 intake job: its output files are uploaded back to <Code>{job.origin}</Code>.
+      </Text>
+    );
+  }
+  return <KeptOutput job={job} stream={stream} />;
+}
+
+function KeptOutput({ job, stream }: { job: Job; stream: "stdout" | "stderr" }) {
   const finished = FINAL.has(job.state);
   const out = usePoll(
     (signal) =>
@@ -298,6 +316,7 @@ function JobPage() {
           >
             <Grid templateColumns="10rem 1fr 10rem 1fr" gap={2}>
               <Field label="owner">{j.owner}</Field>
+              <Field label="from">{j.source === "s3" ? <Code>{j.origin}</Code> : "job API"}</Field>
               <Field label="submitted">{formatUtc(j.submitted_at)}</Field>
               <Field label="scheduler">{[j.properties.scheduler, j.properties.scheduler_job_id].filter(Boolean).join(" job ")}</Field>
               <Field label="exit code">{j.properties.exit_code ?? ""}</Field>
@@ -328,8 +347,16 @@ function JobPage() {
             </Stack>
           </Section>
           <Section title="Staging" testId="job-staging">
-            <StagingTable title="stage in" rows={j.stage_in ?? []} />
-            <StagingTable title="stage out" rows={j.stage_out ?? []} />
+            {(j.stage_in ?? []).length || (j.stage_out ?? []).length ? (
+              <>
+                <StagingTable title="stage in" rows={j.stage_in ?? []} />
+                <StagingTable title="stage out" rows={j.stage_out ?? []} />
+              </>
+            ) : (
+              <Text fontSize="sm" color="fg.muted">
+                nothing staged in or out
+              </Text>
+            )}
           </Section>
           <Section title="Output" testId="job-output">
             <Tabs.Root defaultValue="stdout" size="sm">

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { formatAgo, formatDuration, formatUtc, formatUtcTime, parseUtc, secondsBetween } from "./dates";
+import { formatAgo, formatDuration, formatSeconds, formatUtc, formatUtcTime, parseUtc, secondsBetween } from "./dates";
 
 describe("parseUtc", () => {
   it("keeps an explicit offset and reads a naive timestamp as UTC, never local time", () => {
@@ -31,6 +31,9 @@ describe("formatting", () => {
     expect(formatDuration(3720)).toBe("1h 02m");
     expect(formatDuration(90000)).toBe("1d 01h");
     expect(formatDuration(null)).toBe("");
+    expect(formatSeconds(0.84)).toBe("0.8 s");
+    expect(formatSeconds(75)).toBe("1m 15s");
+    expect(formatSeconds(undefined)).toBe("");
     const now = new Date("2026-12-01T12:00:00Z");
     expect(formatAgo("2026-12-01T11:59:30Z", now)).toBe("30s ago");
     expect(formatAgo("2026-12-01T12:04:00Z", now)).toBe("in 4m 00s");

@@ -66,3 +66,9 @@ export function secondsBetween(
   const b = parseUtc(end);
   return a && b ? (b.getTime() - a.getTime()) / 1000 : null;
 }
+
+/** A short latency: `0.8 s`, `12.4 s`, then as {@link formatDuration} from a minute on. */
+export function formatSeconds(seconds: number | null | undefined): string {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "";
+  return Math.abs(seconds) < 60 ? `${seconds.toFixed(1)} s` : formatDuration(seconds);
+}

@@ -12,6 +12,7 @@ const PALETTES: Record<string, Palette> = {
   active: "blue",
   running: "blue",
   queued: "gray",
+  new: "cyan",
   accepted: "cyan",
   file_upload: "purple",
   staging_out: "cyan",
@@ -48,5 +49,6 @@ export function stateColor(state: string | null | undefined): Palette {
 /** States that count as a failure on the dashboard's "recent failures". */
 export const FAILED_STATES = new Set(["FAILED", "failed", "CANCELED", "error-stopped", "crashed"]);
 
-/** The job states of the job API, in the order the pages list them. */
-export const JOB_STATES = ["QUEUED", "ACTIVE", "COMPLETED", "FAILED", "CANCELED"] as const;
+/** The job states of the job API, in the order the pages list them (NEW: an S3 job claimed, not yet
+ * submitted). */
+export const JOB_STATES = ["NEW", "QUEUED", "ACTIVE", "COMPLETED", "FAILED", "CANCELED"] as const;

@@ -55,6 +55,9 @@ export interface Job {
   job_id: string;
   owner: string | null;
   state: string;
+  /** "api": a rackflow_job run; "s3": taken by an S3 intake (`origin` says from where). */
+  source: "api" | "s3";
+  origin: string | null;
   message: string | null;
   submitted_at: string | null;
   run_state: string | null;
