@@ -75,6 +75,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.rackflow_airflow_home = _HOME  # type: ignore[attr-defined]
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SNAKEMAKE_VENV, ignore_errors=True)  # under /var/tmp: no pytest tmp rotation there
+
+
 @pytest.fixture(scope="session")
 def airflow_home() -> Path:
     return _HOME

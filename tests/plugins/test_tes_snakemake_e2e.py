@@ -71,7 +71,7 @@ rule total:
 
 
 @pytest.fixture(scope="module")
-def snakemake_venv() -> Iterator[Path]:
+def snakemake_venv() -> Iterator[Path]:  # removed at the session's end (tests/conftest.py)
     """Snakemake 9 with the TES executor and S3 storage plugins (exact pins) in ``SNAKEMAKE_VENV``,
     which the stack's ``[rackflow] tes_executor_path`` puts first on TES jobs' PATH."""
     venv = SNAKEMAKE_VENV
@@ -86,7 +86,6 @@ def snakemake_venv() -> Iterator[Path]:
     check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     yield venv
-    subprocess.run(["rm", "-rf", "--", str(venv)], check=False)
 
 
 @pytest.mark.timeout(1500)
