@@ -37,6 +37,8 @@ def _until(client: Any, task_id: str, states: set[str], timeout: float = 240) ->
         time.sleep(1)
 
 
+# pytest-timeout counts the session's stack start (minutes on a loaded machine) in the first test.
+@pytest.mark.timeout(900)
 def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devfleet: Any) -> None:
     import tes
 
