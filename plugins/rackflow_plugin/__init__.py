@@ -15,35 +15,16 @@ REACT_PAGES = [
     {"name": "rackflow", "url_route": "rackflow"},
     {"name": "jobs", "url_route": "rackflow-jobs"},
     {"name": "S3 intake", "url_route": "rackflow-s3"},
-]
-
-# Pages still served as HTML by the app under /rackflow/ui/ and shown in an iframe (external views).
-PAGES = [
-    {"name": "power", "page": "power", "icon": "power"},
-    {"name": "server layout", "page": "layout", "icon": "layout"},
-    # A tab on every DAG run: the jobnet report of that run (Airflow fills {DAG_ID} and {RUN_ID}).
-    {
-        "name": "jobnet report",
-        "page": "jobnet_report",
-        "destination": "dag_run",
-        "query": "?dag_id={DAG_ID}&run_id={RUN_ID}",
-    },
+    {"name": "server layout", "url_route": "rackflow-layout"},
+    {"name": "power", "url_route": "rackflow-power"},
+    # A tab on every DAG run: the jobnet report of that run (Airflow passes the DAG and run ids).
+    {"name": "jobnet report", "url_route": "rackflow-jobnet-report", "destination": "dag_run"},
 ]
 
 
 class RackflowPlugin(AirflowPlugin):
     name = "rackflow"
     fastapi_apps = [{"app": create_app(), "url_prefix": URL_PREFIX, "name": "rackflow"}]
-    external_views = [
-        {
-            "name": page["name"],
-            "href": f"{URL_PREFIX}/ui/{page['page']}" + page.get("query", ""),
-            "destination": page.get("destination", "nav"),
-            "url_route": f"rackflow-{page['page']}",
-            "category": "rackflow",
-        }
-        for page in PAGES
-    ]
     react_apps = [
         {
             "name": page["name"],

@@ -1,4 +1,5 @@
-"""The FastAPI app Airflow's API server mounts at ``/rackflow``: JSON under ``/api``, pages under ``/ui``."""
+"""The FastAPI app Airflow's API server mounts at ``/rackflow``: JSON under ``/api``, the pages' bundle
+under ``/ui/app``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from rackflow_plugin.api import fleet, intake, jobnets, jobs, power, status, tes
 from rackflow_plugin.limits import LIMIT_RESPONSES, RequestLimits
 from rackflow_plugin.security import BasicAuth, CurrentUser
 
-STATIC = Path(__file__).parent / "static"
 URL_PREFIX = "/rackflow"
 # The React pages' bundle, built from www/ by `make ui` (npm ci && npm run build) into www/dist/.
 BUNDLE_DIR = Path(__file__).parent / "www" / "dist"
@@ -29,14 +29,6 @@ ROUTERS: list[APIRouter] = [
 ]
 
 
-def _page(name: str):  # type: ignore[no-untyped-def]
-    def serve(user: CurrentUser) -> FileResponse:
-        return FileResponse(STATIC / f"{name}.html", headers={"Cache-Control": "no-store"})
-
-    serve.__name__ = f"page_{name}"
-    return serve
-
-
 def create_app() -> FastAPI:
     app = FastAPI(
         title="rackflow",
@@ -47,9 +39,6 @@ def create_app() -> FastAPI:
     for router in ROUTERS:
         app.include_router(router, prefix="/api", responses=LIMIT_RESPONSES)
     app.include_router(tes.router, responses=LIMIT_RESPONSES)  # GA4GH TES at /rackflow/ga4gh/tes/v1
-    for page in sorted(p.stem for p in STATIC.glob("*.html")):
-        app.add_api_route(f"/ui/{page}", _page(page), methods=["GET"], include_in_schema=False)
-    app.add_api_route("/ui/static/{name}", _static, methods=["GET"], include_in_schema=False)
     app.add_api_route(f"/ui/app/{BUNDLE_NAME}", _bundle, methods=["GET"], include_in_schema=False)
     app.add_middleware(
         RequestLimits,
@@ -59,17 +48,6 @@ def create_app() -> FastAPI:
     )
     app.add_middleware(BasicAuth, path_prefix=tes.PREFIX)  # TES clients may send Basic credentials
     return app
-
-
-def _static(name: str, user: CurrentUser) -> FileResponse:
-    # Looked up among the files shipped, never joined onto a path: a NUL or an over-long name in the
-    # request cannot reach the filesystem (both raised there: 500).
-    shipped = {p.name: p for p in STATIC.iterdir() if p.is_file() and p.suffix in {".js", ".css"}}
-    if name not in shipped:
-        from fastapi import HTTPException
-
-        raise HTTPException(status_code=404, detail=f"no static file {name[:100]!r}")
-    return FileResponse(shipped[name])
 
 
 def _bundle(user: CurrentUser) -> FileResponse:

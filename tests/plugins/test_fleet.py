@@ -27,7 +27,7 @@ def layout_api(api: Any, rackflow_db: str, devfleet: Any) -> Iterator[Any]:
 def test_hosts_without_a_token_is_401(layout_api: Any) -> None:
     assert layout_api.get("/rackflow/api/hosts").status_code == 401
     assert layout_api.get("/rackflow/api/hosts/host-a").status_code == 401
-    assert layout_api.get("/rackflow/ui/layout").status_code == 401
+    assert layout_api.get("/rackflow/ui/app/rackflow.umd.js").status_code == 401
 
 
 def test_the_layout_says_who_may_launch(layout_api: Any, auth: Any) -> None:

@@ -364,9 +364,11 @@ def test_reservation_times_in_other_offsets_are_stored_in_utc_and_list_back(
 def test_static_files_outside_the_schema_answer_unknown_names_with_404(
     api: Any, auth: Any, name: str
 ) -> None:
-    """The UI's static route is not in the OpenAPI document, so the fuzz does not reach it."""
+    """The UI's routes are not in the OpenAPI document, so the fuzz does not reach them: no file name
+    from a request reaches the filesystem (the static route is gone; the bundle route takes no name)."""
     assert api.get(f"/rackflow/ui/static/{name}", headers=auth("victor")).status_code == 404
-    assert api.get("/rackflow/ui/static/layout.js", headers=auth("victor")).status_code == 200
+    assert api.get(f"/rackflow/ui/app/{name}", headers=auth("victor")).status_code == 404
+    assert api.get("/rackflow/ui/app/rackflow.umd.js", headers=auth("victor")).status_code == 200
 
 
 def test_the_limits_are_read_from_the_rackflow_section(monkeypatch: pytest.MonkeyPatch) -> None:

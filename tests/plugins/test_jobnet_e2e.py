@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 from tests.conftest import SCREENSHOTS, login_page
 
@@ -129,13 +129,15 @@ def test_build_environment_launches_vms_reverts_in_order_destroys_them_and_repor
     errors: list[str] = []
     page.on("console", lambda message: errors.append(message.text))
     page.on("pageerror", lambda error: errors.append(str(error)))
-    query = urlencode({"dag_id": dag_id, "run_id": run_id})  # as the UI fills {RUN_ID}: encoded
-    page.goto(f"{airflow_stack.url}/rackflow/ui/jobnet_report?{query}")
+    page.goto(
+        f"{airflow_stack.url}/dags/{dag_id}/runs/{quote(run_id, safe='')}/plugin/rackflow-jobnet-report"
+    )
+    row = page.get_by_test_id("steps").locator("tr[data-step='smoke-test']")
     try:
-        page.wait_for_selector("#report tr[data-step='smoke-test']", timeout=30_000)
+        row.wait_for(timeout=30_000)
     except Exception as err:
         raise AssertionError(f"report page: {page.inner_text('body')!r}; console: {errors}") from err
-    assert "failed" in page.inner_text("#report tr[data-step='smoke-test']")
+    assert "failed" in row.inner_text()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "jobnet_report.png"), full_page=True)
     page.close()

@@ -96,7 +96,7 @@ def test_report_gives_each_step_its_stage_and_times_and_the_reverts_run_after_th
 def test_report_page_is_a_dag_run_tab(api: Any, auth: Any) -> None:
     from rackflow_plugin import RackflowPlugin
 
-    views = [v for v in RackflowPlugin.external_views if v["destination"] == "dag_run"]
-    assert views and views[0]["href"].endswith("jobnet_report?dag_id={DAG_ID}&run_id={RUN_ID}")
-    page = api.get("/rackflow/ui/jobnet_report", headers=auth("victor"))
-    assert page.status_code == 200 and "/runs/" in page.text
+    tabs = [a for a in RackflowPlugin.react_apps if a["destination"] == "dag_run"]
+    assert [a["url_route"] for a in tabs] == ["rackflow-jobnet-report"]
+    bundle = api.get("/rackflow/ui/app/rackflow.umd.js", headers=auth("victor"))
+    assert bundle.status_code == 200 and "/report" in bundle.text

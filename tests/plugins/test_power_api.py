@@ -113,12 +113,13 @@ def test_reservations_create_list_cancel_and_plan_shows_next_actions(api, auth, 
     assert api.get("/rackflow/api/power/reservations", headers=auth("victor")).json() == []
 
 
-def test_power_page_is_served_and_in_the_nav(api, auth, token):
-    page = api.get("/rackflow/ui/power", headers={"Cookie": f"_token={token('victor')}"})
-    assert page.status_code == 200 and "Planner's next actions" in page.text
+def test_power_page_is_a_react_app_in_the_nav(api, auth, token):
     plugin = next(
         p
         for p in api.get("/api/v2/plugins", headers=auth("admin")).json()["plugins"]
         if p["name"] == "rackflow"
     )
-    assert any(v["href"] == "/rackflow/ui/power" for v in plugin["external_views"])
+    (app,) = [a for a in plugin["react_apps"] if a["url_route"] == "rackflow-power"]
+    assert app["destination"] == "nav" and app["bundle_url"].startswith("rackflow/ui/app/rackflow.umd.js")
+    bundle = api.get("/rackflow/ui/app/rackflow.umd.js", headers={"Cookie": f"_token={token('victor')}"})
+    assert bundle.status_code == 200 and "power/timeline" in bundle.text

@@ -1,17 +1,18 @@
-"""The power page and the layout page's power controls inside Airflow's real UI, in headless Chromium.
+"""The power page (a react app inside Airflow's real UI), in headless Chromium.
 
-The shared devfleet's hosts a/b/c are used by other tests, so nothing here powers them off: the power
-page is used read-only for them (plus a reservation that is canceled at the end), and on the layout
-page the one power action is a power off of host-a, which runs db-01 and is therefore refused (409)
-without changing anything.
+The shared devfleet's hosts a/b/c are used by other tests, so nothing here powers them off: the one
+power action is a power off of host-a, which runs db-01 and is therefore refused (409) without changing
+anything; a reservation made on the page is canceled at the end. As operator, alice (user) and victor
+(viewer), in light and dark mode.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from rackflow.db.models import Host, HostTransition
@@ -19,10 +20,11 @@ from rackflow.db.session import session_scope
 from tests.conftest import SCREENSHOTS, login_page
 
 HOSTS = ("host-a", "host-b", "host-c")
+SCHEMES = ("light", "dark")
 
 
 def _record_statuses(url: str) -> None:
-    """One monitoring cycle over hosts a/b/c so the pages show real BMC statuses.
+    """One monitoring cycle over hosts a/b/c so the page shows real BMC statuses.
 
     Only hosts whose mode is on are polled: with mode on the reconcile step can at most power a node
     on, never off (the shared fleet must stay up).
@@ -36,124 +38,114 @@ def _record_statuses(url: str) -> None:
     assert {n.node: n.status for n in report.nodes} == dict.fromkeys(HOSTS, "on"), report.summary()
 
 
-def _local(at: datetime) -> str:
-    """A ``datetime-local`` input value (the browser runs in the machine's zone, as this process)."""
-    return at.astimezone().strftime("%Y-%m-%dT%H:%M")
+def _shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
-def test_power_page_shows_nodes_plan_and_a_reservation_made_on_it_and_viewer_gets_no_buttons(
+def _open(browser: Any, stack: Any, user: str, scheme: str) -> Any:
+    page = login_page(browser, stack, user, color_scheme=scheme)
+    page.goto(f"{stack.url}/plugin/rackflow-power")
+    page.get_by_test_id("power-page").wait_for(timeout=30_000)
+    return page
+
+
+def _utc_input(at: datetime) -> str:
+    """A ``datetime-local`` value in UTC (the page reads its times as UTC)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
+@pytest.mark.parametrize("user", ["operator", "alice", "victor"])
+def test_power_page_draws_each_nodes_timeline_windows_and_plan_and_shows_actions_by_role(
+    browser: Any, airflow_stack: Any, rackflow_db: str, user: str
+) -> None:
+    _record_statuses(rackflow_db)
+    for scheme in SCHEMES:
+        page = _open(browser, airflow_stack, user, scheme)
+        try:
+            timeline = page.get_by_test_id("timeline")
+            for host in HOSTS:
+                row = timeline.locator(f"g.node-row[data-node='{host}']")
+                row.locator("rect[data-band='status'][data-value='on']").last.wait_for(timeout=30_000)
+                assert row.locator("rect[data-band='mode'][data-value='on']").count() >= 1
+                page.locator(
+                    f"[data-testid='nodes'] tr[data-node='{host}'] [data-state='on']"
+                ).first.wait_for()
+            # The On and Off windows lie ahead of now, the Off window the longer (OffThreshold > OnThreshold).
+            now_x = float(timeline.get_by_test_id("now").get_attribute("x1") or "nan")
+            on_w = timeline.get_by_test_id("on-window")
+            off_w = timeline.get_by_test_id("off-window")
+            assert float(on_w.get_attribute("x") or "nan") == pytest.approx(now_x)
+            assert float(off_w.get_attribute("width") or 0) > float(on_w.get_attribute("width") or 0) > 0
+            page.get_by_test_id("thresholds").get_by_text(
+                "OffThreshold 60 min, OnThreshold 30 min"
+            ).wait_for()
+            # The planner's next actions as the API plans them (a dry run): rows, or "no action".
+            plan = airflow_stack.session(user).get(f"{airflow_stack.url}/rackflow/api/power/plan", timeout=60)
+            planned = plan.json()["actions"] + plan.json()["skipped"]
+            if planned:
+                page.get_by_test_id("plan").locator("tr[data-node]").first.wait_for(timeout=60_000)
+            else:
+                page.get_by_test_id("plan").get_by_text("no action").wait_for(timeout=60_000)
+            page.get_by_test_id("updated").get_by_text("UTC").wait_for()
+            assert page.get_by_test_id("error").count() == 0, page.get_by_test_id("error").all_inner_texts()
+            # Power on/off and reservations are for who may trigger rackflow_power (the op role).
+            acts = user == "operator"
+            assert page.locator("button[data-action]").count() == (2 * len(HOSTS) if acts else 0)
+            assert page.get_by_test_id("reserve").count() == (1 if acts else 0)
+            assert page.get_by_test_id("migrate").count() == (1 if acts else 0)
+            _shot(page, f"power-{user}-{scheme}")
+        finally:
+            page.close()
+
+
+def test_operator_reserves_on_the_page_sees_the_bar_and_a_refused_power_off_names_the_vms(
     browser: Any, airflow_stack: Any, rackflow_db: str
 ) -> None:
     _record_statuses(rackflow_db)
     name = f"ui-res-{uuid.uuid4().hex[:6]}"
     operator = airflow_stack.session("operator")
-    page = login_page(browser, airflow_stack, "operator")
+    with session_scope(rackflow_db) as session:
+        before = session.scalar(select(func.count()).select_from(HostTransition))
+    page = _open(browser, airflow_stack, "operator", "light")
     try:
-        page.goto(f"{airflow_stack.url}/plugin/rackflow-power")
-        frame = page.frame_locator("iframe")
-        for host in HOSTS:
-            row = frame.locator(f"#nodes tr[data-node='{host}']")
-            row.locator(".status", has_text="on").wait_for(timeout=30_000)
-            assert row.locator(".mode").inner_text() == "on"
-            assert "status" in row.inner_text()  # last transition: status ... -> on by the monitor
-            assert row.locator("button[data-action='on']").count() == 1
-            assert row.locator("button[data-action='off']").count() == 1
-        frame.locator("#thresholds", has_text="OffThreshold 60 min, OnThreshold 30 min").wait_for()
-
-        # A reservation in 10 minutes, made through the page's form.
-        start = datetime.now().astimezone() + timedelta(minutes=10)
-        form = frame.locator("#reserve")
+        # A reservation in 10 minutes, made through the page's form: listed, and drawn as a bar.
+        start = datetime.now(UTC) + timedelta(minutes=10)
+        form = page.get_by_test_id("reserve")
         form.locator("input[name=name]").fill(name)
-        form.locator("input[name=start]").fill(_local(start))
-        form.locator("input[name=end]").fill(_local(start + timedelta(hours=1)))
+        form.locator("input[name=start]").fill(_utc_input(start))
+        form.locator("input[name=end]").fill(_utc_input(start + timedelta(hours=1)))
         form.locator("input[name=vm_count]").fill("1")
         form.locator("input[name=vcpus_per_vm]").fill("1")
         form.locator("input[name=memory_mib_per_vm]").fill("128")
-        form.locator("input[name=group]").fill("rack-1")
+        form.locator("select[name=group]").select_option("rack-1")
         form.locator("button[type=submit]").click()
-        frame.locator("#message.ok", has_text="Reserved res-").wait_for(timeout=30_000)
-        row = frame.locator(f"#reservations tr[data-reservation='{name}']")
+        page.locator("[data-testid='reservation-message'][data-ok='yes']", has_text="Reserved res-").wait_for(
+            timeout=30_000
+        )
+        row = page.get_by_test_id("reservations").locator(f"tr[data-reservation='{name}']")
         row.wait_for(timeout=30_000)
         assert "operator" in row.inner_text() and "rack-1" in row.inner_text()
-        listed = operator.get(f"{airflow_stack.url}/rackflow/api/power/reservations", timeout=30)
-        assert name in [r["name"] for r in listed.json()]
+        page.get_by_test_id("timeline").locator(f"g[data-reservation='{name}'] rect").wait_for(timeout=30_000)
+        listed = operator.get(f"{airflow_stack.url}/rackflow/api/power/reservations", timeout=30).json()
+        made = next(r for r in listed if r["name"] == name)
+        assert made["start"].startswith(_utc_input(start)), made  # the form's times are UTC
 
-        # The planner's next actions (a dry run) now weigh that reservation: with it inside the
-        # OffThreshold window, the power-off control decides per node (off, or skip with the reason).
-        plan_rows = frame.locator("#plan tbody tr[data-node]")
-        plan_rows.first.wait_for(timeout=30_000)
-        plan = operator.get(f"{airflow_stack.url}/rackflow/api/power/plan", timeout=60).json()
-        expected = {(a["node"], a["action"]) for a in plan["actions"] + plan["skipped"]}
-        assert expected, plan
-        shown = {
-            (plan_rows.nth(i).get_attribute("data-node"), plan_rows.nth(i).locator("td").nth(1).inner_text())
-            for i in range(plan_rows.count())
-        }
-        assert shown == expected
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "power.png"), full_page=True)
+        # Power off host-a (db-01 runs there): refused, with the reason and the VM, nothing changed.
+        page.locator("[data-testid='nodes'] tr[data-node='host-a'] button[data-action='off']").click()
+        outcome = page.locator("[data-testid='power-outcome'][data-ok='no']")
+        outcome.wait_for(timeout=60_000)
+        assert "refusing power off" in outcome.inner_text(), outcome.inner_text()
+        outcome.get_by_test_id("blocking-vms").locator("[data-vm='db-01']").wait_for()
+        _shot(page, "power-refused")
+
+        row.locator("button[data-cancel]").click()
+        row.wait_for(state="detached", timeout=30_000)
     finally:
         page.close()
         for r in operator.get(f"{airflow_stack.url}/rackflow/api/power/reservations", timeout=30).json():
             if r["name"] == name:
                 operator.delete(f"{airflow_stack.url}/rackflow/api/power/reservations/{r['id']}", timeout=30)
-
-    viewer = login_page(browser, airflow_stack, "victor")
-    try:
-        viewer.goto(f"{airflow_stack.url}/plugin/rackflow-power")
-        frame = viewer.frame_locator("iframe")
-        frame.locator("#nodes tr[data-node='host-a'] .status", has_text="on").wait_for(timeout=30_000)
-        frame.locator("#thresholds", has_text="OffThreshold").wait_for()
-        assert frame.locator("button[data-action]").count() == 0
-        assert frame.locator("button[data-cancel]").count() == 0
-        assert not frame.locator("#reserve").is_visible()
-    finally:
-        viewer.close()
-
-
-def test_layout_page_shows_power_and_a_refused_power_off_names_the_vms_and_viewer_gets_no_buttons(
-    browser: Any, airflow_stack: Any, rackflow_db: str
-) -> None:
-    _record_statuses(rackflow_db)
-    with session_scope(rackflow_db) as session:
-        before = session.scalar(select(func.count()).select_from(HostTransition))
-    page = login_page(browser, airflow_stack, "operator")
-    try:
-        page.goto(f"{airflow_stack.url}/plugin/rackflow-layout")
-        frame = page.frame_locator("iframe")
-        for host in HOSTS:
-            card = frame.locator(f"section.host[data-host='{host}']")
-            card.locator(".badge.power.power-on", has_text="power on").wait_for(timeout=30_000)
-            assert card.locator(".power-mode").inner_text() == "mode on"
-            assert "status since" in card.locator(".power-since").inner_text()
-            card.locator(".power-transition", has_text="→ on by rackflow_power_monitor").wait_for()
-            assert card.locator("button.power-on").is_visible()
-            assert card.locator("button.power-off").is_visible()
-
-        card = frame.locator("section.host[data-host='host-a']")
-        card.locator("tr[data-vm='db-01'] .state-running").wait_for()
-        card.locator("button.power-off").click()
-        refused = card.locator(".power-message.refused")
-        refused.wait_for(timeout=60_000)
-        text = refused.inner_text()
-        assert "refusing power off" in text and "VMs: " in text and "db-01" in text, text
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "layout-power.png"), full_page=True)
-    finally:
-        page.close()
-    # Refused means nothing changed: mode still on, no transition recorded.
     with session_scope(rackflow_db) as session:
         assert session.get(Host, "host-a").mode == "on"  # type: ignore[union-attr]
         assert session.scalar(select(func.count()).select_from(HostTransition)) == before
-
-    viewer = login_page(browser, airflow_stack, "victor")
-    try:
-        viewer.goto(f"{airflow_stack.url}/plugin/rackflow-layout")
-        frame = viewer.frame_locator("iframe")
-        card = frame.locator("section.host[data-host='host-a']")
-        card.locator(".badge.power", has_text="power on").wait_for(timeout=30_000)
-        assert card.locator(".power-mode").inner_text() == "mode on"
-        assert frame.locator(".power-actions").count() == 0
-        assert frame.locator("button.power-on, button.power-off").count() == 0
-    finally:
-        viewer.close()

@@ -81,9 +81,9 @@ def test_timeline_bands_follow_the_transitions_and_start_with_the_value_held_bef
         assert _parse(bands[0]["start"]) == since and _parse(bands[-1]["end"]) == now
         for a, b in pairwise(bands):
             assert a["end"] == b["start"]
-    # A node without history: one unknown band per field.
+    # A node without history: its inventory values held throughout (status never polled: unknown).
     other = next(n for n in body["nodes"] if n["name"] == "pw-c")
-    assert [(b["field"], b["value"]) for b in other["bands"]] == [("status", None), ("mode", None)]
+    assert [(b["field"], b["value"]) for b in other["bands"]] == [("status", None), ("mode", "on")]
 
 
 def test_timeline_shows_reservations_and_the_on_off_windows_ahead_and_who_may_act(

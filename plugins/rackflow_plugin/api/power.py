@@ -408,14 +408,19 @@ def bands_of(
     transitions: list[HostTransition],
     *,
     before: HostTransition | None,
+    current: str | None,
     since: datetime,
     now: datetime,
 ) -> list[BandOut]:
     """``field``'s bands over ``since..now`` from its transitions in that window (in order) and the last
     one before it (``before``): the value held at ``since`` is what ``before`` set, else what the first
-    transition changed from (None: unknown)."""
+    transition changed from; with no transition at all, the node's ``current`` value held throughout
+    (every change is recorded). None: unknown."""
     rows = [t for t in transitions if t.field == field]
-    value = before.to_value if before is not None else (rows[0].from_value if rows else None)
+    if before is not None:
+        value: str | None = before.to_value
+    else:
+        value = rows[0].from_value if rows else current
     actor = before.actor if before is not None else None
     reason = before.reason if before is not None else None
     start = since
@@ -481,7 +486,8 @@ def timeline(
                     .order_by(HostTransition.id.desc())
                     .limit(1)
                 ).first()
-                bands += bands_of(field, recent, before=before, since=since, now=now)
+                current = host.status if field == "status" else host.mode
+                bands += bands_of(field, recent, before=before, current=current, since=since, now=now)
             nodes.append(
                 TimelineNodeOut(
                     name=host.name,

@@ -6,7 +6,10 @@ import type { ComponentType } from "react";
 import { ROUTES } from "../shared/links";
 import { Dashboard } from "./Dashboard";
 import { Intake } from "./Intake";
+import { JobnetReport } from "./JobnetReport";
 import { Jobs } from "./Jobs";
+import { Power } from "./Power";
+import { ServerLayout } from "./ServerLayout";
 
 /** What Airflow passes a plugin page (set on DAG, run and task tabs). */
 export interface PageProps {
@@ -20,4 +23,7 @@ export const PAGES: Record<string, ComponentType<PageProps>> = {
   [ROUTES.dashboard]: Dashboard,
   [ROUTES.jobs]: Jobs,
   [ROUTES.intake]: Intake,
+  [ROUTES.layout]: ServerLayout,
+  [ROUTES.power]: Power,
+  [ROUTES.jobnetReport]: JobnetReport,
 };

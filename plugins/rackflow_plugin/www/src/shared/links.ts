@@ -8,6 +8,7 @@ export const ROUTES = {
   intake: "rackflow-s3",
   power: "rackflow-power",
   layout: "rackflow-layout",
+  jobnetReport: "rackflow-jobnet-report",
 } as const;
 
 export const pageLink = (route: string, sub = ""): string => `/plugin/${route}${sub ? `/${sub}` : ""}`;
