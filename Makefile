@@ -42,7 +42,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check providers plugins devfleet dags tests bench
 	$(VENV)/bin/mypy providers plugins devfleet
 
-bench: apt venv
+bench: apt venv ui
 	$(PY) -m bench
 
 # Re-pin after changing dependencies in pyproject.toml.

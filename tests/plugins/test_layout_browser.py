@@ -120,7 +120,15 @@ def test_launch_form_previews_the_names_and_launches_two_vms_that_run(
         form.get_by_test_id("launch-submit").click()
         run = page.locator(".launch-run").first
         run.wait_for(timeout=30_000)
-        page.locator(".launch-run[data-run-state='success']").wait_for(timeout=240_000)
+        ended = page.locator(".launch-run[data-run-state='success'], .launch-run[data-run-state='failed']")
+        ended.first.wait_for(timeout=400_000)
+        if run.get_attribute("data-run-state") != "success":
+            run_id = run.get_attribute("data-run")
+            tis = airflow_stack.session("admin").get(
+                f"{airflow_stack.url}/api/v2/dags/rackflow_launch_vms/dagRuns/{run_id}/taskInstances",
+                timeout=30,
+            )
+            raise AssertionError(f"launch run {run_id} failed: {tis.text[:2000]}")
         for name in (f"{prefix}-01", f"{prefix}-02"):
             page.locator(
                 f"section.host[data-host='host-c'] .rf-tile[data-vm='{name}'][data-state='running']"

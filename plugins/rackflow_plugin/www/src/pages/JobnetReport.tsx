@@ -31,10 +31,11 @@ function Gantt({ report }: { report: Report }) {
   const sections = ganttSections(report);
   const [start, end] = ganttSpan(report);
   const s = timeScale(start, end, LABEL_W, W - 10);
+  // Each section: a 14 px title line, then its lanes, then a gap.
   let y = AXIS_H;
   const placed = sections.map((sec) => {
     const top = y + 14;
-    y = top + sec.lanes.length * LANE_H + SECTION_GAP - 14 + 14;
+    y = top + sec.lanes.length * LANE_H + SECTION_GAP;
     return { sec, top };
   });
   const height = y + 4;

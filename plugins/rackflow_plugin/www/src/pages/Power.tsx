@@ -58,11 +58,11 @@ function TimelinePlot({ data }: { data: Timeline }) {
       <rect x={now} y={AXIS_H} width={Math.max(0, onEnd - now)} height={height - AXIS_H} fill={token("blue.subtle")} data-testid="on-window">
         <title>{`On window: nodes are powered on for reservations starting by ${fmt(data.on_window_end)} (OnThreshold ${formatDuration(data.on_threshold_s)})`}</title>
       </rect>
-      <text x={onEnd - 3} y={AXIS_H + 11} textAnchor="end" fill={token("blue.fg")}>
-        On {formatDuration(data.on_threshold_s)}
+      <text x={onEnd - 3} y={height - 6} textAnchor="end" fill={token("blue.fg")}>
+        On {data.on_threshold_s / 60} min
       </text>
       <text x={offEnd - 3} y={height - 6} textAnchor="end" fill={token("orange.fg")}>
-        Off {formatDuration(data.off_threshold_s)}
+        Off {data.off_threshold_s / 60} min
       </text>
       {ticks.map((t) => (
         <g key={t.at}>
