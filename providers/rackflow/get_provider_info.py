@@ -81,6 +81,9 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                     "vm_poll_interval": _option("Seconds between VM state polls while launching.", "2"),
                     "scheduler_poll_interval": _option("Seconds between batch scheduler polls.", "5"),
+                    "ssh_step_poll_interval": _option(
+                        "Seconds between status polls of deferred SSH steps (one per server for all).", "5"
+                    ),
                     "s3_poll_interval": _option("Seconds between S3 intake polls.", "5"),
                     "power_poll_interval": _option("Seconds between BMC polls.", "60"),
                     "power_off_threshold": _option(

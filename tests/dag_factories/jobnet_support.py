@@ -8,6 +8,7 @@ Tests using these need the ``airflow_db`` and ``devfleet`` fixtures.
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Mapping
 from datetime import timedelta
@@ -37,9 +38,22 @@ def register_dag(dag: Any) -> None:
 
 
 def run_dag(dag: Any, conf: Mapping[str, Any] | None = None, *, use_executor: bool = False) -> Any:
-    """Register ``dag`` and run it once with ``conf``; the finished DagRun."""
+    """Register ``dag`` and run it once with ``conf``; the finished DagRun.
+
+    ``dag.test()`` runs each deferred step's trigger inline, one after the other: its SSH steps are
+    polled every second instead of every 5 s (the option is read when a step defers).
+    """
     register_dag(dag)
-    return dag.test(run_conf=dict(conf or {}), use_executor=use_executor)
+    option = "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL"
+    before = os.environ.get(option)
+    os.environ[option] = "1"
+    try:
+        return dag.test(run_conf=dict(conf or {}), use_executor=use_executor)
+    finally:
+        if before is None:
+            del os.environ[option]
+        else:
+            os.environ[option] = before
 
 
 def task_states(dag_run: Any) -> dict[str, str]:

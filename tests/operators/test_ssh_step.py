@@ -1,12 +1,18 @@
 """SSHStepOperator against the devfleet's real sshd on loopback (and on the worker for ``local``).
 
-One DAG of independent steps runs once (dag.test, in-process); each test checks one behaviour on it.
+One DAG of independent steps runs once (dag.test, in-process: a deferred step's trigger runs inline);
+each test checks one behaviour on it. While it runs, ``ps -eo args`` and the job folders are sampled
+for the values of a param and of an env entry. The shared poller and the re-attach of a second start
+are tested on the trigger and the start script directly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,39 @@ from tests.dag_factories.jobnet_support import run_dag
 
 HOSTILE = "; rm -rf / #'\"$(touch {pwned})`touch {pwned}`\nsecond line \\ $HOME %s {{ x }}"
 SLEEP_MARK = f"4{secrets.randbelow(9)}.{secrets.randbelow(10**6):06d}"
+SECRET = f"s3cr3t-{secrets.token_hex(8)}"
+STEPS_DIR = Path("/tmp/rackflow-steps")
+
+
+class _Sampler(threading.Thread):
+    """Samples every process's command line and the job folders' files for ``needles`` until stopped."""
+
+    def __init__(self, needles: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.needles = needles
+        self.stop = threading.Event()
+        self.samples = 0
+        self.seen_in_ps: list[str] = []
+        # (needle, file name, its mode, its folder's mode, when)
+        self.seen_on_disk: list[tuple[str, str, int, int, float]] = []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            args = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            self.seen_in_ps += [line for line in args.splitlines() if any(n in line for n in self.needles)]
+            for path in STEPS_DIR.glob("*/*"):
+                try:
+                    text = path.read_text(errors="replace") if path.is_file() else ""
+                except OSError:
+                    continue
+                for needle in (n for n in self.needles if n in text):
+                    try:
+                        modes = (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777)
+                    except OSError:
+                        continue
+                    self.seen_on_disk.append((needle, path.name, *modes, time.monotonic()))
+            self.samples += 1
+            time.sleep(0.05)
 
 
 def _xcom(dag_run: Any, task_id: str, key: str = "step_result") -> Any:
@@ -47,7 +86,8 @@ def steps_run(airflow_db: Path, devfleet: object, tmp_path_factory: pytest.TempP
         "test_ssh_step_operator",
         schedule=None,
         start_date=datetime(2025, 1, 1),
-        params={"evil": Param("x", type="string")},
+        params={"evil": Param("x", type="string"), "secret": Param("x", type="string")},
+        default_args={"poll_interval": 1},
     ) as dag:
         SSHStepOperator(
             task_id="hostile",
@@ -60,6 +100,11 @@ def steps_run(airflow_db: Path, devfleet: object, tmp_path_factory: pytest.TempP
             task_id="noisy",
             command='for i in $(seq 1 100); do echo "line $i"; done; echo "warn: disk" >&2; exit 3',
         )
+        SSHStepOperator(
+            task_id="secret",
+            jobnet_params={"secret": ParamSpec(type="string")},
+            command='case "$RACKFLOW_PARAM_SECRET" in s3cr3t-*) sleep 4; echo got it;; *) exit 9;; esac',
+        )
         SSHStepOperator(task_id="shipped", script=script, workdir=str(work), env={"NODE": "nn"})
         SSHStepOperator(task_id="on_worker", ssh_conn_id=None, command="echo local $$; exit 0")
         SSHStepOperator(
@@ -67,9 +112,22 @@ def steps_run(airflow_db: Path, devfleet: object, tmp_path_factory: pytest.TempP
             step_timeout=2,
             command=f"sleep 1{SLEEP_MARK} & sleep {SLEEP_MARK}; echo never",
         )
-    dag_run = run_dag(dag, {"evil": hostile})
+    sampler = _Sampler([SECRET, str(pwned)])
+    sampler.start()
+    try:
+        dag_run = run_dag(dag, {"evil": hostile, "secret": SECRET})
+    finally:
+        sampler.stop.set()
+        sampler.join()
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
-    return {"run": dag_run, "states": states, "work": work, "hostile": hostile, "pwned": pwned}
+    return {
+        "run": dag_run,
+        "states": states,
+        "work": work,
+        "hostile": hostile,
+        "pwned": pwned,
+        "sampler": sampler,
+    }
 
 
 def test_hostile_params_and_env_reach_the_step_literally(steps_run: dict[str, Any]) -> None:
@@ -78,6 +136,24 @@ def test_hostile_params_and_env_reach_the_step_literally(steps_run: dict[str, An
     assert (work / "param.out").read_text() == steps_run["hostile"]
     assert (work / "env.out").read_text() == steps_run["hostile"]
     assert not steps_run["pwned"].exists()
+
+
+def test_param_and_env_values_never_appear_in_a_command_line_or_stay_on_disk(
+    steps_run: dict[str, Any],
+) -> None:
+    sampler: _Sampler = steps_run["sampler"]
+    assert steps_run["states"]["secret"] == "success"
+    assert _xcom(steps_run["run"], "secret")["stdout_tail"] == "got it"
+    # The secret step alone sleeps 4 s: at 20 samples a second the sampler saw it run many times.
+    assert sampler.samples > 40
+    assert sampler.seen_in_ps == []
+    # On disk the values are only in step.sh (0600, in a 0700 folder) until the step's shell has
+    # opened it and removed it: a moment, not the 4 s the step runs.
+    found = {(name, mode, folder) for _, name, mode, folder, _ in sampler.seen_on_disk}
+    assert found <= {("step.sh", 0o600, 0o700)}, found
+    for needle in sampler.needles:
+        times = [when for seen, *_, when in sampler.seen_on_disk if seen == needle]
+        assert not times or max(times) - min(times) < 1.5, (needle, times)
 
 
 def test_output_tails_and_exit_code_are_kept_and_nonzero_exit_fails(steps_run: dict[str, Any]) -> None:
@@ -112,7 +188,7 @@ def test_timeout_fails_the_step_and_kills_its_whole_process_group(steps_run: dic
     # Neither the foreground sleep nor its background sibling is left on the server (sshd is loopback).
     left = subprocess.run(["pgrep", "-f", f"sleep 1?{SLEEP_MARK}"], capture_output=True, text=True)
     assert left.stdout == "", left.stdout
-    assert not list(Path("/tmp/rackflow-steps").glob("test_ssh_step_operator-*"))
+    assert not list(STEPS_DIR.glob("test_ssh_step_operator-*"))
 
 
 def test_remote_script_is_quoted_heredoc_and_kill_targets_the_group() -> None:
@@ -126,3 +202,62 @@ def test_remote_script_is_quoted_heredoc_and_kill_targets_the_group() -> None:
     assert 'kill -TERM -"$p"' in build_kill_command("/tmp/j k") and "'/tmp/j k/pid'" in build_kill_command(
         "/tmp/j k"
     )
+
+
+def test_steps_on_one_server_share_one_connection_and_poll_and_a_second_start_reattaches(
+    devfleet: Any, tmp_path: Path
+) -> None:
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    from rackflow.core.jobnet.remote import ATTACHED, STARTED, build_step_script
+    from rackflow.operators.ssh_step import exec_with_stdin
+    from rackflow.triggers.ssh_step import ServerPoller, SSHStepTrigger
+
+    tag = secrets.token_hex(4)
+    dirs = [f"{STEPS_DIR}/test-shared-{tag}-{i}" for i in range(4)]
+
+    def start(i: int) -> str:
+        script = build_step_script(
+            command=f"echo start >> {tmp_path}/starts-{i}; sleep 3; "
+            f'echo "out {i}"; echo "err {i}" >&2; exit {i}',
+            script_text=None,
+            env={},
+            workdir=None,
+            job_dir=dirs[i],
+            detach=True,
+        )
+        with SSHHook(ssh_conn_id="ssh_fleet").get_conn() as client:
+            code, out, err = exec_with_stdin(client, "sh -s", script, 30)
+        assert code == 0, err
+        return out.strip()
+
+    assert [start(i) for i in range(4)] == [STARTED] * 4
+    # A second start of the same task instance (a retried try) follows the running step instead.
+    assert start(0) == ATTACHED
+
+    sshd_log = Path(devfleet.sshd.log_path)
+    logins_before = sshd_log.read_text().count("Accepted publickey")
+
+    async def follow() -> tuple[list[dict[str, Any]], int]:
+        triggers = [SSHStepTrigger(ssh_conn_id="ssh_fleet", job_dir=d, poll_interval=1) for d in dirs]
+        runs = [t.run().__anext__() for t in triggers]
+        first = asyncio.ensure_future(asyncio.gather(*runs))
+        await asyncio.sleep(0.5)
+        pollers = list(ServerPoller._pollers.values())
+        events = await first
+        return [e.payload for e in events], sum(p.polls for p in pollers)
+
+    started = time.monotonic()
+    events, polls = asyncio.run(follow())
+    elapsed = time.monotonic() - started
+    assert [e["status"] for e in events] == ["done"] * 4
+    assert [e["exit_code"] for e in events] == [0, 1, 2, 3]
+    assert [e["stdout_tail"] for e in events] == [f"out {i}" for i in range(4)]
+    assert [e["stderr_tail"] for e in events] == [f"err {i}" for i in range(4)]
+    assert all(e["finished_at"] - e["started_at"] >= 3 for e in events)
+    # One poll per interval for all four steps (not one per step), on one SSH connection.
+    assert polls <= elapsed + 1, (polls, elapsed)
+    assert sshd_log.read_text().count("Accepted publickey") - logins_before == 1
+    # The step started once although its start ran twice.
+    assert (tmp_path / "starts-0").read_text() == "start\n"
+    subprocess.run(["rm", "-rf", *dirs], check=True)

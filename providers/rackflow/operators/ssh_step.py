@@ -1,15 +1,24 @@
 """Run one jobnet step (or its revert) on a server over SSH, or on the worker itself.
 
-Built on the ssh provider's :class:`~airflow.providers.ssh.hooks.ssh.SSHHook`, with what the stock
-``SSHOperator`` lacks for environment building:
+Built on the ssh provider's hooks, after its ``SSHRemoteJobOperator`` (detached job, job folder,
+exit-code file, deferrable trigger, kill by process group), with what environment building needs:
 
-* **No injection from params.** The environment (params included) is sent as ``export NAME='value'``
-  lines, each value quoted by :func:`shlex.quote` (sshd refuses client-sent variables), inside a
-  quoted here-document; nothing a user passes is ever formatted into the command text.
-* **The remote process group dies with the task.** The step runs under ``setsid`` on the server, its
-  pid (= its process group) in a job folder; on timeout, on any error while waiting and in
-  :meth:`SSHStepOperator.on_kill` (a run marked failed, a task cleared) the whole group gets
-  ``SIGTERM`` then ``SIGKILL``. The stock operator leaves the remote command running.
+* **The worker slot is free while the step runs.** The step starts detached on the server in its own
+  session (``setsid``), its output and exit code go to files in a job folder, and the task defers to
+  :class:`~rackflow.triggers.ssh_step.SSHStepTrigger`, which follows it from the triggerer (every
+  step on a server shares one SSH connection and one status command per interval) and resumes the
+  task once, when the step has ended. The job folder is named after the task instance (not its
+  try), so a try that starts again while its step is still on the server (a task cleared while
+  deferred, a resume lost to a race) re-attaches to it instead of running it twice; the folder is
+  removed once the task has recorded the result, so a retry after a failure starts afresh.
+* **No injection from params, no params in ``ps``.** The environment (params included) is written as
+  ``export NAME='value'`` lines (:func:`shlex.quote`) in quoted here-documents of a script sent on the
+  standard input of ``sh -s``; the step's shell reads them from a 0600 file it removes first thing.
+  No process's command line carries a value; nothing a user passes is formatted into command text.
+* **The remote process group dies with the step**: at ``step_timeout`` (the trigger kills it), when
+  the run or task is marked failed while deferred (the trigger's ``on_kill``), on any error before
+  deferring, and in :meth:`SSHStepOperator.on_kill` (a step on the worker). ``SIGTERM``, then
+  ``SIGKILL`` after ``kill_grace``.
 * **A result for the report**: exit code, duration, start/end times and stdout/stderr tails go to
   XCom under ``step_result`` on success *and* failure (and as the return value on success).
 """
@@ -17,22 +26,30 @@ Built on the ssh provider's :class:`~airflow.providers.ssh.hooks.ssh.SSHHook`, w
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import selectors
-import shlex
 import subprocess
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-from rackflow.core.jobnet import ParamSpec, shell_exports, step_env
+from rackflow import settings
+from rackflow.core.jobnet import ParamSpec, step_env
+from rackflow.core.jobnet.remote import (
+    ATTACHED,
+    KILL_GRACE_SECONDS,
+    STARTED,
+    build_cleanup_command,
+    build_kill_command,
+    build_step_script,
+)
 
 if TYPE_CHECKING:
     import paramiko
@@ -43,8 +60,8 @@ RESULT_KEY = "step_result"
 """XCom key of every step's (and revert's) result dict."""
 DEFAULT_SSH_CONN_ID = "ssh_fleet"
 REMOTE_BASE_DIR = "/tmp/rackflow-steps"
-KILL_GRACE_SECONDS = 3.0
 _TAIL_LINES = 50
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@,-]")
 
 
 class StepTimeout(AirflowException):
@@ -63,142 +80,48 @@ def step_job_dir(base_dir: str, job_id: str) -> str:
     return f"{base_dir.rstrip('/')}/{job_id}"
 
 
-def build_step_script(
-    *,
-    command: str | None,
-    script_text: str | None,
-    env: Mapping[str, str],
-    workdir: str | None,
-    job_dir: str,
-    shell: str = "bash",
-) -> str:
-    """The text sent to the server's login shell: write the step into ``job_dir`` and run it under setsid.
-
-    The step body (exports, ``cd``, command) and a shipped script travel in quoted here-documents whose
-    delimiters are random and checked absent from the body, so no byte of them is expanded by the
-    outer shell. The step runs as its own session; ``job_dir/pid`` holds its process group id.
-    """
-    if (command is None) == (script_text is None):
-        raise ValueError("needs exactly one of command or script_text")
-    body = shell_exports(env)
-    if workdir:
-        body += f"cd {shlex.quote(workdir)} || exit 96\n"
-    body += 'exec "$RACKFLOW_STEP_DIR/script"\n' if script_text is not None else f"{command}\n"
-    docs = [("step.sh", body)] + ([("script", script_text)] if script_text is not None else [])
-    quoted_dir = shlex.quote(job_dir)
-    lines = [
-        "umask 077",
-        f"d={quoted_dir}",
-        'mkdir -p "$d" || exit 97',
-    ]
-    for name, text in docs:
-        token = _heredoc_token(text)
-        if not text.endswith("\n"):
-            text += "\n"
-        lines.append(f"cat > \"$d/{name}\" <<'{token}'\n{text}{token}")
-    if script_text is not None:
-        lines.append('chmod 700 "$d/script"')
-    quoted_shell = shlex.quote(shell)
-    lines += [
-        f"if command -v {quoted_shell} >/dev/null 2>&1; then s={quoted_shell}; else s=sh; fi",
-        # $$ inside the new session is its pid = pgid = sid, whether or not setsid forked to get there.
-        'RACKFLOW_STEP_DIR="$d" setsid -w sh -c '
-        + shlex.quote('echo $$ > "$RACKFLOW_STEP_DIR/pid"; export RACKFLOW_STEP_DIR; exec "$1" "$2"')
-        + ' rackflow-step "$s" "$d/step.sh" </dev/null',
-        "ec=$?",
-        'rm -rf "$d"',
-        "exit $ec",
-    ]
-    return "\n".join(lines) + "\n"
+def task_job_id(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:
+    """The job folder name of one task instance (all its tries): readable, one path component."""
+    parts = [dag_id, run_id, task_id] + ([str(map_index)] if map_index >= 0 else [])
+    return "-".join(_UNSAFE.sub("_", part) for part in parts)
 
 
-def _heredoc_token(text: str) -> str:
-    while True:
-        token = f"RACKFLOW_EOF_{secrets.token_hex(8)}"
-        if token not in text:
-            return token
-
-
-def build_kill_command(job_dir: str, grace: float = KILL_GRACE_SECONDS) -> str:
-    """Signal the step's whole process group: TERM, then KILL what is left after ``grace`` seconds.
-
-    Waits up to 2 s for the pid file (a kill right after the start); never signals a pid <= 1.
-    """
-    pid_file = shlex.quote(f"{job_dir}/pid")
-    ticks = max(1, int(grace * 10))
-    return (
-        f"i=0; while [ ! -s {pid_file} ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "
-        f'p="$(cat {pid_file} 2>/dev/null)"; '
-        'if [ "$p" -gt 1 ] 2>/dev/null; then '
-        'kill -TERM -"$p" 2>/dev/null; '
-        f'i=0; while kill -0 -"$p" 2>/dev/null && [ $i -lt {ticks} ]; do sleep 0.1; i=$((i+1)); done; '
-        'kill -KILL -"$p" 2>/dev/null; echo "killed process group $p"; '
-        "else echo 'no step process to kill'; fi; true"
-    )
-
-
-class _Run(Protocol):
-    def read(self, timeout: float) -> list[tuple[str, bytes]]: ...
-
-    @property
-    def finished(self) -> bool: ...
-
-    def exit_code(self) -> int: ...
-
-    def close(self) -> None: ...
-
-
-class _SshRun:
-    """One exec channel; output chunks as they arrive, the exit status at the end."""
-
-    def __init__(self, client: paramiko.SSHClient, command: str) -> None:
-        transport = client.get_transport()
-        if transport is None:
-            raise AirflowException("SSH transport is not open")
-        self.channel = transport.open_session()
-        self.channel.exec_command(command)
-        self.channel.shutdown_write()
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.channel, selectors.EVENT_READ)
-
-    def read(self, timeout: float) -> list[tuple[str, bytes]]:
-        chunks: list[tuple[str, bytes]] = []
-        if not (self.channel.recv_ready() or self.channel.recv_stderr_ready()):
-            self.selector.select(timeout)
-        while self.channel.recv_ready():
-            chunks.append(("stdout", self.channel.recv(65536)))
-        while self.channel.recv_stderr_ready():
-            chunks.append(("stderr", self.channel.recv_stderr(65536)))
-        return chunks
-
-    @property
-    def finished(self) -> bool:
-        return (
-            self.channel.exit_status_ready()
-            and not self.channel.recv_ready()
-            and not self.channel.recv_stderr_ready()
-        )
-
-    def exit_code(self) -> int:
-        return int(self.channel.recv_exit_status())
-
-    def close(self) -> None:
-        self.selector.close()
-        self.channel.close()
+def exec_with_stdin(
+    client: paramiko.SSHClient, command: str, stdin: str, timeout: float
+) -> tuple[int, str, str]:
+    """Run ``command`` on the server with ``stdin`` as its standard input; (exit status, out, err)."""
+    transport = client.get_transport()
+    if transport is None:
+        raise AirflowException("SSH transport is not open")
+    channel = transport.open_session(timeout=timeout)
+    try:
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        channel.sendall(stdin.encode("utf-8"))
+        channel.shutdown_write()
+        out = channel.makefile("rb").read()
+        err = channel.makefile_stderr("rb").read()
+        return int(channel.recv_exit_status()), out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    finally:
+        channel.close()
 
 
 class _LocalRun:
-    """The same step on the worker itself: ``sh -c`` of the same script, in its own session."""
+    """A step on the worker itself: ``sh -s`` reading the step script from its standard input (so the
+    environment is not on its command line), in its own session; output chunks as they arrive."""
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, script: str) -> None:
         self.proc = subprocess.Popen(
-            ["sh", "-c", command],
-            stdin=subprocess.DEVNULL,
+            ["sh", "-s"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        # sh reads the whole { ... } group before it runs anything, so this write cannot block on output.
+        self.proc.stdin.write(script.encode("utf-8"))
+        self.proc.stdin.close()
         self.selector = selectors.DefaultSelector()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
         for name, stream in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr)):
             os.set_blocking(stream.fileno(), False)
             self.selector.register(stream, selectors.EVENT_READ, data=name)
@@ -235,13 +158,16 @@ class _LocalRun:
 class SSHStepOperator(BaseOperator):
     """Run one jobnet step (a command or a shipped script) on a server over SSH, or on the worker.
 
+    Over SSH the step runs detached on the server and the task defers while it runs (see the module
+    docstring); on the worker (``local``) the task runs it in the foreground and streams its output.
+
     :param ssh_conn_id: Airflow SSH connection of the server; ``None`` runs the step on the worker
         itself (the jobnet's ``local`` server). Ignored when ``launch_task_id`` binds the server.
     :param remote_host: Host to reach instead of the connection's (templated).
     :param command: Shell text to run (not templated: ``${#x}`` is shell, not Jinja).
     :param script: Path on the worker of a script to ship to the server and run there (its shebang
         decides the interpreter).
-    :param env: Environment of the step, sent as quoted ``export`` lines.
+    :param env: Environment of the step, sent as quoted ``export`` lines on the shell's stdin.
     :param jobnet_params: The jobnet's param declarations; the run's values of them (from
         ``params``) reach the step as ``RACKFLOW_PARAM_<NAME>`` variables.
     :param workdir: Folder on the server to run in.
@@ -258,10 +184,12 @@ class SSHStepOperator(BaseOperator):
     :param revert_of: Run as the revert of this step id: only when ``plan_task_id``'s plan lists it,
         otherwise the task is skipped.
     :param plan_task_id: Task whose XCom is the revert plan (``{"groups": [[step ids]]}``).
-    :param remote_base_dir: Folder on the server for the per-run job folders.
+    :param remote_base_dir: Folder on the server for the per-task job folders.
     :param shell: Shell for the step body (falls back to ``sh`` where it is missing).
     :param kill_grace: Seconds between SIGTERM and SIGKILL of the process group.
     :param conn_timeout: SSH connection timeout in seconds.
+    :param poll_interval: Seconds between the trigger's status polls of the server (shared by every
+        step deferred on it); default ``[rackflow] ssh_step_poll_interval``.
     """
 
     template_fields: Sequence[str] = ("ssh_conn_id", "remote_host")
@@ -290,10 +218,12 @@ class SSHStepOperator(BaseOperator):
         shell: str = "bash",
         kill_grace: float = KILL_GRACE_SECONDS,
         conn_timeout: int | None = None,
+        poll_interval: float | None = None,
         **kwargs: Any,
     ) -> None:
         if step_timeout is not None and "execution_timeout" not in kwargs:
-            # A backstop only: the operator kills the remote group at step_timeout itself.
+            # A backstop for the worker's own phases (a local step's whole run; over SSH the start and
+            # the end): the step's timeout itself is enforced by the operator or the trigger.
             kwargs["execution_timeout"] = timedelta(seconds=step_timeout + kill_grace + 60)
         super().__init__(**kwargs)
         if (command is None) == (script is None):
@@ -320,6 +250,7 @@ class SSHStepOperator(BaseOperator):
         self.shell = shell
         self.kill_grace = kill_grace
         self.conn_timeout = conn_timeout
+        self.poll_interval = poll_interval
         self._job_dir: str | None = None
         self._local_run: _LocalRun | None = None
 
@@ -356,15 +287,20 @@ class SSHStepOperator(BaseOperator):
             self.ssh_conn_id,
         )
 
-    @cached_property
-    def ssh_hook(self) -> SSHHook:
+    def _hook(self) -> SSHHook:
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
         return SSHHook(
             ssh_conn_id=self.ssh_conn_id,
             remote_host=self.remote_host or "",
             conn_timeout=self.conn_timeout,
+            conn_retry_attempts=5,
         )
+
+    def _ssh(self, command: str, stdin: str = "", timeout: float = 60) -> tuple[int, str, str]:
+        """One command on the step's server, on a connection of its own."""
+        with self._hook().get_conn() as client:
+            return exec_with_stdin(client, command, stdin, timeout)
 
     # --- execution -------------------------------------------------------------------------------
 
@@ -372,6 +308,14 @@ class SSHStepOperator(BaseOperator):
         plan = context["ti"].xcom_pull(task_ids=self.plan_task_id) or {}
         groups = plan.get("groups", [])
         return any(self.revert_of in group for group in groups)
+
+    def _base_result(self) -> dict[str, Any]:
+        return {
+            "step_id": self.step_id,
+            "server": self.server_name,
+            "host": "local" if self.is_local else (self.remote_host or self.ssh_conn_id),
+            "revert": self.revert_of is not None,
+        }
 
     def execute(self, context: Context) -> dict[str, Any]:
         if self.revert_of is not None and not self._revert_planned(context):
@@ -382,10 +326,11 @@ class SSHStepOperator(BaseOperator):
             env = step_env(_Env(env), self.jobnet_params, values)
         self._bind_launched(context, env)
         ti = context["ti"]
-        job_id = "-".join(
-            part.replace("/", "_") for part in (ti.dag_id, ti.run_id, ti.task_id, str(ti.try_number))
-        )
-        self._job_dir = step_job_dir(self.remote_base_dir, f"{job_id}-{secrets.token_hex(4)}")
+        map_index = getattr(ti, "map_index", -1)
+        job_id = task_job_id(ti.dag_id, ti.run_id, ti.task_id, -1 if map_index is None else map_index)
+        if self.is_local:
+            job_id = f"{job_id}-{ti.try_number}-{secrets.token_hex(4)}"
+        self._job_dir = step_job_dir(self.remote_base_dir, job_id)
         script_text = Path(self.script).read_text(encoding="utf-8") if self.script else None
         remote = build_step_script(
             command=self.command,
@@ -394,18 +339,107 @@ class SSHStepOperator(BaseOperator):
             workdir=self.workdir,
             job_dir=self._job_dir,
             shell=self.shell,
+            detach=not self.is_local,
         )
         where = "the worker" if self.is_local else f"{self.server_name} ({self.ssh_conn_id})"
         self.log.info("Step %s on %s; env: %s", self.step_id, where, ", ".join(sorted(env)) or "(none)")
+        if self.is_local:
+            return self._execute_local(ti, remote)
+        try:
+            code, out, err = self._ssh("sh -s", remote)
+        except BaseException:
+            self._kill_remote(reason="the start did not report back")
+            raise
+        if code != 0 or out.strip() not in (STARTED, ATTACHED):
+            raise AirflowException(
+                f"step {self.step_id!r} did not start on {where}: exit {code}: {err.strip()[-2000:]}"
+            )
+        if out.strip() == ATTACHED:
+            self.log.info(
+                "Step %s is already running in %s (an earlier try): following it", self.step_id, self._job_dir
+            )
+        else:
+            self.log.info("Step %s started detached in %s; deferring", self.step_id, self._job_dir)
+        from rackflow.triggers.ssh_step import SSHStepTrigger
+
+        self.defer(
+            trigger=SSHStepTrigger(
+                ssh_conn_id=self.ssh_conn_id,
+                remote_host=self.remote_host,
+                job_dir=self._job_dir,
+                step_timeout=self.step_timeout,
+                poll_interval=(
+                    self.poll_interval
+                    if self.poll_interval is not None
+                    else settings.poll_interval("ssh_step", 5.0)
+                ),
+                kill_grace=self.kill_grace,
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                task_id=ti.task_id,
+                map_index=-1 if map_index is None else map_index,
+            ),
+            method_name="execute_complete",
+        )
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """The trigger's event: the step has ended (or was killed). Record the result, remove the job
+        folder, fail the task unless the step exited 0."""
+        status = str(event.get("status"))
+        self.ssh_conn_id = event.get("ssh_conn_id", self.ssh_conn_id)
+        self.remote_host = event.get("remote_host", self.remote_host)
+        self._job_dir = str(event["job_dir"])
+        started_at, finished_at = event.get("started_at"), event.get("finished_at")
+        result = {
+            **self._base_result(),
+            "started_at": started_at,
+            "exit_code": event.get("exit_code"),
+            "duration_s": round(finished_at - started_at, 3) if started_at and finished_at else None,
+            "finished_at": finished_at,
+            "timed_out": status == "timeout",
+            "stdout_tail": event.get("stdout_tail") or "",
+            "stderr_tail": event.get("stderr_tail") or "",
+        }
+        for line in result["stdout_tail"].splitlines():
+            self.log.info("[%s] %s", self.server_name, line)
+        for line in result["stderr_tail"].splitlines():
+            self.log.warning("[%s:stderr] %s", self.server_name, line)
+        ti = context["ti"]
+        try:
+            ti.xcom_push(key=RESULT_KEY, value=result)
+        except Exception:
+            self.log.warning("Could not record the step result in XCom", exc_info=True)
+        if status == "error":
+            # The server could not be reached for a while; the step may still run. A retry of this task
+            # re-attaches to it; the last try kills it.
+            if ti.try_number > (self.retries or 0):
+                self._kill_remote(reason="the last try lost the server")
+                self._cleanup()
+            raise AirflowException(f"step {self.step_id!r}: {event.get('message')}")
+        self._cleanup()
+        if status == "timeout":
+            raise StepTimeout(f"step {self.step_id!r} timed out after {self.step_timeout:g} s; killed")
+        if status != "done":
+            raise StepFailed(f"step {self.step_id!r}: {event.get('message')}")
+        if result["exit_code"] != 0:
+            raise StepFailed(f"step {self.step_id!r} failed with exit code {result['exit_code']}")
+        self.log.info("Step %s succeeded in %.1f s", self.step_id, result["duration_s"] or 0)
+        return result
+
+    def _cleanup(self) -> None:
+        """Remove the job folder (best effort: a folder left behind only makes a retry report it)."""
+        if self._job_dir is None:
+            return
+        try:
+            self._ssh(build_cleanup_command(self._job_dir))
+        except Exception:
+            self.log.warning("Could not remove %s on %s", self._job_dir, self.server_name, exc_info=True)
+
+    def _execute_local(self, ti: Any, remote: str) -> dict[str, Any]:
         started_at = time.time()
         start = time.monotonic()
-        result: dict[str, Any] = {
-            "step_id": self.step_id,
-            "server": self.server_name,
-            "host": "local" if self.is_local else (self.remote_host or self.ssh_conn_id),
-            "revert": self.revert_of is not None,
-            "started_at": started_at,
-        }
+        result: dict[str, Any] = {**self._base_result(), "started_at": started_at}
         tails: dict[str, deque[str]] = {
             "stdout": deque(maxlen=_TAIL_LINES),
             "stderr": deque(maxlen=_TAIL_LINES),
@@ -414,11 +448,7 @@ class SSHStepOperator(BaseOperator):
         exit_code: int | None = None
         error: BaseException | None = None
         try:
-            if self.is_local:
-                exit_code, timed_out = self._run_local(remote, tails, start)
-            else:
-                with self.ssh_hook.get_conn() as client:
-                    exit_code, timed_out = self._run_ssh(client, remote, tails, start)
+            exit_code, timed_out = self._run_local(remote, tails, start)
         except BaseException as err:
             error = err
             self._kill_remote(reason=f"{type(err).__name__} while waiting")
@@ -444,7 +474,7 @@ class SSHStepOperator(BaseOperator):
         self.log.info("Step %s succeeded in %.1f s", self.step_id, result["duration_s"])
         return result
 
-    def _pump(self, run: _Run, tails: dict[str, deque[str]], start: float) -> tuple[int | None, bool]:
+    def _pump(self, run: _LocalRun, tails: dict[str, deque[str]], start: float) -> tuple[int | None, bool]:
         """Stream output to the log until the step ends or its timeout passes (then kill, drain)."""
         partial = {"stdout": b"", "stderr": b""}
         deadline = None if self.step_timeout is None else start + self.step_timeout
@@ -458,7 +488,7 @@ class SSHStepOperator(BaseOperator):
                 self._kill_remote(reason="timeout")
                 killed_at = time.monotonic()
             if killed_at is not None and time.monotonic() - killed_at > self.kill_grace + 10:
-                break  # the channel never closed after the kill: give up waiting for the exit status
+                break  # the pipes never closed after the kill: give up waiting for the exit status
             wait = 0.5 if deadline is None else max(0.01, min(0.5, deadline - now))
             for stream, data in run.read(wait):
                 text = partial[stream] + data
@@ -479,15 +509,6 @@ class SSHStepOperator(BaseOperator):
             self.log.info("[%s] %s", self.server_name, line)
         else:
             self.log.warning("[%s:stderr] %s", self.server_name, line)
-
-    def _run_ssh(
-        self, client: paramiko.SSHClient, remote: str, tails: dict[str, deque[str]], start: float
-    ) -> tuple[int | None, bool]:
-        run = _SshRun(client, remote)
-        try:
-            return self._pump(run, tails, start)
-        finally:
-            run.close()
 
     def _run_local(self, remote: str, tails: dict[str, deque[str]], start: float) -> tuple[int | None, bool]:
         run = _LocalRun(remote)
@@ -510,21 +531,15 @@ class SSHStepOperator(BaseOperator):
                     ["sh", "-c", command], capture_output=True, text=True, timeout=self.kill_grace + 10
                 ).stdout
             else:
-                from airflow.providers.ssh.hooks.ssh import SSHHook
-
                 # A fresh connection: on_kill interrupts whatever the main connection was doing.
-                hook = SSHHook(ssh_conn_id=self.ssh_conn_id, remote_host=self.remote_host or "")
-                with hook.get_conn() as client:
-                    _, stdout, _ = hook.exec_ssh_client_command(
-                        client, command, get_pty=False, environment=None, timeout=self.kill_grace + 10
-                    )
-                out = stdout.decode("utf-8", "replace")
+                _, out, _ = self._ssh(command, timeout=self.kill_grace + 10)
             self.log.warning("%s", out.strip())
         except Exception:
             self.log.exception("Could not kill step %s's process group", self.step_id)
 
     def on_kill(self) -> None:
-        """The task is being stopped (run marked failed, task cleared): stop the remote step too."""
+        """The task is being stopped while on a worker (run marked failed, task cleared): stop the
+        step too. A deferred step is killed by its trigger's ``on_kill`` instead."""
         self._kill_remote(reason="task killed")
 
 
@@ -547,10 +562,12 @@ class _Env:
 
 __all__ = [
     "DEFAULT_SSH_CONN_ID",
+    "REMOTE_BASE_DIR",
     "RESULT_KEY",
     "SSHStepOperator",
     "StepFailed",
     "StepTimeout",
     "build_kill_command",
     "build_step_script",
+    "task_job_id",
 ]
