@@ -216,7 +216,7 @@ def test_steps_on_one_server_share_one_connection_and_poll_and_a_second_start_re
     tag = secrets.token_hex(4)
     dirs = [f"{STEPS_DIR}/test-shared-{tag}-{i}" for i in range(4)]
 
-    def start(i: int) -> str:
+    def start(i: int, attempt: int = 1) -> str:
         script = build_step_script(
             command=f"echo start >> {tmp_path}/starts-{i}; sleep 3; "
             f'echo "out {i}"; echo "err {i}" >&2; exit {i}',
@@ -225,6 +225,7 @@ def test_steps_on_one_server_share_one_connection_and_poll_and_a_second_start_re
             workdir=None,
             job_dir=dirs[i],
             detach=True,
+            attempt=attempt,
         )
         with SSHHook(ssh_conn_id="ssh_fleet").get_conn() as client:
             code, out, err = exec_with_stdin(client, "sh -s", script, 30)
@@ -233,7 +234,7 @@ def test_steps_on_one_server_share_one_connection_and_poll_and_a_second_start_re
 
     assert [start(i) for i in range(4)] == [STARTED] * 4
     # A second start of the same task instance (a retried try) follows the running step instead.
-    assert start(0) == ATTACHED
+    assert start(0, attempt=2) == ATTACHED
 
     sshd_log = Path(devfleet.sshd.log_path)
     logins_before = sshd_log.read_text().count("Accepted publickey")
@@ -261,3 +262,48 @@ def test_steps_on_one_server_share_one_connection_and_poll_and_a_second_start_re
     # The step started once although its start ran twice.
     assert (tmp_path / "starts-0").read_text() == "start\n"
     subprocess.run(["rm", "-rf", *dirs], check=True)
+
+
+def test_a_killed_trigger_leaves_a_step_a_later_try_took_over_and_kills_it_otherwise(devfleet: Any) -> None:
+    from airflow.providers.ssh.hooks.ssh import SSHHook
+
+    from rackflow.core.jobnet.remote import ATTACHED, STARTED, build_step_script
+    from rackflow.operators.ssh_step import exec_with_stdin
+    from rackflow.triggers.ssh_step import SSHStepTrigger
+
+    mark = f"3{secrets.randbelow(9)}.{secrets.randbelow(10**6):06d}"
+    job_dir = f"{STEPS_DIR}/test-onkill-{secrets.token_hex(4)}"
+
+    def start(attempt: int) -> str:
+        script = build_step_script(
+            command=f"sleep 1{mark} & sleep {mark}",
+            script_text=None,
+            env={},
+            workdir=None,
+            job_dir=job_dir,
+            detach=True,
+            attempt=attempt,
+        )
+        with SSHHook(ssh_conn_id="ssh_fleet").get_conn() as client:
+            code, out, err = exec_with_stdin(client, "sh -s", script, 30)
+        assert code == 0, err
+        return out.strip()
+
+    def sleeping() -> str:
+        return subprocess.run(["pgrep", "-f", f"sleep 1?{mark}"], capture_output=True, text=True).stdout
+
+    def on_kill(try_number: int) -> None:
+        trigger = SSHStepTrigger(
+            ssh_conn_id="ssh_fleet", job_dir=job_dir, try_number=try_number, reattach_wait=2
+        )
+        asyncio.run(trigger.on_kill())
+
+    assert start(1) == STARTED
+    # Try 1 was cleared and try 2 took the step over: try 1's trigger leaves it running.
+    assert start(2) == ATTACHED
+    on_kill(1)
+    assert len(sleeping().split()) == 2 and Path(job_dir).is_dir()
+    # Try 2 is marked failed (no later try comes): its trigger kills the whole group, removes the folder.
+    on_kill(2)
+    assert sleeping() == ""
+    assert not Path(job_dir).exists()

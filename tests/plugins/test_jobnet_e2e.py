@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from tests.conftest import SCREENSHOTS, login_page
 
 
@@ -43,6 +45,8 @@ def _task_states(stack: Any, session: Any, dag_id: str, run_id: str) -> dict[str
     return {ti["task_id"]: ti["state"] for ti in tis}
 
 
+# The stack's start (the first test of the session to use it) and five waits on a loaded machine.
+@pytest.mark.timeout(900)
 def test_parallel_installs_run_at_once_and_marking_the_run_failed_kills_them_on_the_server(
     airflow_stack: Any, tmp_path: Path
 ) -> None:
@@ -58,14 +62,60 @@ def test_parallel_installs_run_at_once_and_marking_the_run_failed_kills_them_on_
     assert resp.status_code == 200, resp.text
     run_id = resp.json()["dag_run_id"]
 
-    # The three install steps of the parallel group are on the server at the same time.
+    # The three install steps of the parallel group are on the server at the same time, and no worker
+    # slot is held for them: their tasks are deferred (the triggerer follows them over SSH).
     _wait("three concurrent installs", lambda: len(_sleeps(seconds)) == 3, timeout=180)
+    seen: dict[str, str] = {}
+
+    def installs_deferred() -> bool:
+        seen.clear()
+        seen.update(_task_states(airflow_stack, operator, dag_id, run_id))
+        installs = [
+            state for task_id, state in seen.items() if task_id.startswith("parallel_1.install-java-")
+        ]
+        return installs == ["deferred"] * 3
+
+    _wait("the installs to defer", installs_deferred, timeout=60)
+    assert "running" not in seen.values(), seen
+
+    def claimed_by_the_triggerer() -> bool:
+        tis = operator.get(
+            f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100", timeout=30
+        ).json()["task_instances"]
+        return all(ti["triggerer_job"] for ti in tis if ti["task_id"].startswith("parallel_1.install-java-"))
+
+    # (A trigger's on_kill is what kills a deferred step: it must be running in the triggerer.)
+    _wait("the triggerer to take the installs' triggers", claimed_by_the_triggerer, timeout=60)
+    time.sleep(3)
+    pids = set(_sleeps(seconds))
+    assert len(pids) == 3  # still the same three: a deferral does not start them again
+
+    # Clearing a deferred step does not kill it: its next try re-attaches to the same remote process.
+    cleared = "parallel_1.install-java-nn"
+    ti_url = f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{cleared}"
+    tries = operator.get(ti_url, timeout=30).json()["try_number"]
+    resp = operator.post(
+        f"{airflow_stack.url}/api/v2/dags/{dag_id}/clearTaskInstances",
+        json={"dry_run": False, "dag_run_id": run_id, "task_ids": [cleared], "only_failed": False},
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    cleared_at = time.monotonic()
+
+    def deferred_again() -> bool:
+        ti = operator.get(ti_url, timeout=30).json()
+        return bool(ti["try_number"] > tries and ti["state"] == "deferred")
+
+    _wait("the cleared step to defer again on its next try", deferred_again, timeout=120)
+    _wait("the triggerer to take the new try's trigger", claimed_by_the_triggerer, timeout=60)
+    time.sleep(max(3.0, cleared_at + 15 - time.monotonic()))  # past the old trigger's 12 s re-attach wait
+    assert set(_sleeps(seconds)) == pids
 
     resp = operator.patch(
         f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}, timeout=30
     )
     assert resp.status_code == 200, resp.text
-    # on_kill kills each step's process group over SSH: nothing of the run is left on the server.
+    # The triggers' on_kill kills each step's process group over SSH: nothing of the run is left.
     _wait("the remote installs to be killed", lambda: not _sleeps(seconds), timeout=60)
     assert _run_state(airflow_stack, operator, dag_id, run_id) == "failed"
     assert not list(Path("/tmp/rackflow-steps").glob(f"{dag_id}-{run_id}-*"))

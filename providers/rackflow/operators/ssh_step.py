@@ -16,7 +16,8 @@ exit-code file, deferrable trigger, kill by process group), with what environmen
   standard input of ``sh -s``; the step's shell reads them from a 0600 file it removes first thing.
   No process's command line carries a value; nothing a user passes is formatted into command text.
 * **The remote process group dies with the step**: at ``step_timeout`` (the trigger kills it), when
-  the run or task is marked failed while deferred (the trigger's ``on_kill``), on any error before
+  the run or task is marked failed while deferred (the trigger's ``on_kill``: unless a later try of
+  a cleared task takes the step over within 12 s), on any error before
   deferring, and in :meth:`SSHStepOperator.on_kill` (a step on the worker). ``SIGTERM``, then
   ``SIGKILL`` after ``kill_grace``.
 * **A result for the report**: exit code, duration, start/end times and stdout/stderr tails go to
@@ -340,6 +341,7 @@ class SSHStepOperator(BaseOperator):
             job_dir=self._job_dir,
             shell=self.shell,
             detach=not self.is_local,
+            attempt=ti.try_number,
         )
         where = "the worker" if self.is_local else f"{self.server_name} ({self.ssh_conn_id})"
         self.log.info("Step %s on %s; env: %s", self.step_id, where, ", ".join(sorted(env)) or "(none)")
@@ -378,6 +380,7 @@ class SSHStepOperator(BaseOperator):
                 run_id=ti.run_id,
                 task_id=ti.task_id,
                 map_index=-1 if map_index is None else map_index,
+                try_number=ti.try_number,
             ),
             method_name="execute_complete",
         )

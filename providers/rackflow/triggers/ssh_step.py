@@ -30,6 +30,7 @@ from rackflow.core.jobnet.remote import (
     KILL_GRACE_SECONDS,
     RemoteStepStatus,
     build_kill_command,
+    build_owner_command,
     build_status_script,
     build_tail_command,
     build_times_command,
@@ -46,10 +47,8 @@ log = logging.getLogger(__name__)
 MAX_CHANNELS = 8
 """Concurrent SSH channels per server connection (OpenSSH's default ``MaxSessions`` is 10)."""
 COMMAND_TIMEOUT = 60.0
-STATE_LOOKUP_TIMEOUT = 8.0
-KILL_STATES = frozenset({"failed", "upstream_failed", "skipped", "removed"})
-"""Task states after a user action in which the remote step is killed (a cleared task, ``None``,
-re-attaches to the running step on its next try instead)."""
+REATTACH_WAIT = 12.0
+"""Seconds a killed trigger waits for a later try of its task to take its step over."""
 
 
 @dataclass(eq=False)
@@ -171,8 +170,9 @@ class SSHStepTrigger(BaseTrigger):
     :param poll_interval: Seconds between status polls (shared by every step on the server).
     :param kill_grace: Seconds between SIGTERM and SIGKILL of the process group.
     :param max_errors: Failed polls in a row before the trigger gives up with an ``error`` event.
-    :param dag_id: With ``run_id``/``task_id``/``map_index``, the task whose state :meth:`on_kill`
-        reads to tell a task marked failed (kill the step) from a cleared one (leave it running).
+    :param dag_id: With ``run_id``/``task_id``/``map_index``, the task instance (for the logs).
+    :param try_number: The try that started or re-attached to the step (its folder's ``owner``).
+    :param reattach_wait: Seconds :meth:`on_kill` waits for a later try to take the step over.
     """
 
     def __init__(
@@ -189,6 +189,8 @@ class SSHStepTrigger(BaseTrigger):
         run_id: str | None = None,
         task_id: str | None = None,
         map_index: int = -1,
+        try_number: int = 1,
+        reattach_wait: float = REATTACH_WAIT,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -202,6 +204,8 @@ class SSHStepTrigger(BaseTrigger):
         self.run_id = run_id
         self.task_id = task_id
         self.map_index = map_index
+        self.try_number = try_number
+        self.reattach_wait = reattach_wait
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -218,6 +222,8 @@ class SSHStepTrigger(BaseTrigger):
                 "run_id": self.run_id,
                 "task_id": self.task_id,
                 "map_index": self.map_index,
+                "try_number": self.try_number,
+                "reattach_wait": self.reattach_wait,
             },
         )
 
@@ -310,44 +316,44 @@ class SSHStepTrigger(BaseTrigger):
         finally:
             poller.unsubscribe(sub)
 
-    async def _task_state(self) -> str | None:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        answer = await asyncio.to_thread(
-            RuntimeTaskInstance.get_task_states,
-            dag_id=str(self.dag_id),
-            map_index=self.map_index if self.map_index >= 0 else None,
-            task_ids=[str(self.task_id)],
-            run_ids=[str(self.run_id)],
-        )
-        per_run = answer.get(str(self.run_id), {}) if isinstance(answer, dict) else {}
-        state = per_run.get(str(self.task_id))
-        return None if state is None else str(state)
-
     async def on_kill(self) -> None:
-        """A user acted on the deferred task: kill the step if the task was marked failed; leave it
-        running if it was cleared (its next try re-attaches to it) or marked successful."""
-        state: str | None = "unknown"
-        if self.dag_id and self.run_id and self.task_id:
-            try:
-                # Bounded: the triggerer gives on_kill 30 s in all, and the kill must fit in them.
-                state = await asyncio.wait_for(self._task_state(), STATE_LOOKUP_TIMEOUT)
-            except Exception as exc:
-                log.warning("could not read the state of %s: %r; killing its step", self.task_id, exc)
-        if state not in KILL_STATES and state != "unknown":
-            log.info("task %s is %s: its step %s keeps running", self.task_id, state, self.job_dir)
-            return
-        from rackflow.core.jobnet.remote import build_cleanup_command
+        """A user acted on the deferred task (marked it or its run failed, cleared it, marked it
+        successful): kill the step unless a later try of the task re-attaches to it meanwhile.
 
+        A cleared task's next try finds the step running and takes it over (its start script writes
+        its try number to the folder's ``owner``); this waits up to ``reattach_wait`` seconds for that,
+        then kills the process group and removes the folder, on the server, only if no later try owns
+        it. (Asking Airflow for the task's state from here goes through the triggerer's supervisor,
+        which was measured to stall every trigger for 30 s on a SQLite metadata DB.)
+        """
         poller = ServerPoller(self.ssh_conn_id, self.remote_host, id(asyncio.get_running_loop()))
         try:
+            deadline = time.monotonic() + self.reattach_wait
+            while time.monotonic() < deadline:
+                try:
+                    owner = (await poller.run(build_owner_command(self.job_dir), timeout=5)).strip()
+                except Exception as exc:
+                    log.warning("could not read the owner of %s: %r", self.job_dir, exc)
+                    owner = ""
+                if owner == "-":
+                    log.info("step %s is gone from the server: nothing to kill", self.job_dir)
+                    return
+                if owner.isdigit() and int(owner) != self.try_number:
+                    log.info(
+                        "try %s of %s follows step %s now: it keeps running",
+                        owner,
+                        self.task_id,
+                        self.job_dir,
+                    )
+                    return
+                await asyncio.sleep(1)
             out = await poller.run(
-                build_kill_command(self.job_dir, self.kill_grace), timeout=self.kill_grace + 10
+                build_kill_command(self.job_dir, self.kill_grace, owner=self.try_number),
+                timeout=self.kill_grace + 10,
             )
-            log.warning("task %s is %s: %s", self.task_id, state, out.strip())
-            await poller.run(build_cleanup_command(self.job_dir))
+            log.warning("task %s was stopped: %s", self.task_id, out.strip())
         finally:
             poller._drop(poller.conn)
 
 
-__all__ = ["KILL_STATES", "SSHStepTrigger", "ServerPoller"]
+__all__ = ["SSHStepTrigger", "ServerPoller"]

@@ -68,6 +68,7 @@ def build_step_script(
     job_dir: str,
     shell: str = "bash",
     detach: bool = False,
+    attempt: int = 1,
 ) -> str:
     """The script for ``sh -s`` that writes the step into ``job_dir`` and runs it in its own session.
 
@@ -78,7 +79,8 @@ def build_step_script(
     ``detach=True``: the step is started in the background with its output and exit code in files;
     the script returns once the step's pid is written and prints :data:`STARTED`. When the folder
     already holds a started step (an earlier try of the same task launched it) nothing is started
-    again and it prints :data:`ATTACHED`.
+    again and it prints :data:`ATTACHED`. Either way ``owner`` in the folder then holds ``attempt``
+    (the try that follows the step now; see :func:`build_kill_command`).
     """
     if (command is None) == (script_text is None):
         raise ValueError("needs exactly one of command or script_text")
@@ -94,7 +96,7 @@ def build_step_script(
         lines += [
             f"mkdir -p {shlex.quote(posixpath.dirname(job_dir.rstrip('/')) or '/')} || exit 97",
             'if ! mkdir "$d" 2>/dev/null; then',
-            f'  if [ -s "$d/pid" ]; then echo {ATTACHED}; exit 0; fi',
+            f'  if [ -s "$d/pid" ]; then echo {int(attempt)} > "$d/owner"; echo {ATTACHED}; exit 0; fi',
             '  rm -rf "$d"; mkdir "$d" || exit 97',  # a launch that died before its step started
             "fi",
         ]
@@ -116,6 +118,7 @@ def build_step_script(
             '"$s" "$d/step.sh" </dev/null >/dev/null 2>&1 &',
             'i=0; while [ ! -s "$d/pid" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done',
             "[ -s \"$d/pid\" ] || { echo 'the step did not start' >&2; exit 94; }",
+            f'echo {int(attempt)} > "$d/owner"',
             f"echo {STARTED}",
         ]
     else:
@@ -130,14 +133,16 @@ def build_step_script(
     return _group(lines)
 
 
-def build_kill_command(job_dir: str, grace: float = KILL_GRACE_SECONDS) -> str:
+def build_kill_command(job_dir: str, grace: float = KILL_GRACE_SECONDS, *, owner: int | None = None) -> str:
     """Signal the step's whole process group: TERM, then KILL what is left after ``grace`` seconds.
 
-    Waits up to 2 s for the pid file (a kill right after the start); never signals a pid <= 1.
+    Waits up to 2 s for the pid file (a kill right after the start); never signals a pid <= 1. With
+    ``owner``, only if the folder's ``owner`` is still that try (a later try that re-attached to the
+    step owns it now), and the folder is removed after the kill.
     """
     pid_file = shlex.quote(f"{job_dir}/pid")
     ticks = max(1, int(grace * 10))
-    return (
+    kill = (
         f"i=0; while [ ! -s {pid_file} ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; "
         f'p="$(cat {pid_file} 2>/dev/null)"; '
         'if [ "$p" -gt 1 ] 2>/dev/null; then '
@@ -146,6 +151,19 @@ def build_kill_command(job_dir: str, grace: float = KILL_GRACE_SECONDS) -> str:
         'kill -KILL -"$p" 2>/dev/null; echo "killed process group $p"; '
         "else echo 'no step process to kill'; fi; true"
     )
+    if owner is None:
+        return kill
+    owner_file = shlex.quote(f"{job_dir}/owner")
+    return (
+        f'o="$(cat {owner_file} 2>/dev/null)"; '
+        f'if [ -n "$o" ] && [ "$o" != {int(owner)} ]; then echo "owned by try $o: not killed"; '
+        f"else {kill}; rm -rf {shlex.quote(job_dir)}; fi"
+    )
+
+
+def build_owner_command(job_dir: str) -> str:
+    """Print the try that owns the step's folder (``-`` when the folder or the file is missing)."""
+    return f"cat {shlex.quote(job_dir + '/owner')} 2>/dev/null || echo -"
 
 
 def build_cleanup_command(job_dir: str) -> str:
@@ -270,6 +288,7 @@ __all__ = [
     "RemoteStepStatus",
     "build_cleanup_command",
     "build_kill_command",
+    "build_owner_command",
     "build_status_script",
     "build_step_script",
     "build_tail_command",
