@@ -239,18 +239,28 @@ def test_steps_on_one_server_share_one_connection_and_poll_and_a_second_start_re
     sshd_log = Path(devfleet.sshd.log_path)
     logins_before = sshd_log.read_text().count("Accepted publickey")
 
-    async def follow() -> tuple[list[dict[str, Any]], int]:
+    # Count the status scripts the triggers run on the server: a wrapper around the real run().
+    status_polls = 0
+    real_run = ServerPoller.run
+
+    async def counting_run(self: ServerPoller, command: str, **kwargs: Any) -> str:
+        nonlocal status_polls
+        status_polls += "for d in" in (kwargs.get("stdin") or "")
+        return await real_run(self, command, **kwargs)
+
+    async def follow() -> list[dict[str, Any]]:
         triggers = [SSHStepTrigger(ssh_conn_id="ssh_fleet", job_dir=d, poll_interval=1) for d in dirs]
-        runs = [t.run().__anext__() for t in triggers]
-        first = asyncio.ensure_future(asyncio.gather(*runs))
-        await asyncio.sleep(0.5)
-        pollers = list(ServerPoller._pollers.values())
-        events = await first
-        return [e.payload for e in events], sum(p.polls for p in pollers)
+        events = await asyncio.gather(*(t.run().__anext__() for t in triggers))
+        return [e.payload for e in events]
 
     started = time.monotonic()
-    events, polls = asyncio.run(follow())
+    ServerPoller.run = counting_run  # type: ignore[method-assign]
+    try:
+        events = asyncio.run(follow())
+    finally:
+        ServerPoller.run = real_run  # type: ignore[method-assign]
     elapsed = time.monotonic() - started
+    polls = status_polls
     assert [e["status"] for e in events] == ["done"] * 4
     assert [e["exit_code"] for e in events] == [0, 1, 2, 3]
     assert [e["stdout_tail"] for e in events] == [f"out {i}" for i in range(4)]

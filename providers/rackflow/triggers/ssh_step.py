@@ -72,7 +72,6 @@ class ServerPoller:
         self.conn: asyncssh.SSHClientConnection | None = None
         self._connecting = asyncio.Lock()
         self._channels = asyncio.Semaphore(MAX_CHANNELS)
-        self.polls = 0
 
     @classmethod
     def for_server(cls, ssh_conn_id: str | None, remote_host: str | None) -> ServerPoller:
@@ -144,7 +143,6 @@ class ServerPoller:
             try:
                 out = await self.run("sh -s", stdin=build_status_script(dirs))
                 statuses = parse_status_output(out, dirs)
-                self.polls += 1
                 for sub in subs:
                     sub.queue.put_nowait(statuses[sub.job_dir])
             except Exception as exc:
