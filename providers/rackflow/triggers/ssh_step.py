@@ -48,6 +48,7 @@ MAX_CHANNELS = 8
 """Concurrent SSH channels per server connection (OpenSSH's default ``MaxSessions`` is 10)."""
 COMMAND_TIMEOUT = 60.0
 REATTACH_WAIT = 12.0
+_STOPPING: set[asyncio.Task[None]] = set()  # on_kill's work in progress (a reference keeps it alive)
 """Seconds a killed trigger waits for a later try of its task to take its step over."""
 
 
@@ -323,7 +324,16 @@ class SSHStepTrigger(BaseTrigger):
         then kills the process group and removes the folder, on the server, only if no later try owns
         it. (Asking Airflow for the task's state from here goes through the triggerer's supervisor,
         which was measured to stall every trigger for 30 s on a SQLite metadata DB.)
+
+        The work runs in a task of its own, shielded: the triggerer cancels a killed trigger again on
+        each of its loops (about once a second) until it has finished, which would cut this short.
         """
+        task = asyncio.get_running_loop().create_task(self._stop_step(), name=f"stop {self.job_dir}")
+        _STOPPING.add(task)
+        task.add_done_callback(_STOPPING.discard)
+        await asyncio.shield(task)
+
+    async def _stop_step(self) -> None:
         poller = ServerPoller(self.ssh_conn_id, self.remote_host, id(asyncio.get_running_loop()))
         try:
             deadline = time.monotonic() + self.reattach_wait
@@ -350,6 +360,8 @@ class SSHStepTrigger(BaseTrigger):
                 timeout=self.kill_grace + 10,
             )
             log.warning("task %s was stopped: %s", self.task_id, out.strip())
+        except Exception:
+            log.exception("could not stop step %s on %s", self.job_dir, poller.label)
         finally:
             poller._drop(poller.conn)
 
