@@ -118,7 +118,12 @@ def test_parallel_installs_run_at_once_and_marking_the_run_failed_kills_them_on_
     # The triggers' on_kill kills each step's process group over SSH: nothing of the run is left.
     _wait("the remote installs to be killed", lambda: not _sleeps(seconds), timeout=60)
     assert _run_state(airflow_stack, operator, dag_id, run_id) == "failed"
-    assert not list(Path("/tmp/rackflow-steps").glob(f"{dag_id}-{run_id}-*"))
+    # (The kill removes each step's folder right after its process group is gone.)
+    _wait(
+        "the steps' job folders to be removed",
+        lambda: not list(Path("/tmp/rackflow-steps").glob(f"{dag_id}-{run_id}-*")),
+        timeout=30,
+    )
 
 
 def test_build_environment_launches_vms_reverts_in_order_destroys_them_and_reports(
