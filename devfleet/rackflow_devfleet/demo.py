@@ -63,6 +63,8 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(repo / "fleet" / "demo.yaml"),
         "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(repo / "jobnets"),
+        # The S3 intake of bucket rackflow-jobs, whose jobs alice sees in the job API (visible_to).
+        "AIRFLOW__RACKFLOW__S3_INTAKE_FILE": str(repo / "fleet" / "demo-s3-intake.yaml"),
         "AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID": S3_CONN_ID,  # batch jobs stage s3:// through the demo S3
         # What job API users may stage: results in and out of the demo's result bucket; never the S3
         # intake's bucket (other uploaders' files), no sftp:// (ssh_fleet logs in as root), no http(s).

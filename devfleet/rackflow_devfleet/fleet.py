@@ -209,11 +209,27 @@ class DevFleet:
             env.update(self.slurm.env)
         return env
 
+    def shell_env(self) -> dict[str, str]:
+        """:meth:`env` plus what the AWS CLI needs to reach the fleet's S3 (the uploader's side of the
+        S3 intake: ``aws s3 cp ... s3://rackflow-jobs/...``). Only for a shell: Airflow's processes get
+        :meth:`env`, so no AWS client of theirs picks these up as default credentials."""
+        env = self.env()
+        if self.s3 is not None:
+            env.update(
+                {
+                    "AWS_ENDPOINT_URL": self.s3.endpoint_url,
+                    "AWS_ACCESS_KEY_ID": self.s3.access_key,
+                    "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                }
+            )
+        return env
+
     def write_env_file(self, path: Path) -> None:
         """The fleet's connections (with their secrets) for a shell: readable by this user only."""
         path.touch(mode=0o600)
         path.chmod(0o600)
-        path.write_text("".join(f"export {k}={_shell_quote(v)}\n" for k, v in self.env().items()))
+        path.write_text("".join(f"export {k}={_shell_quote(v)}\n" for k, v in self.shell_env().items()))
 
     def apply_env(self) -> None:
         os.environ.update(self.env())

@@ -191,3 +191,34 @@ def test_redis_answers_as_a_celery_broker_and_forgets_nothing_while_up(tmp_path)
         assert client.lrange("celery", 0, -1) == [b"task-1", b"task-2"]
         client.close()
     assert not server.pids  # stopped by pid
+
+
+def test_fleet_env_file_lets_the_aws_cli_reach_the_intake_bucket_and_airflow_gets_no_aws_defaults(
+    devfleet, tmp_path
+):
+    """`source .rackflow/fleet.env` is all an uploader's shell needs for the README's `aws s3 cp`; the
+    AWS variables stay out of the environment Airflow's processes get (no default credentials there)."""
+    import os
+    import subprocess
+    import sys
+
+    env_file = tmp_path / "fleet.env"
+    devfleet.write_env_file(env_file)
+    assert not [k for k in devfleet.env() if k.startswith("AWS_")]
+    # boto3's default chain is the AWS CLI's: endpoint, keys and region from the environment only.
+    code = (
+        "import boto3; s3 = boto3.client('s3');"
+        "s3.put_object(Bucket='rackflow-jobs', Key='envfile/aws-job-stat.txt', Body=b'x');"
+        "print(s3.get_object(Bucket='rackflow-jobs', Key='envfile/aws-job-stat.txt')['Body'].read())"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW_CONN_"))}
+    clean["AWS_CONFIG_FILE"] = clean["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+    out = subprocess.run(
+        ["bash", "-c", 'source "$1" && exec "$2" -c "$3"', "sh", str(env_file), sys.executable, code],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "b'x'"
