@@ -6,6 +6,7 @@ The dev fleet (loopback libvirtd, Slurm, sshd, SeaweedFS, BMC emulators) is its 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_holds_provider_and_plugin_but_no_devfleet(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and *.egg-info into the source tree it builds.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("providers", "plugins", "devfleet"):
+        shutil.copytree(
+            REPO / name,
+            source / name,
+            ignore=shutil.ignore_patterns("node_modules", "__pycache__", "*.egg-info"),
+        )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(source)],
         check=True,
         timeout=240,
     )
