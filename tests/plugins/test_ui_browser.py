@@ -143,6 +143,19 @@ def test_jobs_page_alice_submits_is_told_what_is_wrong_follows_her_job_to_its_ou
             page.wait_for_timeout(300)
             _shot(page, f"job-alice-{scheme}")
 
+        # The dashboard counts it and lists it among the recent failures, linking to its page.
+        page.emulate_media(color_scheme="light")
+        page.goto(f"{airflow_stack.url}/plugin/rackflow")
+        failures = page.get_by_test_id("dash-failures")
+        failures.get_by_role("link", name=f"job {job_id}").wait_for(timeout=30_000)
+        assert failures.get_by_role("link", name=f"job {job_id}").get_attribute("href") == (
+            f"/plugin/rackflow-jobs/job/{job_id}"
+        )
+        page.get_by_test_id("dash-intake").get_by_text("updated").wait_for(timeout=60_000)
+        failed = page.get_by_test_id("dash-jobs").locator("[data-job-state='FAILED']")
+        assert int(failed.inner_text().split()[0]) >= 1
+        _shot(page, "dashboard-alice-after-jobs-light")
+
         # The list's filters: by state (in the URL, so a link can carry it) and by text.
         page.goto(f"{airflow_stack.url}/plugin/rackflow-jobs?state=FAILED")
         table = page.get_by_test_id("jobs-table")

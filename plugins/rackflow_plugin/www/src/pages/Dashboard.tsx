@@ -129,7 +129,7 @@ function IntakeQueues() {
       <DataTable
         rows={intakes.data?.intakes ?? []}
         rowKey={(i) => i.name}
-        empty="no S3 intake configured"
+        empty={intakes.data ? "no S3 intake you may read" : "loading…"}
         columns={[
           { key: "bucket", header: "bucket", render: (i) => <AppLink to={pageLink(ROUTES.intake)}>{i.bucket}</AppLink> },
           { key: "live", header: "", render: (i) => <StateBadge state={i.paused ? "paused" : "live"} /> },
@@ -153,7 +153,7 @@ function PlannerNext() {
           <Stack gap={1}>
             {actions.slice(0, 5).map((a) => (
               <Text key={`${a.node}-${a.action}`} fontSize="sm" data-plan-node={a.node}>
-                <StateBadge state={a.action === "power_on" ? "on" : "off"} label={a.action} /> {a.node}: {a.reason}
+                <StateBadge state={a.action} label={`power ${a.action}`} /> {a.node}: {a.reason}
               </Text>
             ))}
           </Stack>
@@ -206,7 +206,7 @@ function RecentFailures() {
       <DataTable
         rows={rows}
         rowKey={(f) => f.key}
-        empty="no failures"
+        empty={jobs.data || runs.data ? "no failures" : "loading…"}
         columns={[
           { key: "what", header: "what", render: (f) => <AppLink to={f.link}>{f.what}</AppLink> },
           { key: "state", header: "state", render: (f) => <StateBadge state={f.state} /> },
