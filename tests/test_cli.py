@@ -33,7 +33,7 @@ def test_cli_submit_wait_failed_job_exit_code_events_and_stage_out(
         json.dumps(
             {
                 "executable": "/bin/sh",
-                "arguments": ["-c", "echo computed > result.txt; sleep 1; exit 3"],
+                "arguments": ["-c", "echo computed > result.txt; echo out; echo err >&2; sleep 1; exit 3"],
                 "stage_out": [{"source": "result.txt", "target": f"s3://rackflow-results/{key}"}],
             }
         )
@@ -53,7 +53,13 @@ def test_cli_submit_wait_failed_job_exit_code_events_and_stage_out(
     assert rc == 0 and status["state"] == "FAILED"
     rc, listing = _cli(capsys, airflow_stack, "alice", "job", "list")
     assert rc == 0 and job["job_id"] in [j["job_id"] for j in listing["jobs"]]
-    rc, again = _cli(capsys, airflow_stack, "alice", "job", "cancel", job["job_id"])
+    rc, out = _cli(capsys, airflow_stack, "alice", "job", "output", job["job_id"])
+    assert rc == 0 and (out["stream"], out["content"]) == ("stdout", "out\n"), out
+    rc, err_out = _cli(capsys, airflow_stack, "alice", "job", "output", job["job_id"], "--stream", "stderr")
+    assert rc == 0 and (err_out["stream"], err_out["content"]) == ("stderr", "err\n"), err_out
+    rc, err = _cli(capsys, airflow_stack, "alice", "job", "output", job["job_id"], "--tail", "0")
+    assert rc == 2 and "422" in err["error"]
+    rc, again = _cli(capsys, airflow_stack, "alice", "job", "cancel", job["job_id"], "--reason", "done")
     assert rc == 0 and again["acted"] is False and "already finished" in again["message"]
     rc, err = _cli(capsys, airflow_stack, "bob", "job", "status", job["job_id"])
     assert rc == 2 and "404" in err["error"]

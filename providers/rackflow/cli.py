@@ -3,7 +3,8 @@
     rackflow job submit spec.json [--wait]     # JSON job description or JSDL XML; prints the job id
     rackflow job status JOB_ID
     rackflow job events JOB_ID
-    rackflow job cancel JOB_ID
+    rackflow job output JOB_ID [--stream stderr] [--tail N]   # kept when the job ended
+    rackflow job cancel JOB_ID [--reason TEXT]
     rackflow job list [--state FAILED]
 
 Server and credentials: ``--url`` (``RACKFLOW_URL``, default http://127.0.0.1:8080) and either
@@ -87,8 +88,15 @@ class JobClient:
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/{job_id}/events"))
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/{job_id}/terminate", json={}))
+    def output(self, job_id: str, stream: str = "stdout", tail: int | None = None) -> dict[str, Any]:
+        """The tail of the job's stdout or stderr that rackflow kept when the job ended."""
+        params: dict[str, Any] = {"stream": stream}
+        if tail is not None:
+            params["tail"] = tail
+        return dict(self._call("GET", f"/{job_id}/output", params=params))
+
+    def cancel(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
+        return dict(self._call("POST", f"/{job_id}/terminate", json={"reason": reason} if reason else {}))
 
     def list(self, state: str | None = None) -> dict[str, Any]:
         return dict(self._call("GET", "", params={"state": state} if state else None))
@@ -130,13 +138,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--interval", type=float, default=2.0)
     submit.add_argument("--timeout", type=float, default=None)
-    for name, text in (
-        ("status", "state and properties"),
-        ("events", "chronological events"),
-        ("cancel", "terminate"),
-    ):
-        sub = job.add_parser(name, help=text)
-        sub.add_argument("job_id")
+    for name, text in (("status", "state and properties"), ("events", "chronological events")):
+        job.add_parser(name, help=text).add_argument("job_id")
+    output = job.add_parser("output", help="the stdout (or stderr) tail kept when the job ended")
+    output.add_argument("job_id")
+    output.add_argument("--stream", choices=("stdout", "stderr"), default="stdout")
+    output.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    cancel = job.add_parser("cancel", help="terminate")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--reason", default=None, help="recorded in the job's events")
     listing = job.add_parser("list", help="your jobs")
     listing.add_argument("--state", default=None)
     return parser
@@ -157,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             result = client.status(args.job_id)
         elif args.cmd == "events":
             result = client.events(args.job_id)
+        elif args.cmd == "output":
+            result = client.output(args.job_id, args.stream, args.tail)
         elif args.cmd == "cancel":
-            result = client.cancel(args.job_id)
+            result = client.cancel(args.job_id, args.reason)
         else:
             result = client.list(args.state)
     except (ApiError, OSError, requests.RequestException) as exc:
