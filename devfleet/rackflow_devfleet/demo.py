@@ -189,7 +189,7 @@ def _print_banner(port: int, devfleet: DevFleet, state: Path) -> None:
         f"""
 rackflow demo is up.
 
-  Airflow UI:  http://127.0.0.1:{port}/   (rackflow pages are under the "rackflow" menu)
+  Airflow UI:  http://127.0.0.1:{port}/   (rackflow pages: Plugins → rackflow)
   rackflow API: http://127.0.0.1:{port}/rackflow/docs
   Logins (user, password, role):
 {logins}

@@ -104,6 +104,13 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
         assert job["state"] == "COMPLETED", job
         stdout = requests.get(f"{job_url}/output", headers=alice_headers, timeout=60).json()
         assert stdout["content"] == "rf-alice\n", stdout
+        # A fresh demo shows no failed runs: the scheduler starts once the API server listens (before,
+        # the power monitor's and planner's first runs failed on "Connection refused" to the execution
+        # API and stood in the dashboard's recent failures).
+        failed = requests.get(
+            f"{url}/api/v2/dags/~/dagRuns", headers=headers, params={"state": "failed"}, timeout=60
+        ).json()
+        assert failed["total_entries"] == 0, [(r["dag_id"], r["dag_run_id"]) for r in failed["dag_runs"]]
         # Job accounts exist; no job account can read AIRFLOW_HOME's secrets or the fleet's credentials.
         for account in ("rf-alice", "rf-bob", "rf-intake"):
             pwd.getpwnam(account)
