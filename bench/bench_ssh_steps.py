@@ -273,15 +273,21 @@ def main() -> int:
         states = _states(stack, run_id)
         marked = time.monotonic()
         stack.call("PATCH", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", {"state": "failed"})
-        while _sleeping(args.seconds) and time.monotonic() - marked < 120:
+        while _sleeping(args.seconds) and time.monotonic() - marked < 180:
             time.sleep(0.5)
-        left = _sleeping(args.seconds)
-        dirs = list(Path("/tmp/rackflow-steps").glob(f"{DAG_ID}-{run_id}-*"))
+        left, killed_in = _sleeping(args.seconds), time.monotonic() - marked
+
+        def folders() -> list[Path]:
+            return list(Path("/tmp/rackflow-steps").glob(f"{DAG_ID}-{run_id}-*"))
+
+        while folders() and time.monotonic() - marked < 180:
+            time.sleep(0.5)
         print(
             f"marked failed with {before} steps sleeping ({dict(states)}): {left} step processes left "
-            f"after {time.monotonic() - marked:.1f} s (goal 0), {len(dirs)} job folders left"
+            f"after {killed_in:.1f} s (goal 0); {len(folders())} job folders left after "
+            f"{time.monotonic() - marked:.1f} s (the triggers wait 12 s for a later try to take a step over)"
         )
-        return 0 if state == "success" and not left and not watch.hits else 1
+        return 0 if state == "success" and not left and not folders() and not watch.hits else 1
     finally:
         watch.stop.set()
         stack.stop()

@@ -30,7 +30,6 @@ from rackflow.core.jobnet.remote import (
     KILL_GRACE_SECONDS,
     RemoteStepStatus,
     build_kill_command,
-    build_owner_command,
     build_status_script,
     build_tail_command,
     build_times_command,
@@ -69,6 +68,7 @@ class ServerPoller:
         self.remote_host = remote_host
         self.key = (loop_id, ssh_conn_id, remote_host)
         self.subscriptions: set[_Subscription] = set()
+        self.users = 0  # on_kill work using the connection besides the subscriptions
         self.task: asyncio.Task[None] | None = None
         self.conn: asyncssh.SSHClientConnection | None = None
         self._connecting = asyncio.Lock()
@@ -128,7 +128,12 @@ class ServerPoller:
 
     def unsubscribe(self, sub: _Subscription) -> None:
         self.subscriptions.discard(sub)
-        if not self.subscriptions and self._pollers.get(self.key) is self:
+        self.release(0)
+
+    def release(self, users: int = 1) -> None:
+        """Give back a use of the connection; the last user or subscriber closes it."""
+        self.users -= users
+        if not self.subscriptions and not self.users and self._pollers.get(self.key) is self:
             del self._pollers[self.key]
             if self.task is not None and self.task is not asyncio.current_task():
                 self.task.cancel()
@@ -320,10 +325,11 @@ class SSHStepTrigger(BaseTrigger):
         successful): kill the step unless a later try of the task re-attaches to it meanwhile.
 
         A cleared task's next try finds the step running and takes it over (its start script writes
-        its try number to the folder's ``owner``); this waits up to ``reattach_wait`` seconds for that,
-        then kills the process group and removes the folder, on the server, only if no later try owns
-        it. (Asking Airflow for the task's state from here goes through the triggerer's supervisor,
-        which was measured to stall every trigger for 30 s on a SQLite metadata DB.)
+        its try number to the folder's ``owner``); this waits ``reattach_wait`` seconds for that, then
+        kills the process group and removes the folder, on the server, only if no later try owns it
+        (one command on the server's shared connection). Asking Airflow for the task's state instead
+        goes through the triggerer's supervisor, which was measured to stall every trigger for 30 s
+        on a SQLite metadata DB.
 
         The work runs in a task of its own, shielded: the triggerer cancels a killed trigger again on
         each of its loops (about once a second) until it has finished, which would cut this short.
@@ -334,36 +340,25 @@ class SSHStepTrigger(BaseTrigger):
         await asyncio.shield(task)
 
     async def _stop_step(self) -> None:
-        poller = ServerPoller(self.ssh_conn_id, self.remote_host, id(asyncio.get_running_loop()))
+        poller = ServerPoller.for_server(self.ssh_conn_id, self.remote_host)
+        poller.users += 1
+        command = build_kill_command(self.job_dir, self.kill_grace, owner=self.try_number)
         try:
-            deadline = time.monotonic() + self.reattach_wait
-            while time.monotonic() < deadline:
+            await asyncio.sleep(self.reattach_wait)
+            for attempt in range(1, 4):
                 try:
-                    owner = (await poller.run(build_owner_command(self.job_dir), timeout=5)).strip()
-                except Exception as exc:
-                    log.warning("could not read the owner of %s: %r", self.job_dir, exc)
-                    owner = ""
-                if owner == "-":
-                    log.info("step %s is gone from the server: nothing to kill", self.job_dir)
-                    return
-                if owner.isdigit() and int(owner) != self.try_number:
-                    log.info(
-                        "try %s of %s follows step %s now: it keeps running",
-                        owner,
-                        self.task_id,
-                        self.job_dir,
+                    out = await poller.run(command, timeout=self.kill_grace + 30)
+                    log.warning(
+                        "task %s (try %s) was stopped: %s", self.task_id, self.try_number, out.strip()
                     )
                     return
-                await asyncio.sleep(1)
-            out = await poller.run(
-                build_kill_command(self.job_dir, self.kill_grace, owner=self.try_number),
-                timeout=self.kill_grace + 10,
-            )
-            log.warning("task %s was stopped: %s", self.task_id, out.strip())
-        except Exception:
-            log.exception("could not stop step %s on %s", self.job_dir, poller.label)
+                except Exception as exc:
+                    log.warning(
+                        "stopping step %s on %s failed (%d/3): %r", self.job_dir, poller.label, attempt, exc
+                    )
+                    await asyncio.sleep(2 * attempt)
         finally:
-            poller._drop(poller.conn)
+            poller.release()
 
 
 __all__ = ["SSHStepTrigger", "ServerPoller"]

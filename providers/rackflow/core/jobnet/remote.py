@@ -161,11 +161,6 @@ def build_kill_command(job_dir: str, grace: float = KILL_GRACE_SECONDS, *, owner
     )
 
 
-def build_owner_command(job_dir: str) -> str:
-    """Print the try that owns the step's folder (``-`` when the folder or the file is missing)."""
-    return f"cat {shlex.quote(job_dir + '/owner')} 2>/dev/null || echo -"
-
-
 def build_cleanup_command(job_dir: str) -> str:
     """Remove a step's job folder (its output files and exit code)."""
     return f"rm -rf {shlex.quote(job_dir)}"
@@ -288,7 +283,6 @@ __all__ = [
     "RemoteStepStatus",
     "build_cleanup_command",
     "build_kill_command",
-    "build_owner_command",
     "build_status_script",
     "build_step_script",
     "build_tail_command",
