@@ -32,6 +32,25 @@ DEMO_USERS = {
 }
 
 
+# The demo's S3 intake: bucket rackflow-jobs of the demo's SeaweedFS, jobs run as rf-intake on the demo's
+# Slurm, and alice sees them in the job API. Its job directories (job_base_dir) are fresh at each start,
+# like the bucket: a job directory left by an earlier demo would fail the README's job0001 ("the job
+# directory already exists").
+DEMO_INTAKE: dict[str, object] = {
+    "name": "rackflow_jobs",
+    "bucket": "rackflow-jobs",
+    "aws_conn_id": S3_CONN_ID,
+    "run_as": "rf-intake",
+    "visible_to": ["alice"],
+}
+
+
+def write_intake_file(path: Path, job_base_dir: Path) -> None:
+    """The demo's intake file (``[rackflow] s3_intake_file``) with its job directories under ``job_base_dir``
+    (JSON, which YAML reads as it is)."""
+    path.write_text(json.dumps({"intakes": [{**DEMO_INTAKE, "job_base_dir": str(job_base_dir)}]}, indent=2))
+
+
 # The demo's metadata DB is SQLite. Airflow's scheduler, triggerer, dag-processor, API server and task
 # processes all write to it; with pysqlite's default 5 s busy timeout a burst of tasks made the
 # triggerer die on "database is locked". Wait longer for the lock (Airflow imports this dict by path).
@@ -63,8 +82,8 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__RACKFLOW__FLEET_FILE": str(repo / "fleet" / "demo.yaml"),
         "AIRFLOW__RACKFLOW__JOBNETS_FOLDER": str(repo / "jobnets"),
-        # The S3 intake of bucket rackflow-jobs, whose jobs alice sees in the job API (visible_to).
-        "AIRFLOW__RACKFLOW__S3_INTAKE_FILE": str(repo / "fleet" / "demo-s3-intake.yaml"),
+        # The S3 intake (DEMO_INTAKE), written at each start by write_intake_file.
+        "AIRFLOW__RACKFLOW__S3_INTAKE_FILE": str(home / "s3_intake.yaml"),
         "AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID": S3_CONN_ID,  # batch jobs stage s3:// through the demo S3
         # What job API users may stage: results in and out of the demo's result bucket; never the S3
         # intake's bucket (other uploaders' files), no sftp:// (ssh_fleet logs in as root), no http(s).
@@ -133,6 +152,8 @@ def run_demo(repo: Path, port: int = 8080, state: Path | None = None) -> int:
     try:
         env.update(devfleet.env())
         devfleet.write_env_file(state / "fleet.env")
+        # Fresh with the fleet's work directory (removed at each start), reachable by rf-intake.
+        write_intake_file(home / "s3_intake.yaml", devfleet.shared_dir("s3-jobs"))
         _sync_inventory()
         print("rackflow demo: starting airflow standalone (first start migrates the DB)…", flush=True)
         airflow = start_standalone(env, state / "airflow-standalone.log")

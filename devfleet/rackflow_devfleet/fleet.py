@@ -94,7 +94,7 @@ class DevFleet:
         if self.fleet.devfleet is None:
             raise ValueError("the fleet file has no devfleet section: nothing to start")
 
-    def _shared_dir(self, name: str) -> Path:
+    def shared_dir(self, name: str) -> Path:
         """A work directory job accounts can reach (Slurm's config and munge socket): under the fleet's
         work directory when its parents let them through, else a fresh one of its own (mode 0755)."""
         ensure_accounts([*JOB_ACCOUNTS.values(), INTAKE_ACCOUNT])
@@ -145,9 +145,7 @@ class DevFleet:
                     libvirt_uri=self.bmc_plane.uri,
                 ).start()
             if spec.slurm_port is not None:
-                self.slurm = Slurm(
-                    workdir=self._shared_dir("slurm"), port=self._port(spec.slurm_port)
-                ).start()
+                self.slurm = Slurm(workdir=self.shared_dir("slurm"), port=self._port(spec.slurm_port)).start()
             if spec.ssh_port is not None:
                 self.sshd = Sshd(workdir=self.workdir / "ssh", port=self._port(spec.ssh_port)).start()
             if spec.s3_port is not None:

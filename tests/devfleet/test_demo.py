@@ -20,6 +20,25 @@ from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
+# The uploader's side of the README's S3 intake steps, credentials and endpoint from the environment
+# only (boto3's default chain is the aws CLI's): prints the final status.
+UPLOADER = """
+import time
+
+import boto3
+
+s3, bucket = boto3.client("s3"), "rackflow-jobs"
+s3.put_object(Bucket=bucket, Key="job0001/aws-job-run.sh", Body=b"#!/bin/bash\\nhostname > result.txt\\n")
+s3.put_object(Bucket=bucket, Key="job0001/aws-job-stat.txt", Body=b"FILE_UPLOAD\\n")
+deadline, status = time.monotonic() + 400, ""
+while time.monotonic() < deadline and status not in ("COMPLETED", "FAILED", "CANCELED"):
+    time.sleep(2)
+    status = s3.get_object(Bucket=bucket, Key="job0001/aws-job-stat.txt")["Body"].read().decode()
+    status = status.split("\\n")[0]
+s3.head_object(Bucket=bucket, Key="job0001/result.txt")
+print(status)
+"""
+
 
 def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
     port = free_port()
@@ -104,6 +123,33 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
         assert job["state"] == "COMPLETED", job
         stdout = requests.get(f"{job_url}/output", headers=alice_headers, timeout=60).json()
         assert stdout["content"] == "rf-alice\n", stdout
+        # The README's S3 intake in the demo: `source .rackflow/fleet.env`, drop job0001 into
+        # rackflow-jobs (boto3 reads the environment as the aws CLI does), follow its status object to
+        # COMPLETED; alice (visible_to) finds it in the job API.
+        state = tmp_path / "state"
+        uploader = tmp_path / "upload.py"
+        uploader.write_text(UPLOADER)
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        clean["AWS_CONFIG_FILE"] = clean["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+        dropped = subprocess.run(
+            [
+                "bash",
+                "-c",
+                'source "$1" && exec "$2" "$3"',
+                "sh",
+                str(state / "fleet.env"),
+                sys.executable,
+                str(uploader),
+            ],
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert (dropped.returncode, dropped.stdout.strip()) == (0, "COMPLETED"), dropped.stderr[-2000:]
+        s3_jobs = requests.get(f"{url}/rackflow/api/jobs", headers=alice_headers, timeout=60).json()["jobs"]
+        assert [j["origin"] for j in s3_jobs if j["source"] == "s3"] == ["s3://rackflow-jobs/job0001"]
+        assert (state / "fleet" / "s3-jobs" / "job0001").is_dir()  # the demo's own, fresh at each start
         # A fresh demo shows no failed runs: the scheduler starts once the API server listens (before,
         # the power monitor's and planner's first runs failed on "Connection refused" to the execution
         # API and stood in the dashboard's recent failures).
@@ -114,7 +160,6 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
         # Job accounts exist; no job account can read AIRFLOW_HOME's secrets or the fleet's credentials.
         for account in ("rf-alice", "rf-bob", "rf-intake"):
             pwd.getpwnam(account)
-        state = tmp_path / "state"
         assert stat.S_IMODE((state / "airflow").stat().st_mode) == 0o700
         passwords = state / "airflow" / "simple_auth_manager_passwords.json.generated"
         assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
