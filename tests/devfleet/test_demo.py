@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -10,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -149,7 +151,11 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
         assert (dropped.returncode, dropped.stdout.strip()) == (0, "COMPLETED"), dropped.stderr[-2000:]
         s3_jobs = requests.get(f"{url}/rackflow/api/jobs", headers=alice_headers, timeout=60).json()["jobs"]
         assert [j["origin"] for j in s3_jobs if j["source"] == "s3"] == ["s3://rackflow-jobs/job0001"]
-        assert (state / "fleet" / "s3-jobs" / "job0001").is_dir()  # the demo's own, fresh at each start
+        # Its directory is the demo's own (under the fleet's work directory, or a fresh one of the fleet's
+        # when the parents keep job accounts out, as pytest's are), not the site default that outlives it.
+        intake = json.loads((state / "airflow" / "s3_intake.yaml").read_text())["intakes"][0]
+        assert intake["job_base_dir"] != "/var/lib/rackflow/s3-jobs"
+        assert (Path(intake["job_base_dir"]) / "job0001").is_dir()
         # A fresh demo shows no failed runs: the scheduler starts once the API server listens (before,
         # the power monitor's and planner's first runs failed on "Connection refused" to the execution
         # API and stood in the dashboard's recent failures).
