@@ -276,6 +276,9 @@ AccountingStorageHost={LOOPBACK}
 AccountingStoragePort={self._dbd_port}
 AccountingStoragePass={munge_sock}
 """
+        # More CPUs than this host has (a bench's many small jobs at once): slurmd takes the node's
+        # line as configured instead of draining it ("Low socket*core*thread count").
+        overrides = "SlurmdParameters=config_overrides\n" if self.cpus > (os.cpu_count() or 1) else ""
         self.conf_path.write_text(
             f"""ClusterName={self.cluster_name}
 SlurmctldHost=localhost
@@ -302,7 +305,7 @@ ReturnToService=2
 JobCompType=jobcomp/filetxt
 JobCompLoc={wd}/log/jobcomp.txt
 {accounting}MpiDefault=none
-NodeName=localhost CPUs={self.cpus} RealMemory=2000 State=UNKNOWN
+{overrides}NodeName=localhost CPUs={self.cpus} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
         )
