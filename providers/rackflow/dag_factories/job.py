@@ -37,7 +37,13 @@ from rackflow.core.jobspec import JobDescription, parse_job_description
 from rackflow.db import jobs
 from rackflow.hooks.job_dirs import open_job_dir
 from rackflow.hooks.scheduler import JobDirectoryError, LocalSchedulerHook, SchedulerCommandError
-from rackflow.operators.scheduler import MissingJobAccount, SubmitToLocalSchedulerOperator, resolve_job
+from rackflow.operators.scheduler import (
+    WAIT_RETRIES,
+    WAIT_RETRY_DELAY,
+    MissingJobAccount,
+    SubmitToLocalSchedulerOperator,
+    resolve_job,
+)
 
 JOB_DAG_ID = "rackflow_job"
 
@@ -160,6 +166,11 @@ def create_job_dag(
             # end and ends this task itself (no resume on a worker). A cleared submit re-attaches to
             # the recorded scheduler job, never submits again.
             end_from_trigger=True,
+            # A try lost to something that is not the job's own (its task process lost, a worker
+            # restart) runs again and goes on from the job record; a job that ended FAILED fails its
+            # retry at once (its recorded end), without a second submission.
+            retries=WAIT_RETRIES,
+            retry_delay=WAIT_RETRY_DELAY,
         )
 
         def stage_outputs(context: Any, job_row: Any) -> str | None:
@@ -187,7 +198,8 @@ def create_job_dag(
                 jobs.record_event(dag_id_, run_id, None, "staged out: " + "; ".join(copied))
             return None
 
-        @task(task_id="finish", trigger_rule="all_done")
+        # A lost finish runs again: its steps are idempotent (a kept stream is not read twice).
+        @task(task_id="finish", trigger_rule="all_done", retries=WAIT_RETRIES, retry_delay=WAIT_RETRY_DELAY)
         def finish_task(**context: Any) -> str:
             dag_id_, run_id, owner = keys(context)
             job_row = jobs.get_job(dag_id_, run_id)

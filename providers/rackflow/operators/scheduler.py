@@ -315,6 +315,12 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
             if who:
                 raise AirflowSkipException(f"not submitting: termination requested by {who}")
         row = jobs.get_job(dag_id, run_id) if self.record_events else None
+        if row is not None and row.scheduler_job_id is not None and row.state in jobs.FINAL_STATES:
+            # A retry (or clear) after the job's end was recorded -- e.g. the trigger ended this task
+            # failed, which Airflow retries: the job's own end stands, nothing is submitted again.
+            self._scheduler_job_id = row.scheduler_job_id
+            hook.close()
+            return self._recorded_end(row)
         if row is not None and row.scheduler_job_id is not None:
             # A retried or cleared submit: the job was submitted and recorded; re-attach to it even if
             # the scheduler has forgotten its name (the record, not the live queue, says it exists).
@@ -381,6 +387,15 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
                 kwargs={"job_name": job_name, "workdir": workdir, "attached": attached + 1},
             )
         return {**self._complete(context, event), "job_name": job_name, "workdir": workdir}
+
+    def _recorded_end(self, row: Any) -> dict[str, Any]:
+        """End the task as the job's recorded end says (a failed job fails it, with no retry)."""
+        message = row.message or f"job {row.state}"
+        if row.state == "CANCELED" and row.terminate_requested_at is not None:
+            raise AirflowSkipException(message)
+        if row.state != "COMPLETED" and self.fail_on_job_failure:
+            raise AirflowFailException(message)
+        return {"scheduler_job_id": row.scheduler_job_id, "state": row.state, "exit_code": row.exit_code}
 
     def _ended_by_trigger(self, context: Any, state: str) -> dict[str, Any]:
         """An inline runner (``dag.test()``) resumes a task its trigger ended, with the end event's
