@@ -61,7 +61,6 @@ def bench_submit(n: int) -> tuple[float, float]:
     subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True
     )
-    import uvicorn
     from airflow.api_fastapi.app import create_app
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
@@ -69,7 +68,6 @@ def bench_submit(n: int) -> tuple[float, float]:
     from fastapi.testclient import TestClient
 
     from rackflow.db.session import upgrade
-    from rackflow_devfleet.servers import free_port, wait_for_port
 
     upgrade()
     manager = DagBundlesManager()
@@ -84,15 +82,6 @@ def bench_submit(n: int) -> tuple[float, float]:
         )
     spec = {"executable": "/bin/sh", "arguments": ["-c", "echo hi"], "attributes": {"duration": 60}}
     app = create_app()
-    # The job API starts each run through Airflow's REST API at [api] base_url (rackflow_plugin.runs),
-    # as on a real API server: the same app listens on a loopback port for it.
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = threading.Thread(target=server.run, name="airflow-api", daemon=True)
-    serving.start()
-    if not wait_for_port(port, 60):
-        raise RuntimeError("the in-process API server did not listen")
-    os.environ["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{port}"
     with TestClient(app) as client:
         token = client.post("/auth/token", json={"username": "alice", "password": "alice"}).json()[
             "access_token"
@@ -118,8 +107,6 @@ def bench_submit(n: int) -> tuple[float, float]:
                 for _ in range(n // rounds):
                     fn()
                 spent[name] += time.perf_counter() - start
-    server.should_exit = True
-    serving.join(timeout=30)
     per = n // rounds * rounds
     return per / spent["api"], per / spent["raw"]
 

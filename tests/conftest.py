@@ -160,37 +160,12 @@ def sync_dags_folder() -> set[str]:
 
 @pytest.fixture(scope="session")
 def api(airflow_db: Path) -> Iterator[object]:
-    """Airflow's own API app (with the rackflow plugin mounted) as an in-process HTTP client.
-
-    The same app also listens on a loopback port, as ``[api] base_url``: rackflow's routes start runs
-    through Airflow's REST API there (:mod:`rackflow_plugin.runs`), as on a real API server.
-    """
-    import threading
-
-    import uvicorn
+    """Airflow's own API app (with the rackflow plugin mounted) as an in-process HTTP client."""
     from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
 
-    from rackflow_devfleet.servers import free_port, wait_for_port
-
-    app = create_app()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="airflow-api", daemon=True)
-    thread.start()
-    assert wait_for_port(port, timeout=60), "the in-process API server did not listen"
-    previous = os.environ.get("AIRFLOW__API__BASE_URL")
-    os.environ["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{port}"
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        if previous is None:
-            os.environ.pop("AIRFLOW__API__BASE_URL", None)
-        else:
-            os.environ["AIRFLOW__API__BASE_URL"] = previous
+    with TestClient(create_app()) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,6 @@ passwords stay those of the simple auth manager). Rules on top of the simple aut
   but triggering, clearing, marking, deleting or pausing needs op, or an explicit grant in
   ``[rackflow] dag_grants`` (``user:dag_id_glob`` entries) for that user and DAG.
 
-* **The job and power APIs start runs on the user's behalf** through Airflow's own REST API, with a
-  token from :meth:`RackflowAuthManager.delegated_run_token`: it names the user (the run's triggering
-  user, hence the job's owner) and one DAG, lives a minute, never leaves the server, and allows nothing
-  but creating a run of that DAG.
-
 Everything else (connections, variables, pools, configuration, assets) is the simple auth manager's.
 """
 
@@ -33,7 +28,6 @@ from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import (
     SimpleAuthManager,
     SimpleAuthManagerRole,
 )
-from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
 from rackflow import settings
 from rackflow.dag_factories.job import JOB_DAG_ID
@@ -41,6 +35,7 @@ from rackflow.dag_factories.job import JOB_DAG_ID
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.base_auth_manager import ResourceMethod
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
 JOBS_RESOURCE = "Rackflow Jobs"
 """The custom view (resource name) of rackflow's job API: GET to list and read one's jobs, POST to
@@ -48,19 +43,6 @@ submit and terminate them. With the FAB auth manager it is a resource of that na
 
 OWNED_DAG_IDS = frozenset({JOB_DAG_ID})
 """DAGs whose runs belong to end users: only admins see or change them through Airflow's own API."""
-
-
-DELEGATED_RUN_CLAIM = "rackflow_run_of"
-DELEGATED_RUN_SECONDS = 60
-
-
-class DelegatedRunUser(SimpleAuthManagerUser):
-    """A user as a delegated-run token carries them: their name, no role, and the one DAG whose run
-    the token may create."""
-
-    def __init__(self, *, username: str, run_of: str) -> None:
-        super().__init__(username=username, role=None)
-        self.run_of = run_of
 
 
 def _role(user: SimpleAuthManagerUser) -> SimpleAuthManagerRole | None:
@@ -89,26 +71,6 @@ class RackflowAuthManager(SimpleAuthManager):
             return False
         return any(fnmatchcase(dag_id, glob) for glob in self.dag_grants.get(user.get_name(), ()))
 
-    def delegated_run_token(self, user: SimpleAuthManagerUser, dag_id: str) -> str:
-        """A JWT with which rackflow's own routes create one run of ``dag_id`` as ``user`` through
-        Airflow's REST API (``POST /api/v2/dags/{dag_id}/dagRuns``); it allows nothing else."""
-        return self.generate_jwt(
-            DelegatedRunUser(username=user.get_name(), run_of=dag_id),
-            expiration_time_in_seconds=DELEGATED_RUN_SECONDS,
-        )
-
-    def serialize_user(self, user: SimpleAuthManagerUser) -> dict[str, object]:
-        claims = dict(super().serialize_user(user))
-        if isinstance(user, DelegatedRunUser):
-            claims[DELEGATED_RUN_CLAIM] = user.run_of
-        return claims
-
-    def deserialize_user(self, token: dict[str, object]) -> SimpleAuthManagerUser:
-        run_of = token.get(DELEGATED_RUN_CLAIM)
-        if isinstance(run_of, str):
-            return DelegatedRunUser(username=str(token["sub"]), run_of=run_of)
-        return super().deserialize_user(token)
-
     def is_authorized_dag(
         self,
         *,
@@ -117,16 +79,9 @@ class RackflowAuthManager(SimpleAuthManager):
         access_entity: DagAccessEntity | None = None,
         details: DagDetails | None = None,
     ) -> bool:
-        dag_id = details.id if details is not None else None
-        if isinstance(user, DelegatedRunUser):
-            return (
-                method == "POST"
-                and access_entity is not None
-                and access_entity.name == "RUN"
-                and dag_id == user.run_of
-            )
         if self._is_admin(user):
             return True
+        dag_id = details.id if details is not None else None
         if dag_id in OWNED_DAG_IDS:
             return False
         if method != "GET" and not _at_least(user, SimpleAuthManagerRole.OP):

@@ -6,7 +6,7 @@ each step's output, so a user who may see the DAG but not its runs gets 403.
 
 The DAG names its jobnet by the tag ``jobnet:<name>``; the jobnet's stages come from the jobnets folder
 and the rows from task states and the steps' ``step_result`` XComs,
-through the same :func:`rackflow.dag_factories.jobnet.collect_report` the report task uses.
+through the same :func:`rackflow.operators.jobnet.collect_report` the report task uses.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def report_from_db(dag_id: str, run_id: str, session: Any, library: Any = None) 
     from sqlalchemy import select
 
     from rackflow import settings
-    from rackflow.dag_factories.jobnet import JobnetTaskIds, cached_library, collect_report
+    from rackflow.dag_factories.jobnet import cached_library
+    from rackflow.operators.jobnet import JobnetTaskIds, collect_report
     from rackflow.operators.ssh_step import RESULT_KEY
 
     name = jobnet_of(dag_id, session)

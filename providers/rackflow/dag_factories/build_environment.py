@@ -21,12 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param
-from airflow.sdk.exceptions import AirflowSkipException
 
 from rackflow.core.jobnet import JobnetLibrary, LaunchedServer, Stage
 from rackflow.dag_factories.jobnet import (
     JOBNET_TAG_PREFIX,
-    PLAN_TASK_ID,
     ServerBinding,
     add_jobnet_tasks,
     cached_library,
@@ -34,11 +32,12 @@ from rackflow.dag_factories.jobnet import (
     jobnet_doc,
 )
 from rackflow.dag_factories.vms import group_param, inventory_groups
-from rackflow.operators.libvirt import PLAN_KEY, DestroyVMsOperator, LaunchVMsOperator
+from rackflow.operators.jobnet import DestroyVMsOnFailureOperator
+from rackflow.operators.libvirt import PLAN_KEY, LaunchVMsOperator
 from rackflow.operators.ssh_step import DEFAULT_SSH_CONN_ID
 
 if TYPE_CHECKING:
-    from airflow.sdk.definitions.context import Context
+    pass
 
 DAG_ID_PREFIX = "build_env_"
 DESTROY_TASK_ID = "destroy_vms"
@@ -55,25 +54,6 @@ def launch_names(stages: Sequence[Stage]) -> dict[str, int]:
                 if isinstance(server, LaunchedServer):
                     needed[server.from_launch] = max(needed.get(server.from_launch, 0), server.index + 1)
     return needed
-
-
-class DestroyVMsOnFailureOperator(DestroyVMsOperator):
-    """Destroy the launched VMs, but only when the jobnet failed and the run asks for it."""
-
-    def __init__(self, *, launch_task_id: str, **kwargs: Any) -> None:
-        kwargs.setdefault("trigger_rule", "all_done")
-        super().__init__(**kwargs)
-        self.launch_task_id = launch_task_id
-
-    def execute(self, context: Context) -> dict[str, list[str]]:
-        plan = context["ti"].xcom_pull(task_ids=PLAN_TASK_ID) or {}
-        if not plan.get("failed"):
-            raise AirflowSkipException("the jobnet succeeded: the VMs stay")
-        if not context["params"].get("destroy_on_failure"):
-            raise AirflowSkipException("destroy_on_failure is off: the VMs stay for inspection")
-        if not self.names and not self.plan:
-            raise AirflowSkipException("the launch produced no VMs (it rolls its own back)")
-        return super().execute(context)
 
 
 def build_environment_dag(
