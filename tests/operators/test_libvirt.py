@@ -40,7 +40,12 @@ def _names(conn_id: str, prefix: str) -> list[str]:
 @pytest.fixture
 def prefix(rackflow_db: str, devfleet: Any) -> Iterator[str]:
     """A VM name prefix of this test; its VMs are destroyed on every host afterwards."""
-    value = f"t{uuid.uuid4().hex[:6]}"
+    yield from vm_prefix("t")
+
+
+def vm_prefix(letter: str) -> Iterator[str]:
+    """A fresh VM name prefix starting with ``letter``; its VMs on every host are destroyed afterwards."""
+    value = f"{letter}{uuid.uuid4().hex[:6]}"
     yield value
     for conn_id in HOSTS.values():
         with LibvirtHook(conn_id) as hook:

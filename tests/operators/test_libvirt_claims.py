@@ -15,7 +15,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from rackflow.hooks.libvirt import LibvirtHook
-from tests.operators.test_libvirt import HOSTS, _context, _launch, _names
+from tests.operators.test_libvirt import _context, _launch, _names, vm_prefix
 
 CTX = multiprocessing.get_context("fork")
 
@@ -61,12 +60,7 @@ def free_on(devfleet: Any, host: str) -> tuple[int, int]:
 @pytest.fixture
 def prefix(rackflow_db: str, devfleet: Any) -> Iterator[str]:
     """A VM name prefix of this test; its VMs are destroyed on every host afterwards."""
-    value = f"c{uuid.uuid4().hex[:6]}"
-    yield value
-    for conn_id in HOSTS.values():
-        with LibvirtHook(conn_id) as hook:
-            for name in _names(conn_id, value):
-                hook.destroy_domain(name)
+    yield from vm_prefix("c")
 
 
 @pytest.fixture(scope="module")
