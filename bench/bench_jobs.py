@@ -5,7 +5,7 @@
    description through ``POST /rackflow/api/jobs`` and through ``POST /api/v2/dags/rackflow_job/dagRuns``,
    interleaved in rounds so both see the same DB growth.
 2. 200 jobs waiting at once on a real single-node Slurm (2 CPUs, so most stay PENDING): 200
-   ``LocalSchedulerJobTrigger`` instances in one event loop, as in the triggerer. Goals: scheduler
+   ``BatchSchedulerJobTrigger`` instances in one event loop, as in the triggerer. Goals: scheduler
    status calls per poll interval = 1 per cluster (baseline: one call per job, what N independent
    pollers would cost), and worker slots held while waiting = 0 (the operators defer; the count below
    is the threads busy in the process while the triggers wait).
@@ -113,8 +113,8 @@ def bench_submit(n: int) -> tuple[float, float]:
 
 def bench_waiting(jobs: int, interval: float) -> None:
     from rackflow.core.jobspec import parse_job_description
-    from rackflow.hooks.scheduler import LocalSchedulerHook
-    from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
+    from rackflow.hooks.scheduler import BatchSchedulerHook
+    from rackflow.triggers.scheduler import BatchSchedulerJobTrigger, ClusterPoller
     from rackflow_devfleet.fleet import JOB_ACCOUNTS, ensure_accounts
     from rackflow_devfleet.instrument import count_scheduler_commands
     from rackflow_devfleet.servers import Slurm, free_port
@@ -124,7 +124,7 @@ def bench_waiting(jobs: int, interval: float) -> None:
     ensure_accounts([JOB_ACCOUNTS["alice"]])
     slurm = Slurm(workdir=workdir / "slurm", port=free_port()).start()
     try:
-        hook = LocalSchedulerHook(env=slurm.env)
+        hook = BatchSchedulerHook(scheduler_env=slurm.env)
         job = parse_job_description({"executable": "/bin/sleep", "arguments": ["300"]})
         ids = [
             hook.submit(
@@ -138,12 +138,13 @@ def bench_waiting(jobs: int, interval: float) -> None:
             for i in range(jobs)
         ]
         triggers = [
-            LocalSchedulerJobTrigger(scheduler_job_id=i, env=slurm.env, poll_interval=interval) for i in ids
+            BatchSchedulerJobTrigger(scheduler_job_id=i, scheduler_env=slurm.env, poll_interval=interval)
+            for i in ids
         ]
         key = hook.cluster_key
 
         async def wait_some() -> tuple[int, float, int]:
-            async def first_event(t: LocalSchedulerJobTrigger) -> object:
+            async def first_event(t: BatchSchedulerJobTrigger) -> object:
                 return await anext(t.run())
 
             tasks = [asyncio.create_task(first_event(t)) for t in triggers]
@@ -219,7 +220,7 @@ def bench_api_jobs(jobs: int, slurm_cpus: int) -> dict[str, float]:
 
     import requests
 
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
     from rackflow_devfleet.demo import (
         DEMO_USERS,
         airflow_env,
@@ -303,8 +304,8 @@ def bench_api_jobs(jobs: int, slurm_cpus: int) -> dict[str, float]:
                 raise RuntimeError(f"the warm-up job did not finish in 600 s; see {log_path}")
             time.sleep(2)
 
-        hook = LocalSchedulerHook(env=slurm.env)
-        logging.getLogger("airflow.task.hooks.rackflow.hooks.scheduler.LocalSchedulerHook").setLevel(
+        hook = BatchSchedulerHook(scheduler_env=slurm.env)
+        logging.getLogger("airflow.task.hooks.rackflow.hooks.scheduler.BatchSchedulerHook").setLevel(
             logging.WARNING
         )
         floor = bench_floor(hook, workdir / "floor", jobs, JOB_ACCOUNTS["alice"])

@@ -77,7 +77,7 @@ def take(hook, job: dict, base: Path, run_id: str) -> dict | None:  # type: igno
     """claim -> stage-in -> submit, as the intake DAG's mapped tasks do; None when the claim is lost."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
     from rackflow.operators.s3_intake import claim_job, stage_in_job, submit_job
     from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 
@@ -86,7 +86,7 @@ def take(hook, job: dict, base: Path, run_id: str) -> dict | None:  # type: igno
     except AirflowSkipException:
         return None
     staged = stage_in_job(hook, claimed, base)
-    return submit_job(hook, staged, LocalSchedulerHook(), run_id, INTAKE_ACCOUNT)
+    return submit_job(hook, staged, BatchSchedulerHook(), run_id, INTAKE_ACCOUNT)
 
 
 def bench_latency(client, base: Path, poll: float, jobs: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -294,7 +294,7 @@ def bench_idle_poll(client, prefixes: int = 1000) -> tuple[dict[str, int], dict[
 def bench_throughput(client, base: Path, workers: int = 4, jobs: int = 100) -> tuple[float, float, int, int]:  # type: ignore[no-untyped-def]
     from rackflow.core.s3_protocol import StatusCache
     from rackflow.hooks.s3_jobs import S3JobsHook
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
     from rackflow.operators.s3_intake import finish_job, stage_out_job
 
     bucket = "bench-jobs"
@@ -307,7 +307,7 @@ def bench_throughput(client, base: Path, workers: int = 4, jobs: int = 100) -> t
     with ThreadPoolExecutor(workers) as pool:
         subs = [s for s in pool.map(lambda j: take(hook, j.to_dict(), base / "tp", "tp"), ready) if s]
     all_submitted = time.monotonic() - start
-    scheduler = LocalSchedulerHook()
+    scheduler = BatchSchedulerHook()
     pending = {s["job_id"]: s for s in subs}
     ended: dict[str, dict] = {}
     while pending:

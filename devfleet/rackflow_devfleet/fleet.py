@@ -203,6 +203,8 @@ class DevFleet:
         """Environment for Airflow processes (and tests) to reach the fleet."""
         env = {conn_env_name(cid): json.dumps(conn) for cid, conn in self.connections().items()}
         env.update(job_accounts_env())
+        if self.sshd is not None:  # jobnet steps run over the fleet's sshd
+            env["AIRFLOW__RACKFLOW__JOBNET_SSH_CONN_ID"] = SSH_CONN_ID
         if self.slurm is not None:
             env.update(self.slurm.env)
         return env

@@ -1,5 +1,5 @@
 """Measuring what rackflow asks the batch scheduler, for the tests and the benchmarks: a wrapper around
-the real ``LocalSchedulerHook.run`` that counts each command (by cluster and program) and runs it."""
+the real ``BatchSchedulerHook.run`` that counts each command (by cluster and program) and runs it."""
 
 from __future__ import annotations
 
@@ -14,19 +14,19 @@ from typing import Any
 def count_scheduler_commands() -> Iterator[Counter[tuple[str, str]]]:
     """``{(cluster key, program): count}`` of the scheduler commands this process runs inside the block
     (``squeue``, ``sbatch``, ``scancel``, ``sacct``...; locally or over SSH)."""
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
     counts: Counter[tuple[str, str]] = Counter()
     lock = threading.Lock()
-    real_run = LocalSchedulerHook.run
+    real_run = BatchSchedulerHook.run
 
-    def counting_run(self: LocalSchedulerHook, argv: list[str], *args: Any, **kwargs: Any) -> Any:
+    def counting_run(self: BatchSchedulerHook, argv: list[str], *args: Any, **kwargs: Any) -> Any:
         with lock:
             counts[(self.cluster_key, argv[0])] += 1
         return real_run(self, argv, *args, **kwargs)
 
-    LocalSchedulerHook.run = counting_run  # type: ignore[method-assign]
+    BatchSchedulerHook.run = counting_run  # type: ignore[method-assign]
     try:
         yield counts
     finally:
-        LocalSchedulerHook.run = real_run  # type: ignore[method-assign]
+        BatchSchedulerHook.run = real_run  # type: ignore[method-assign]

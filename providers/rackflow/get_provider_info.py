@@ -81,6 +81,11 @@ def get_provider_info() -> dict[str, Any]:
                     ),
                     "vm_poll_interval": _option("Seconds between VM state polls while launching.", "2"),
                     "scheduler_poll_interval": _option("Seconds between batch scheduler polls.", "5"),
+                    "jobnet_ssh_conn_id": _option(
+                        "SSH connection of jobnet steps whose server has none of its own (a jobnet's "
+                        "server_connections entry '*' overrides it).",
+                        "ssh_default",
+                    ),
                     "ssh_step_poll_interval": _option(
                         "Seconds between status polls of deferred SSH steps (one per server for all).", "5"
                     ),

@@ -103,6 +103,11 @@ def api_max_json_depth() -> int:
 DEFAULT_JOBS_DIRECTORY = "/var/lib/rackflow/jobs"
 
 
+def jobnet_ssh_conn_id() -> str:
+    """SSH connection of a jobnet step whose server has no connection of its own."""
+    return _get("jobnet_ssh_conn_id", "ssh_default")
+
+
 def jobs_directory() -> str:
     """Base of the batch jobs' directories on the scheduler side (``[rackflow] jobs_directory``)."""
     return _get("jobs_directory", DEFAULT_JOBS_DIRECTORY)

@@ -20,7 +20,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from rackflow.hooks.s3_jobs import S3JobsHook
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
 from rackflow.operators.s3_intake import (
     S3JobWaitOperator,
     claim_job,
@@ -29,7 +29,7 @@ from rackflow.operators.s3_intake import (
     stage_in_job,
     submit_job,
 )
-from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
+from rackflow.triggers.scheduler import BatchSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import (
     CONN_ID,
@@ -64,7 +64,7 @@ def _submit_long_job(devfleet: Any, tmp_path: Path) -> tuple[S3JobsHook, str, di
     assert seen is not None
     claimed = claim_job(hook, {"prefix": prefix, "etag": seen[1]})
     staged = stage_in_job(hook, claimed, tmp_path)
-    submitted = submit_job(hook, staged, LocalSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
+    submitted = submit_job(hook, staged, BatchSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
     assert read_status(devfleet.s3.client(), bucket, prefix).splitlines()[:2] == [
         "QUEUED",
         submitted["job_id"],
@@ -99,7 +99,7 @@ def test_killing_the_wait_task_cancels_the_slurm_job_and_writes_canceled(devflee
     body = read_status(devfleet.s3.client(), bucket, prefix)
     _wait_operator(bucket, submitted).on_kill()
     assert (
-        fail_unfinished_job(hook, prefix, "late crash", LocalSchedulerHook(), account=INTAKE_ACCOUNT)
+        fail_unfinished_job(hook, prefix, "late crash", BatchSchedulerHook(), account=INTAKE_ACCOUNT)
         == "CANCELED"
     )
     assert read_status(devfleet.s3.client(), bucket, prefix) == body
@@ -114,7 +114,7 @@ def test_killing_the_deferred_wait_task_cancels_through_its_trigger(devfleet, sh
     trigger = deferred.value.trigger
     # the trigger is stored serialised; rebuild it from its kwargs as the triggerer does
     classpath, kwargs = trigger.serialize()
-    assert isinstance(trigger, LocalSchedulerJobTrigger)  # the shared cluster poller's
+    assert isinstance(trigger, BatchSchedulerJobTrigger)  # the shared cluster poller's
     assert classpath == f"{type(trigger).__module__}.{type(trigger).__qualname__}"
     asyncio.run(type(trigger)(**kwargs).on_kill())
 
@@ -165,7 +165,7 @@ def test_a_lost_wait_leaves_the_running_job_alone_and_its_retry_reattaches(devfl
 
     reason = "wait task failed: no error reported (task process lost)"
     assert (
-        end_after_failed_task(hook, "wait", prefix, reason, LocalSchedulerHook(), job_id, INTAKE_ACCOUNT)
+        end_after_failed_task(hook, "wait", prefix, reason, BatchSchedulerHook(), job_id, INTAKE_ACCOUNT)
         is None
     )
     assert _slurm_state(devfleet, job_id) in ("PENDING", "RUNNING")
@@ -190,7 +190,7 @@ def test_killing_a_wait_whose_job_ended_cancels_nothing_and_its_retry_completes_
     seen = hook.read_status(prefix)
     assert seen is not None
     staged = stage_in_job(hook, claim_job(hook, {"prefix": prefix, "etag": seen[1]}), shared_tmp)
-    submitted = submit_job(hook, staged, LocalSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
+    submitted = submit_job(hook, staged, BatchSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
     deadline = time.monotonic() + 60
     while _slurm_state(devfleet, submitted["job_id"]) != "COMPLETED":
         assert time.monotonic() < deadline, "the trivial job did not complete within 60 s"
@@ -227,7 +227,7 @@ def test_killing_the_wait_of_a_recorded_job_cancels_once_through_the_job_record(
         base_dir=str(shared_tmp),
     )  # fmt: skip
     [job] = accept_jobs(
-        hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], LocalSchedulerHook(), run
+        hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], BatchSchedulerHook(), run
     )
 
     _wait_operator(bucket, job).on_kill()
@@ -257,7 +257,7 @@ def test_a_retried_accept_goes_on_from_the_record_and_neither_loses_nor_doubles_
     for prefix in (claimed_only, staged_only, submitted_only):
         upload_job(client, bucket, prefix, script=LONG_SCRIPT, files={"input.dat": b"x\n"})
     hook = S3JobsHook(CONN_ID, bucket_name=bucket)
-    scheduler = LocalSchedulerHook()
+    scheduler = BatchSchedulerHook()
     run = IntakeRun(
         dag_id="s3_intake_resume",
         run_id=f"run_{uuid.uuid4().hex[:6]}",

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from rackflow import settings
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT, JOB_ACCOUNTS
 from tests.confinement import PROBE, assert_confined
 from tests.dag_factories.s3_intake_support import read_status, upload_job
@@ -22,7 +22,7 @@ def test_s3_job_runs_as_run_as_without_the_workers_environment_or_secrets(
     from rackflow.dag_factories.s3_intake import build_all
 
     # Another account's job directory, made and handed over as rackflow does for a job of bob's.
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     bob_dir = str(shared_tmp / "rf-bob-job")
     hook.create_job_dir(bob_dir)
     (Path(bob_dir) / "secret.txt").write_text("bob-only\n")

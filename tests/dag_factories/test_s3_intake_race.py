@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from rackflow.core.s3_protocol import StatusCache
 from rackflow.hooks.s3_jobs import S3JobsHook
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
 from rackflow.operators.s3_intake import claim_job, stage_in_job, submit_job
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
@@ -31,7 +31,7 @@ def _poller(bucket: str, base: Path, run_id: str, barrier: threading.Barrier, ou
             out["skipped"].append(job.prefix)
             continue
         staged = stage_in_job(hook, claimed, base)
-        submitted = submit_job(hook, staged, LocalSchedulerHook(), run_id, INTAKE_ACCOUNT)
+        submitted = submit_job(hook, staged, BatchSchedulerHook(), run_id, INTAKE_ACCOUNT)
         out["submitted"].append((job.prefix, submitted["job_id"], run_id))
 
 

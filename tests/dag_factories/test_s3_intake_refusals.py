@@ -19,7 +19,7 @@ from rackflow.core.s3_protocol import StatusCache
 from rackflow.core.schedulers import JobState
 from rackflow.core.schedulers import JobStatus as SchedulerJobStatus
 from rackflow.hooks.s3_jobs import S3JobsHook
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
 from rackflow.operators.s3_intake import (
     S3JobWaitOperator,
     claim_job,
@@ -118,7 +118,7 @@ def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path, sh
         assert read_status(client, bucket, prefix) == "ACCEPTED\n"
         staged = stage_in_job(hook, claimed, shared_tmp / "base")
         submitted = submit_job(
-            hook, staged, LocalSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT
+            hook, staged, BatchSchedulerHook(), f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT
         )
         own = submitted["job_id"]
         assert own != victim and read_status(client, bucket, prefix) == f"QUEUED\n{own}\n"
@@ -131,7 +131,7 @@ def test_the_uploaders_job_id_line_is_never_adopted(devfleet, tmp_path: Path, sh
 
         # A crashed task's clean-up cancels the job this run submitted, not the one the object names.
         _put_status(client, bucket, prefix, f"RUNNING\n{victim}\n".encode())
-        after = fail_unfinished_job(hook, prefix, "task lost", LocalSchedulerHook(), own, INTAKE_ACCOUNT)
+        after = fail_unfinished_job(hook, prefix, "task lost", BatchSchedulerHook(), own, INTAKE_ACCOUNT)
         assert after == "FAILED"
         lines = read_status(client, bucket, prefix).splitlines()
         assert lines[:2] == ["FAILED", own] and f"scheduler job {own} cancelled" in lines[2]

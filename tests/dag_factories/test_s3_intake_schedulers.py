@@ -20,7 +20,7 @@ import pytest
 from rackflow.core.s3_protocol import StatusCache
 from rackflow.db import jobs
 from rackflow.hooks.s3_jobs import S3JobsHook
-from rackflow.hooks.scheduler import DEFAULT_PATH, LocalSchedulerHook
+from rackflow.hooks.scheduler import DEFAULT_PATH, BatchSchedulerHook
 from rackflow.operators.s3_intake import IntakeRun, accept_jobs, scheduler_job_name
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
@@ -101,12 +101,12 @@ def test_the_intake_submits_an_uploaded_script_once_through_pbs_lsf_and_sge(
         base_dir=str(shared_tmp / "base"),
     )
     key = scheduler_job_name(bucket, prefix, run.run_id)
-    scheduler = LocalSchedulerHook(scheduler=kind)
+    scheduler = BatchSchedulerHook(scheduler=kind)
     name = scheduler.adapter.normalize_job_name(key)
     fakes = shared_tmp / "clients"
     fakes.mkdir()
     bin_dir = _fake_clients(kind, fakes, name)
-    scheduler = LocalSchedulerHook(scheduler=kind, env={"PATH": f"{bin_dir}:{DEFAULT_PATH}"})
+    scheduler = BatchSchedulerHook(scheduler=kind, scheduler_env={"PATH": f"{bin_dir}:{DEFAULT_PATH}"})
     hook = S3JobsHook(CONN_ID, bucket_name=bucket)
 
     accepted = accept_jobs(hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], scheduler, run)

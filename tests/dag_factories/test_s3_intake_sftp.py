@@ -2,7 +2,7 @@
 
 Everything is real: SeaweedFS S3, the devfleet's key-only sshd (``ssh_fleet``, logging in as this user
 on this machine) and the session's single-node Slurm. Whether a command or a file really went through
-SSH is read from :class:`LocalSchedulerHook`'s in-process counters (dag.test() runs tasks in this
+SSH is read from :class:`BatchSchedulerHook`'s in-process counters (dag.test() runs tasks in this
 process) and from where the files landed (``~`` on the remote side, the SFTP intake's own base dir).
 """
 
@@ -27,14 +27,14 @@ from airflow.sdk.exceptions import TaskDeferred
 from rackflow.core.s3_protocol import ManifestEntry, UnsafeKeyError, take_manifest
 from rackflow.hooks.job_dirs import SftpJobDirectory
 from rackflow.hooks.s3_jobs import S3JobsHook, TransferResult
-from rackflow.hooks.scheduler import LocalSchedulerHook, cluster_key
+from rackflow.hooks.scheduler import BatchSchedulerHook, cluster_key
 from rackflow.operators.s3_intake import (
     S3JobWaitOperator,
     claim_job,
     stage_in_job,
     submit_job,
 )
-from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
+from rackflow.triggers.scheduler import BatchSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT, SSH_CONN_ID
 from rackflow_devfleet.instrument import count_scheduler_commands
 from tests.dag_factories.conftest import JOB_BASE, SFTP_JOB_BASE
@@ -233,7 +233,7 @@ def test_wait_trigger_runs_and_cancels_on_the_login_node(devfleet, shared_tmp):
     upload_job(client, bucket, "long", script=b"#!/bin/bash\n#SBATCH --ntasks=1\nsleep 300\n", files={})
     hook = S3JobsHook(CONN_ID, bucket_name=bucket)
     staged = stage_in_job(hook, _claim(hook, "long"), str(shared_tmp), SSH_CONN_ID)
-    scheduler = LocalSchedulerHook(env=devfleet.slurm.env, ssh_conn_id=SSH_CONN_ID)
+    scheduler = BatchSchedulerHook(scheduler_env=devfleet.slurm.env, ssh_conn_id=SSH_CONN_ID)
     submitted = submit_job(hook, staged, scheduler, f"run-{uuid.uuid4().hex[:6]}", INTAKE_ACCOUNT)
     operator = S3JobWaitOperator(
         task_id="wait",
@@ -247,8 +247,8 @@ def test_wait_trigger_runs_and_cancels_on_the_login_node(devfleet, shared_tmp):
     with pytest.raises(TaskDeferred) as deferred:
         operator._defer("QUEUED")
     _, kwargs = deferred.value.trigger.serialize()
-    assert isinstance(deferred.value.trigger, LocalSchedulerJobTrigger)  # the shared cluster poller's
-    assert kwargs["ssh_conn_id"] == SSH_CONN_ID and kwargs["env"] == devfleet.slurm.env
+    assert isinstance(deferred.value.trigger, BatchSchedulerJobTrigger)  # the shared cluster poller's
+    assert kwargs["ssh_conn_id"] == SSH_CONN_ID and kwargs["scheduler_env"] == devfleet.slurm.env
     trigger_type = type(deferred.value.trigger)
 
     async def wait_a_while() -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""LocalSchedulerHook against the devfleet's real Slurm, run locally and through the real sshd."""
+"""BatchSchedulerHook against the devfleet's real Slurm, run locally and through the real sshd."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 
 from rackflow.core.jobspec import parse_job_description
 from rackflow.core.schedulers import JobState, JobStatus
-from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob
+from rackflow.hooks.scheduler import BatchSchedulerHook, SchedulerRejectedJob
 from rackflow_devfleet.fleet import JOB_ACCOUNTS
 from rackflow_devfleet.instrument import count_scheduler_commands
 
 ACCOUNT = JOB_ACCOUNTS["alice"]
 
 
-def _wait_final(hook: LocalSchedulerHook, ids: list[str]) -> dict[str, JobStatus]:
+def _wait_final(hook: BatchSchedulerHook, ids: list[str]) -> dict[str, JobStatus]:
     deadline = time.monotonic() + 60
     while True:
         statuses = hook.statuses(ids)
@@ -37,7 +37,7 @@ def test_submit_is_idempotent_by_name_and_one_status_call_covers_many_jobs(
     devfleet: object, shared_tmp: Path
 ) -> None:
     tmp_path = shared_tmp
-    hook = LocalSchedulerHook(scheduler="slurm")
+    hook = BatchSchedulerHook(scheduler="slurm")
     name = f"rf.test.{uuid.uuid4().hex[:8]}"
     ok = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "echo hi > out.txt"]})
     bad = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "exit 3"]})
@@ -68,7 +68,7 @@ def test_submit_is_idempotent_by_name_and_one_status_call_covers_many_jobs(
 
 def test_scheduler_rejection_carries_its_message(devfleet: object, shared_tmp: Path) -> None:
     tmp_path = shared_tmp
-    hook = LocalSchedulerHook(scheduler="slurm")
+    hook = BatchSchedulerHook(scheduler="slurm")
     job = parse_job_description({"executable": "/bin/true", "attributes": {"queue_name": "nosuch"}})
     with pytest.raises(SchedulerRejectedJob, match=r"(?i)invalid partition"):
         hook.submit(
@@ -82,7 +82,7 @@ def test_scheduler_rejection_carries_its_message(devfleet: object, shared_tmp: P
 
 def test_job_no_node_can_hold_stays_queued_with_the_reason(devfleet: object, shared_tmp: Path) -> None:
     tmp_path = shared_tmp
-    hook = LocalSchedulerHook(scheduler="slurm")
+    hook = BatchSchedulerHook(scheduler="slurm")
     job = parse_job_description({"executable": "/bin/true", "resources": {"node_count": 5}})
     sub = hook.submit(
         job, job_name=f"rf.big.{uuid.uuid4().hex[:6]}", comment="x", workdir=str(tmp_path), account=ACCOUNT
@@ -94,7 +94,7 @@ def test_job_no_node_can_hold_stays_queued_with_the_reason(devfleet: object, sha
 
 
 def test_unknown_job_is_reported_not_raised(devfleet: object) -> None:
-    hook = LocalSchedulerHook(scheduler="slurm", accounting_lag=2.0)
+    hook = BatchSchedulerHook(scheduler="slurm", accounting_lag=2.0)
     assert hook.get_detail("987654") is None
     assert hook.cancel("987654") is False
     started = time.monotonic()
@@ -108,7 +108,7 @@ def test_job_the_controller_forgot_gets_its_final_state_exit_code_and_usage_from
     own_slurm: Any, shared_tmp: Path
 ) -> None:
     tmp_path = shared_tmp
-    hook = LocalSchedulerHook(scheduler="slurm", env=own_slurm.env)
+    hook = BatchSchedulerHook(scheduler="slurm", scheduler_env=own_slurm.env)
     job = parse_job_description({"executable": "/bin/sh", "arguments": ["-c", "sleep 1; exit 5"]})
     sub = hook.submit(
         job, job_name="rf.forgotten", comment="x", workdir=str(tmp_path / "job"), account=ACCOUNT
@@ -150,7 +150,7 @@ def test_over_ssh_submits_polls_files_and_cancels(
     devfleet: object, slurm_env: dict[str, str], shared_tmp: Path
 ) -> None:
     tmp_path = shared_tmp
-    hook = LocalSchedulerHook(scheduler="slurm", ssh_conn_id="ssh_fleet", env=slurm_env)
+    hook = BatchSchedulerHook(scheduler="slurm", ssh_conn_id="ssh_fleet", scheduler_env=slurm_env)
     assert hook.cluster_key.startswith("slurm@ssh:ssh_fleet")
     workdir = str(tmp_path / "ssh-job")
     job = parse_job_description({"executable": "/bin/sleep", "arguments": ["60"]})
@@ -181,7 +181,7 @@ def test_scheduler_commands_get_no_worker_environment_and_run_as_the_account(
     monkeypatch.setenv("AIRFLOW_CONN_SITE", "ssh://root:pw@host")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm/test.conf")
-    hook = LocalSchedulerHook(env={"EXTRA": "1"})
+    hook = BatchSchedulerHook(scheduler_env={"EXTRA": "1"})
     assert hook.command_env() == {"PATH": DEFAULT_PATH, "SLURM_CONF": "/etc/slurm/test.conf", "EXTRA": "1"}
     assert hook.command_line(["sbatch", "job.sh"], account=ACCOUNT, cwd="/jobs/rf-1") == [
         "sudo", "-n", "-u", ACCOUNT, "--",
@@ -189,7 +189,7 @@ def test_scheduler_commands_get_no_worker_environment_and_run_as_the_account(
         "sbatch", "job.sh",
     ]  # fmt: skip
     # Over SSH the login node's own client variables count, not the worker's.
-    assert LocalSchedulerHook(ssh_conn_id="login", env={"SLURM_CONF": "/s"}).command_env() == {
+    assert BatchSchedulerHook(ssh_conn_id="login", scheduler_env={"SLURM_CONF": "/s"}).command_env() == {
         "PATH": DEFAULT_PATH,
         "SLURM_CONF": "/s",
     }

@@ -1,4 +1,4 @@
-"""The job DAG and SubmitToLocalSchedulerOperator on the devfleet's real Slurm and SeaweedFS S3."""
+"""The job DAG and SubmitToBatchSchedulerOperator on the devfleet's real Slurm and SeaweedFS S3."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from rackflow.db import jobs
-from rackflow.hooks.scheduler import LocalSchedulerHook
-from rackflow.operators.scheduler import SubmitToLocalSchedulerOperator
+from rackflow.hooks.scheduler import BatchSchedulerHook
+from rackflow.operators.scheduler import SubmitToBatchSchedulerOperator
 
 
 def _job_dag() -> Any:
@@ -65,7 +65,7 @@ def test_stage_in_failure_fails_the_job_with_the_reason_and_submits_nothing(
     job = jobs.get_job(dag.dag_id, run.run_id)
     assert job is not None and job.state == "FAILED" and job.scheduler_job_id is None
     assert "no such object" in (job.message or "")
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     assert job.job_name is not None and job.job_name.startswith("rf-")  # generated, not the run id
     assert hook.find_by_name(job.job_name) == []
 
@@ -77,7 +77,7 @@ def _context(dag_id: str, run_id: str) -> dict[str, Any]:
 
 
 def _submit_and_poll(dag_id: str, run_id: str, workdir: str) -> None:
-    op = SubmitToLocalSchedulerOperator(
+    op = SubmitToBatchSchedulerOperator(
         task_id="submit",
         job={"executable": "/bin/sleep", "arguments": ["30"]},
         workdir=workdir,
@@ -106,14 +106,14 @@ def test_task_killed_after_submit_then_run_again_leaves_exactly_one_scheduler_jo
     child.join()
 
     # Cleared: the task runs again from the beginning of its stage and takes the existing job over.
-    op = SubmitToLocalSchedulerOperator(
+    op = SubmitToBatchSchedulerOperator(
         task_id="submit",
         job={"executable": "/bin/sleep", "arguments": ["30"]},
         workdir=workdir,
         wait_for_completion=False,
     )
     result = op.execute(_context(dag_id, run_id))
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     assert result["scheduler_job_id"] == first_id
     assert hook.find_by_name(result["job_name"]) == [first_id]
     messages = [e.message for e in jobs.events(dag_id, run_id)]
@@ -127,7 +127,7 @@ def test_task_killed_after_submit_then_run_again_leaves_exactly_one_scheduler_jo
 
 
 def test_invalid_description_fails_without_submitting(rackflow_db: str) -> None:
-    op = SubmitToLocalSchedulerOperator(task_id="submit", job={"executable": 5})
+    op = SubmitToBatchSchedulerOperator(task_id="submit", job={"executable": 5})
     from airflow.sdk.exceptions import AirflowFailException
 
     with pytest.raises(AirflowFailException, match="executable"):
@@ -140,12 +140,12 @@ def test_wait_resumed_after_slurm_forgot_the_job_completes_it_from_accounting(
     """issue 14: a wait that resumes after MinJobAge asks again; slurmctld has forgotten the job, sacct
     has not, so the job is COMPLETED with its exit code and usage (it was FAILED "no longer knows")."""
     from rackflow.core.jobspec import parse_job_description
-    from rackflow.operators.scheduler import WaitForLocalSchedulerJobOperator
+    from rackflow.operators.scheduler import WaitForBatchSchedulerJobOperator
     from rackflow_devfleet.fleet import JOB_ACCOUNTS
     from tests.core.test_slurm_real import BURN
 
     dag_id, run_id = "rackflow_job_forgotten_test", f"manual__{uuid.uuid4().hex}"
-    hook = LocalSchedulerHook(env=own_slurm.env)
+    hook = BatchSchedulerHook(scheduler_env=own_slurm.env)
     job = parse_job_description({"executable": "/usr/bin/python3", "arguments": ["-c", BURN]})
     workdir = str(shared_tmp / "job")
     job_id = hook.submit(
@@ -158,7 +158,9 @@ def test_wait_resumed_after_slurm_forgot_the_job_completes_it_from_accounting(
     hook.final_detail(job_id)  # accounting has the end
     own_slurm.restart_controller(forget_jobs=True)
 
-    op = WaitForLocalSchedulerJobOperator(task_id="wait", scheduler_job_id=job_id, env=own_slurm.env)
+    op = WaitForBatchSchedulerJobOperator(
+        task_id="wait", scheduler_job_id=job_id, scheduler_env=own_slurm.env
+    )
     result = op.execute(_context(dag_id, run_id))  # deferrable: checks once before deferring
 
     assert (result["state"], result["native_state"], result["exit_code"]) == ("COMPLETED", "COMPLETED", 0)

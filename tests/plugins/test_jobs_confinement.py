@@ -73,7 +73,7 @@ def test_run_id_crafted_to_collide_gets_its_own_scheduler_job_and_leaves_the_oth
     """Before issue 13 the scheduler job name was ``rf.<dag_id>.<run_id>`` with unsafe characters made
     ``_``: a run id differing from alice's only by a ``+`` mapped to her job, adopted it, and its
     cleanup deleted her directory. The crafted run is created through Airflow's own /api/v2."""
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
     airflow_stack.wait_for_dag("rackflow_job")
     url = airflow_stack.url
@@ -103,7 +103,7 @@ def test_run_id_crafted_to_collide_gets_its_own_scheduler_job_and_leaves_the_oth
     assert other["properties"]["workdir"] != alice_dir
     assert not Path(other["properties"]["workdir"]).exists()  # its own directory, cleaned up
     assert (Path(alice_dir) / "mine.txt").read_text() == "mine\n"  # alice's is untouched
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     assert hook.statuses([alice_slurm])[alice_slurm].state.value == "ACTIVE"
     assert hook.find_by_name(Path(alice_dir).name) == [alice_slurm]
     assert alice.post(f"{url}{JOBS}/{alice_id}/terminate", json={}, timeout=180).status_code == 202

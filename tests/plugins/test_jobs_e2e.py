@@ -20,7 +20,7 @@ os.environ.setdefault("AIRFLOW__RACKFLOW__JOB_AWS_CONN_ID", "aws_fleet_s3")
 def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
     airflow_stack: Any, devfleet: Any
 ) -> None:
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
     airflow_stack.wait_for_dag("rackflow_job")
     alice = airflow_stack.session("alice")
@@ -43,7 +43,7 @@ def test_clear_after_submit_keeps_one_slurm_job_and_terminate_cancels_once(
     wait_for_job(
         airflow_stack, alice, job_id, lambda j: any("found existing" in e["message"] for e in j["events"])
     )
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     name = Path(workdir).name
     assert hook.find_by_name(name) == [slurm_id]
 

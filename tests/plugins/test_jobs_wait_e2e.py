@@ -27,7 +27,7 @@ def _task_instances(stack: Any, admin: Any, job_id: str) -> dict[str, dict[str, 
 def test_a_burst_of_jobs_that_end_at_once_completes_each_once_with_no_resumed_or_retried_try(
     airflow_stack: Any, devfleet: Any
 ) -> None:
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
     airflow_stack.wait_for_dag("rackflow_job")
     alice, admin = airflow_stack.session("alice"), airflow_stack.session("admin")
@@ -43,7 +43,7 @@ def test_a_burst_of_jobs_that_end_at_once_completes_each_once_with_no_resumed_or
     assert [f["state"] for f in finals] == ["COMPLETED"] * 12, [
         (f["state"], f["message"], [e["message"] for e in f["events"]]) for f in finals
     ]
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     slurm_ids = [f["properties"]["scheduler_job_id"] for f in finals]
     assert len(set(slurm_ids)) == 12
     for final in finals:
@@ -60,7 +60,7 @@ def test_a_burst_of_jobs_that_end_at_once_completes_each_once_with_no_resumed_or
 def test_clearing_a_waiting_job_reattaches_and_marking_its_run_failed_cancels_it(
     airflow_stack: Any, devfleet: Any
 ) -> None:
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
     airflow_stack.wait_for_dag("rackflow_job")
     alice, admin = airflow_stack.session("alice"), airflow_stack.session("admin")
@@ -72,7 +72,7 @@ def test_clearing_a_waiting_job_reattaches_and_marking_its_run_failed_cancels_it
     job = wait_for_job(airflow_stack, alice, job_id, lambda j: j["state"] == "ACTIVE", timeout=300)
     slurm_id = job["properties"]["scheduler_job_id"]
     name = job["properties"]["workdir"].rsplit("/", 1)[-1]
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
 
     # Clear the deferred submit (its trigger is stopped: the triggerer calls on_kill) -> re-attach.
     resp = admin.post(

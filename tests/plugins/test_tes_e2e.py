@@ -42,7 +42,7 @@ def _until(client: Any, task_id: str, states: set[str], timeout: float = 240) ->
 def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devfleet: Any) -> None:
     import tes
 
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
     from tests.core.test_slurm_real import BURN
 
     airflow_stack.wait_for_dag("rackflow_job")
@@ -97,7 +97,7 @@ def test_py_tes_runs_cancels_lists_and_refuses_tasks(airflow_stack: Any, devflee
     alice.cancel_task(sleeper)
     assert alice.get_task(sleeper, view="MINIMAL").state in ("CANCELING", "CANCELED")
     assert _until(alice, sleeper, {"CANCELED", "SYSTEM_ERROR", "COMPLETE"}).state == "CANCELED"
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     try:
         assert hook.statuses([slurm_id])[slurm_id].native_state == "CANCELLED"
     finally:

@@ -109,10 +109,10 @@ def test_retention_keeps_the_directory_until_a_later_cleanup_removes_it(
     rackflow_db: str, tmp_path: Path
 ) -> None:
     from rackflow.db import jobs
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
     from rackflow.services.job_output import finish_job_directory, remove_expired
 
-    hook = LocalSchedulerHook()
+    hook = BatchSchedulerHook()
     dag = f"{DAG}-{uuid.uuid4().hex[:8]}"
     kept, now = tmp_path / "kept", tmp_path / "now"
     for d in (kept, now):

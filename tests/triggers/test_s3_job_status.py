@@ -10,9 +10,9 @@ import threading
 import time
 
 from rackflow.hooks.s3_jobs import S3StatusFollower
-from rackflow.hooks.scheduler import LocalSchedulerHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
 from rackflow.triggers.s3_job_status import S3JobsReadyEventTrigger, S3JobStatusTrigger
-from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
+from rackflow.triggers.scheduler import BatchSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, upload_job
 
@@ -112,7 +112,7 @@ def test_intake_job_wait_writes_running_from_the_trigger_and_fires_once_at_the_e
     bucket = new_bucket(devfleet, "follow")
     upload_job(client, bucket, "job0001", status=b"QUEUED\n")
     (shared_tmp / "aws-job-run.sh").write_text("#!/bin/bash\nsleep 2\n")
-    scheduler = LocalSchedulerHook(env=devfleet.slurm.env)
+    scheduler = BatchSchedulerHook(scheduler_env=devfleet.slurm.env)
     os.environ.update(devfleet.slurm.env)
     name = scheduler.adapter.normalize_job_name(f"rf_trig_{shared_tmp.name}")
     script = str(shared_tmp / "aws-job-run.sh")
@@ -120,7 +120,7 @@ def test_intake_job_wait_writes_running_from_the_trigger_and_fires_once_at_the_e
     job_id, new = first.scheduler_job_id, not first.existing
     assert new
     follower = S3StatusFollower(bucket_name=bucket, aws_conn_id=CONN_ID, prefix="job0001")
-    trigger = LocalSchedulerJobTrigger(
+    trigger = BatchSchedulerJobTrigger(
         scheduler_job_id=job_id,
         poll_interval=0.2,
         account=INTAKE_ACCOUNT,
@@ -128,10 +128,10 @@ def test_intake_job_wait_writes_running_from_the_trigger_and_fires_once_at_the_e
         follower_kwargs=follower.kwargs,
     )
     classpath, kwargs = trigger.serialize()
-    assert LocalSchedulerJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert BatchSchedulerJobTrigger(**kwargs).serialize() == (classpath, kwargs)
 
     async def all_events() -> list[dict]:
-        return [e.payload async for e in LocalSchedulerJobTrigger(**kwargs).run()]
+        return [e.payload async for e in BatchSchedulerJobTrigger(**kwargs).run()]
 
     events = asyncio.run(all_events())
     assert [(e["status"], e["job_status"]["state"], e["job_status"]["exit_code"]) for e in events] == [

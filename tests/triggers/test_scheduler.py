@@ -1,4 +1,4 @@
-"""LocalSchedulerJobTrigger on the devfleet's real Slurm: N waiting triggers share one squeue per poll."""
+"""BatchSchedulerJobTrigger on the devfleet's real Slurm: N waiting triggers share one squeue per poll."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import uuid
 from pathlib import Path
 
 from rackflow.core.jobspec import parse_job_description
-from rackflow.hooks.scheduler import LocalSchedulerHook
-from rackflow.triggers.scheduler import ClusterPoller, LocalSchedulerJobTrigger
+from rackflow.hooks.scheduler import BatchSchedulerHook
+from rackflow.triggers.scheduler import BatchSchedulerJobTrigger, ClusterPoller
 from rackflow_devfleet.fleet import JOB_ACCOUNTS
 from rackflow_devfleet.instrument import count_scheduler_commands
 
 
 def test_serialize_round_trips_to_an_importable_classpath() -> None:
-    trigger = LocalSchedulerJobTrigger(
+    trigger = BatchSchedulerJobTrigger(
         scheduler_job_id="42",
         ssh_conn_id="login",
-        env={"SLURM_CONF": "/x"},
+        scheduler_env={"SLURM_CONF": "/x"},
         poll_interval=2,
         dag_id="d",
         run_id="r",
@@ -31,7 +31,7 @@ def test_serialize_round_trips_to_an_importable_classpath() -> None:
 def test_many_waiting_jobs_on_one_cluster_cost_one_status_query_per_interval(
     devfleet: object, shared_tmp: Path
 ) -> None:
-    hook = LocalSchedulerHook(scheduler="slurm")
+    hook = BatchSchedulerHook(scheduler="slurm")
     tmp_path = shared_tmp
     exits = [0, 0, 3, 0, 1, 0, 0, 2]
     ids = []
@@ -46,10 +46,10 @@ def test_many_waiting_jobs_on_one_cluster_cost_one_status_query_per_interval(
                 account=JOB_ACCOUNTS["alice"],
             ).scheduler_job_id
         )
-    triggers = [LocalSchedulerJobTrigger(scheduler_job_id=i, poll_interval=0.3) for i in ids]
+    triggers = [BatchSchedulerJobTrigger(scheduler_job_id=i, poll_interval=0.3) for i in ids]
 
     async def wait_all() -> tuple[list[dict], int]:
-        async def first_event(t: LocalSchedulerJobTrigger) -> dict:
+        async def first_event(t: BatchSchedulerJobTrigger) -> dict:
             async for event in t.run():
                 return dict(event.payload)
             raise AssertionError("trigger ended without an event")

@@ -8,8 +8,9 @@
       >> destroy_vms (only if the jobnet failed and destroy_on_failure) >> report
 
 A launched VM reaches SSH through a connection chosen by its name (``server_connections``; by default
-every VM maps to ``ssh_fleet``), its name exported as ``RACKFLOW_SERVER`` and its first address as
-``RACKFLOW_SERVER_ADDRESS``; ``use_launch_address`` connects to that address instead (real VMs).
+every VM maps to ``[rackflow] jobnet_ssh_conn_id``), its name exported as ``RACKFLOW_SERVER`` and its
+first address as ``RACKFLOW_SERVER_ADDRESS``; ``use_launch_address`` connects to that address instead
+(real VMs).
 In the demo the VMs are libvirt test-driver domains, so the steps run over SSH on 127.0.0.1.
 """
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Param
 
+from rackflow import settings
 from rackflow.core.jobnet import JobnetLibrary, LaunchedServer, Stage
 from rackflow.dag_factories.jobnet import (
     JOBNET_TAG_PREFIX,
@@ -34,7 +36,6 @@ from rackflow.dag_factories.jobnet import (
 from rackflow.dag_factories.vms import group_param, inventory_groups
 from rackflow.operators.jobnet import DestroyVMsOnFailureOperator
 from rackflow.operators.libvirt import PLAN_KEY, LaunchVMsOperator
-from rackflow.operators.ssh_step import DEFAULT_SSH_CONN_ID
 
 if TYPE_CHECKING:
     pass
@@ -78,7 +79,8 @@ def build_environment_dag(
     :param groups: network groups the ``group`` run param offers; default: the inventory's.
     :param image: default base image (a run param).
     :param name_pattern: default VM name pattern (a run param); default ``<name>-{seq:02d}``.
-    :param server_connections: VM name -> SSH connection id, ``"*"`` the default (``ssh_fleet``).
+    :param server_connections: VM name -> SSH connection id, ``"*"`` the default
+        (``[rackflow] jobnet_ssh_conn_id``).
     :param use_launch_address: connect to each VM's address rather than the connection's host.
     :param launch_timeout: how long the VMs may take to run.
     :param retry_delay: delay between a step's retries.
@@ -98,7 +100,7 @@ def build_environment_dag(
         raise ValueError(f"jobnet {name!r} params {clash} clash with the launch's params")
     binding = ServerBinding(
         launch_tasks={launch_name: launch_name},
-        server_connections=dict(server_connections or {"*": DEFAULT_SSH_CONN_ID}),
+        server_connections=dict(server_connections or {"*": settings.jobnet_ssh_conn_id()}),
         use_launch_address=use_launch_address,
     )
     params: dict[str, Param] = {

@@ -36,12 +36,12 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from rackflow.core.jobspec import JobDescription, parse_job_description
 from rackflow.db import jobs
 from rackflow.hooks.job_dirs import open_job_dir
-from rackflow.hooks.scheduler import JobDirectoryError, LocalSchedulerHook, SchedulerCommandError
+from rackflow.hooks.scheduler import BatchSchedulerHook, JobDirectoryError, SchedulerCommandError
 from rackflow.operators.scheduler import (
     WAIT_RETRIES,
     WAIT_RETRY_DELAY,
     MissingJobAccount,
-    SubmitToLocalSchedulerOperator,
+    SubmitToBatchSchedulerOperator,
     resolve_job,
 )
 
@@ -53,7 +53,7 @@ def create_job_dag(
     *,
     scheduler: str = "slurm",
     ssh_conn_id: str | None = None,
-    env: dict[str, str] | None = None,
+    scheduler_env: dict[str, str] | None = None,
     aws_conn_id: str | None = "aws_default",
     poll_interval: float | None = None,
     max_active_runs: int = 256,
@@ -64,15 +64,15 @@ def create_job_dag(
     :param dag_id: DAG id (the job API works on ``rackflow_job``).
     :param scheduler: ``slurm``, ``pbspro``, ``lsf`` or ``sge``.
     :param ssh_conn_id: SSH connection of the login node; None runs scheduler commands on the worker.
-    :param env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
+    :param scheduler_env: extra environment for the scheduler commands (e.g. ``SLURM_CONF``).
     :param aws_conn_id: AWS connection used for ``s3://`` staging.
     :param poll_interval: seconds between scheduler status polls.
     :param max_active_runs: jobs that may be in flight at once.
     :param tags: DAG tags.
     """
 
-    def hook() -> LocalSchedulerHook:
-        return LocalSchedulerHook(scheduler=scheduler, ssh_conn_id=ssh_conn_id, env=env)
+    def hook() -> BatchSchedulerHook:
+        return BatchSchedulerHook(scheduler=scheduler, ssh_conn_id=ssh_conn_id, scheduler_env=scheduler_env)
 
     def keys(context: Any) -> tuple[str, str, str | None]:
         run = context["dag_run"]
@@ -154,12 +154,12 @@ def create_job_dag(
             if staged:
                 jobs.record_event(dag_id_, run_id, None, "staged in: " + "; ".join(staged))
 
-        submit = SubmitToLocalSchedulerOperator(
+        submit = SubmitToBatchSchedulerOperator(
             task_id="submit",
             job="{{ params.job | tojson }}",
             scheduler=scheduler,
             ssh_conn_id=ssh_conn_id,
-            env=env,
+            scheduler_env=scheduler_env,
             poll_interval=poll_interval,
             before_submit=stage_inputs,  # name, directory and account: the ones stage_in recorded
             # The wait: deferred to the cluster's poller; the trigger records the job's states and its

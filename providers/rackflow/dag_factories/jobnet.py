@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
+from rackflow import settings
 from rackflow.core.jobnet import (
     BoundAction,
     Jobnet,
@@ -48,7 +49,7 @@ from rackflow.operators.jobnet import (
     JobnetTaskIds,
     stage_group_id,
 )
-from rackflow.operators.ssh_step import DEFAULT_SSH_CONN_ID, SSHStepOperator
+from rackflow.operators.ssh_step import SSHStepOperator
 
 if TYPE_CHECKING:
     pass
@@ -74,11 +75,15 @@ class ServerBinding:
     """
 
     launch_tasks: Mapping[str, str] = field(default_factory=dict)
-    server_connections: Mapping[str, str] = field(default_factory=lambda: {"*": DEFAULT_SSH_CONN_ID})
+    server_connections: Mapping[str, str] = field(
+        default_factory=lambda: {"*": settings.jobnet_ssh_conn_id()}
+    )
     use_launch_address: bool = False
 
     def connection_for(self, vm: str) -> str:
-        return self.server_connections.get(vm, self.server_connections.get("*", DEFAULT_SSH_CONN_ID))
+        return self.server_connections.get(
+            vm, self.server_connections.get("*", settings.jobnet_ssh_conn_id())
+        )
 
     def operator_kwargs(self, action: BoundAction) -> dict[str, Any]:
         """Constructor arguments of :class:`SSHStepOperator` that say where ``action`` runs."""

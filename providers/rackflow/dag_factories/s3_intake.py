@@ -160,7 +160,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
 
     from rackflow.core.s3_protocol import StatusCache
     from rackflow.hooks.s3_jobs import S3JobsHook
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
     from rackflow.operators.s3_intake import (
         ACCEPT_RETRIES,
         ACCEPT_TASK_ID,
@@ -223,8 +223,8 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
             ready = announced_ready_jobs(context)
             if ready is None:
                 ready = [job.to_dict() for job in s3.poll(StatusCache()).ready]
-            scheduler = LocalSchedulerHook(
-                scheduler=config.scheduler, env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
+            scheduler = BatchSchedulerHook(
+                scheduler=config.scheduler, scheduler_env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
             )
             run = IntakeRun(
                 dag_id=config.dag_id,

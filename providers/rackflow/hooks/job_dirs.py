@@ -4,7 +4,7 @@ A :class:`JobDirectory` is what stage-in, the manifest, stage-out and submit nee
 job runs in (``<job_base_dir>/<prefix>``): create it fresh, create files and sub-directories in it,
 list it, read results back. :class:`LocalJobDirectory` uses this host's file system;
 :class:`SftpJobDirectory` uses paramiko's ``SFTPClient`` on the login node's SSH connection (the ssh
-provider's ``SSHHook``, through :class:`~rackflow.hooks.scheduler.LocalSchedulerHook`, which runs the
+provider's ``SSHHook``, through :class:`~rackflow.hooks.scheduler.BatchSchedulerHook`, which runs the
 scheduler commands on the same node). Both keep the same rules:
 
 * the job directory is created here, mode 0700, and must not exist before (a job never reuses an old
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from rackflow.core.s3_protocol import EntryStat, UnsafeKeyError, validate_job_prefix
 
 if TYPE_CHECKING:
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
 _NS = 1_000_000_000
 BASE_MODE = 0o711
@@ -148,7 +148,7 @@ class JobDirectory(ABC):
 
 
 def open_job_dir(
-    path: str | Path, ssh_conn_id: str | None = None, *, scheduler_hook: LocalSchedulerHook | None = None
+    path: str | Path, ssh_conn_id: str | None = None, *, scheduler_hook: BatchSchedulerHook | None = None
 ) -> JobDirectory:
     """The job directory at ``path`` on this host (``ssh_conn_id`` None) or on that login node
     (sharing ``scheduler_hook``'s SSH connection when given)."""
@@ -303,13 +303,13 @@ class SftpJobDirectory(JobDirectory):
     """
 
     def __init__(
-        self, path: str, ssh_conn_id: str, *, scheduler_hook: LocalSchedulerHook | None = None
+        self, path: str, ssh_conn_id: str, *, scheduler_hook: BatchSchedulerHook | None = None
     ) -> None:
-        from rackflow.hooks.scheduler import LocalSchedulerHook
+        from rackflow.hooks.scheduler import BatchSchedulerHook
 
         self.where = ssh_conn_id
         self._own_hook = scheduler_hook is None
-        self._hook = scheduler_hook or LocalSchedulerHook(ssh_conn_id=ssh_conn_id)
+        self._hook = scheduler_hook or BatchSchedulerHook(ssh_conn_id=ssh_conn_id)
         try:
             self._sftp: Any = self._hook.open_sftp()
             try:

@@ -57,7 +57,7 @@ from rackflow.hooks.job_dirs import JobDirectory, as_job_directory
 from rackflow.hooks.scheduler import JobFollower
 
 if TYPE_CHECKING:
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
 log = logging.getLogger(__name__)
 
@@ -518,12 +518,12 @@ class S3JobsHook(BaseHook):
 # -- scheduler bridge ---------------------------------------------------------------------------------
 # The uploader's own job script (with its own directives) is submitted as-is from the job directory, as
 # the intake's run_as account, idempotently by job name, through the batch-jobs layer's
-# LocalSchedulerHook.submit_script (options rackflow manages on the command line).
+# BatchSchedulerHook.submit_script (options rackflow manages on the command line).
 
 
 def cancel_intake_job(
     hook: S3JobsHook,
-    scheduler: LocalSchedulerHook,
+    scheduler: BatchSchedulerHook,
     prefix: str,
     job_id: str,
     why: str,
@@ -550,7 +550,7 @@ def write_canceled(hook: S3JobsHook, prefix: str, job_id: str, why: str) -> JobS
 class S3StatusFollower(JobFollower):
     """Keeps an intake job's status object in step while the shared cluster poller waits for it.
 
-    Given to :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` by the intake's wait task:
+    Given to :class:`~rackflow.triggers.scheduler.BatchSchedulerJobTrigger` by the intake's wait task:
     in the triggerer it writes ``RUNNING`` when the job starts (a conditional write, and only over
     ``QUEUED``), and ``CANCELED`` when the waiting task is killed. The task itself resumes only when the
     job has ended, for the stage-out.

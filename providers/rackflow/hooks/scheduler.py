@@ -1,4 +1,4 @@
-"""LocalSchedulerHook: run a batch scheduler adapter's commands on this host or on a login node over SSH.
+"""BatchSchedulerHook: run a batch scheduler adapter's commands on this host or on a login node over SSH.
 
 The adapters in :mod:`rackflow.core.schedulers` only build command lines and parse output; this hook
 runs them. Without ``ssh_conn_id`` commands run here (``subprocess``); with one they run on the login
@@ -8,8 +8,8 @@ SFTP. One :meth:`statuses` call asks about any number of jobs with one scheduler
 Confinement, the same locally and over SSH:
 
 * No command inherits the worker's environment (``AIRFLOW__*`` secrets, ``AIRFLOW_CONN_*``): each
-  gets :meth:`LocalSchedulerHook.command_env` -- a minimal ``PATH``, the scheduler client's own
-  variables found in the worker's environment (locally only, e.g. ``SLURM_CONF``) and ``env``.
+  gets :meth:`BatchSchedulerHook.command_env` -- a minimal ``PATH``, the scheduler client's own
+  variables found in the worker's environment (locally only, e.g. ``SLURM_CONF``) and ``scheduler_env``.
 * Submitting and cancelling run as the job's Unix account:
   ``sudo -n -u ACCOUNT -- env -i -C WORKDIR PATH=... <scheduler env> <command>`` (root needs no
   sudoers entry; a non-root service account needs one, see the README's security model).
@@ -49,7 +49,7 @@ from rackflow.core.schedulers import (
     get_adapter,
 )
 
-# PATH of every scheduler command (``env`` may replace it, e.g. for /opt/slurm/bin).
+# PATH of every scheduler command (``scheduler_env`` may replace it, e.g. for /opt/slurm/bin).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The variables each scheduler's client commands read to find their cluster: the only part of the
 # worker's environment a (local) scheduler command sees.
@@ -104,12 +104,12 @@ class SubmitResult:
     """True when a job of that name already existed and nothing was submitted."""
 
 
-class LocalSchedulerHook(BaseHook):
+class BatchSchedulerHook(BaseHook):
     """Talk to the site's batch scheduler (Slurm, PBS Pro, LSF, Grid Engine) locally or over SSH.
 
     :param scheduler: adapter kind: ``slurm``, ``pbspro``, ``lsf`` or ``sge``.
     :param ssh_conn_id: SSH connection of a login node; None runs the commands on this host.
-    :param env: environment of the scheduler commands on top of a minimal ``PATH`` and the client's
+    :param scheduler_env: environment of the scheduler commands on top of a minimal ``PATH`` and the client's
         own variables (e.g. ``SLURM_CONF``); nothing else of the worker's environment is passed.
     :param command_timeout: seconds before a scheduler command is abandoned.
     :param accounting_lag: seconds to keep asking the scheduler's accounting about a job that has
@@ -117,14 +117,14 @@ class LocalSchedulerHook(BaseHook):
     """
 
     conn_name_attr = "ssh_conn_id"
-    hook_name = "Local batch scheduler"
+    hook_name = "Batch scheduler (local or over SSH)"
 
     def __init__(
         self,
         *,
         scheduler: str = "slurm",
         ssh_conn_id: str | None = None,
-        env: dict[str, str] | None = None,
+        scheduler_env: dict[str, str] | None = None,
         command_timeout: float = 60.0,
         accounting_lag: float = 5.0,
     ) -> None:
@@ -132,7 +132,7 @@ class LocalSchedulerHook(BaseHook):
         self.scheduler = scheduler
         self.adapter: SchedulerAdapter = get_adapter(scheduler)
         self.ssh_conn_id = ssh_conn_id or None
-        self.env = dict(env or {})
+        self.scheduler_env = dict(scheduler_env or {})
         self.command_timeout = command_timeout
         self.accounting_lag = accounting_lag
         self._ssh_client: Any = None
@@ -145,7 +145,7 @@ class LocalSchedulerHook(BaseHook):
     @property
     def cluster_key(self) -> str:
         """Which cluster this hook talks to: jobs with the same key can be polled together."""
-        return cluster_key(self.adapter.kind, self.ssh_conn_id, self.env)
+        return cluster_key(self.adapter.kind, self.ssh_conn_id, self.scheduler_env)
 
     # -- running commands ---------------------------------------------------------------------------
 
@@ -171,11 +171,11 @@ class LocalSchedulerHook(BaseHook):
 
     def command_env(self) -> dict[str, str]:
         """The whole environment of a scheduler command: a minimal PATH, the scheduler client's
-        variables from this process (local commands only) and ``env``."""
+        variables from this process (local commands only) and ``scheduler_env``."""
         env = {"PATH": DEFAULT_PATH}
         if self.ssh_conn_id is None:
             env.update({k: os.environ[k] for k in CLIENT_ENV.get(self.adapter.kind, ()) if k in os.environ})
-        env.update(self.env)
+        env.update(self.scheduler_env)
         return env
 
     def command_line(
@@ -517,7 +517,7 @@ class JobFollower:
     """What a front door does, in the triggerer, when its waiting job changes state or is killed.
 
     A subclass is named by its import path in
-    :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` (``follower``) and
+    :class:`~rackflow.triggers.scheduler.BatchSchedulerJobTrigger` (``follower``) and
     built with ``follower_kwargs`` (JSON values); its methods run in a thread and may block.
     An exception is logged and the wait goes on: the job's end is what matters.
     """
@@ -532,20 +532,20 @@ class JobFollower:
         """The waiting task was killed and the scheduler job cancelled (as far as the scheduler knew it)."""
 
 
-def cluster_key(kind: str, ssh_conn_id: str | None, env: dict[str, str] | None = None) -> str:
+def cluster_key(kind: str, ssh_conn_id: str | None, scheduler_env: dict[str, str] | None = None) -> str:
     """``slurm@local`` or ``slurm@ssh:<conn>``, plus the extra environment (it can select the cluster)."""
     where = f"ssh:{ssh_conn_id}" if ssh_conn_id else "local"
-    extra = ",".join(f"{k}={v}" for k, v in sorted((env or {}).items()))
+    extra = ",".join(f"{k}={v}" for k, v in sorted((scheduler_env or {}).items()))
     return f"{kind}@{where}" + (f"[{extra}]" if extra else "")
 
 
 __all__ = [
     "CLIENT_ENV",
     "DEFAULT_PATH",
+    "BatchSchedulerHook",
     "CommandResult",
     "JobDirectoryError",
     "JobFollower",
-    "LocalSchedulerHook",
     "SchedulerCommandError",
     "SchedulerRejectedJob",
     "SubmitResult",

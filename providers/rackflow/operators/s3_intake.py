@@ -4,7 +4,7 @@ Each step is a plain function over :class:`~rackflow.hooks.s3_jobs.S3JobsHook` (
 them in tasks), except the wait, which is a deferrable operator. The job directory is on the execution
 host: this one, or a login node over SSH/SFTP (``ssh_conn_id``; see :mod:`rackflow.hooks.job_dirs`),
 where the scheduler commands then run too. Submit, poll and cancel go through
-:class:`~rackflow.hooks.scheduler.LocalSchedulerHook`, like the job API's jobs: the job runs as the
+:class:`~rackflow.hooks.scheduler.BatchSchedulerHook`, like the job API's jobs: the job runs as the
 intake's ``run_as`` account (its directory, mode 0700, is handed to that account before the submit),
 with no environment but its own, and the options rackflow manages on the submit command line.
 A step that fails for a reason the job owner should see writes ``FAILED`` with that reason before
@@ -47,7 +47,7 @@ from rackflow.hooks.s3_jobs import (
     cancel_intake_job,
     write_canceled,
 )
-from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
+from rackflow.hooks.scheduler import BatchSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.operators.scheduler import job_has_ended
 from rackflow.triggers.s3_job_status import S3JobWaitTrigger
 from rackflow.triggers.scheduler import cancel_claimed_job
@@ -149,7 +149,7 @@ def stage_in_job(
 def submit_job(
     hook: S3JobsHook,
     staged: dict[str, Any],
-    scheduler: LocalSchedulerHook,
+    scheduler: BatchSchedulerHook,
     claim_id: str,
     run_as: str,
     on_submitted: Callable[[str], None] = lambda job_id: None,
@@ -197,7 +197,7 @@ class IntakeRun:
 
 
 def accept_jobs(
-    hook: S3JobsHook, ready: Sequence[dict[str, str]], scheduler: LocalSchedulerHook, run: IntakeRun
+    hook: S3JobsHook, ready: Sequence[dict[str, str]], scheduler: BatchSchedulerHook, run: IntakeRun
 ) -> list[dict[str, Any]]:
     """Claim, stage in and submit every job of ``ready`` in one task, each recorded in the job record
     (``rackflow_job``: one row per job, keyed by the intake DAG and its job key); the submitted jobs,
@@ -251,7 +251,7 @@ def accept_jobs(
 def _take(
     hook: S3JobsHook,
     claimed: dict[str, Any],
-    scheduler: LocalSchedulerHook,
+    scheduler: BatchSchedulerHook,
     run: IntakeRun,
     row: Any = None,
 ) -> dict[str, Any] | None:
@@ -304,7 +304,7 @@ def _take(
     return {**submitted, "job_key": key, "dag_id": run.dag_id}
 
 
-def _remove_partial_stage_in(scheduler: LocalSchedulerHook, run: IntakeRun, prefix: str) -> None:
+def _remove_partial_stage_in(scheduler: BatchSchedulerHook, run: IntakeRun, prefix: str) -> None:
     """Remove the directory a stage-in of this run's claim left unfinished (the job record proves
     rackflow made it for this claim; nothing was submitted from it)."""
     with open_job_dir(job_dir_path(run.base_dir, prefix), run.ssh_conn_id) as job_dir:
@@ -364,7 +364,7 @@ def fail_unfinished_job(
     hook: S3JobsHook,
     prefix: str,
     reason: str,
-    scheduler: LocalSchedulerHook | None = None,
+    scheduler: BatchSchedulerHook | None = None,
     job_id: str | None = None,
     account: str | None = None,
 ) -> str | None:
@@ -391,7 +391,7 @@ def end_after_failed_task(
     step: str,
     prefix: str,
     reason: str,
-    scheduler: LocalSchedulerHook,
+    scheduler: BatchSchedulerHook,
     job_id: str | None,
     account: str | None,
 ) -> str | None:
@@ -455,7 +455,7 @@ def job_task_failed(
             log.info("%s failed before this run claimed a job; no status to write", ti.task_id)
             return
         hook = S3JobsHook(aws_conn_id, bucket_name=bucket_name)
-        local = LocalSchedulerHook(scheduler=scheduler, env=scheduler_env, ssh_conn_id=ssh_conn_id)
+        local = BatchSchedulerHook(scheduler=scheduler, scheduler_env=scheduler_env, ssh_conn_id=ssh_conn_id)
         try:
             for key, prefix, job_id in targets:
                 try:
@@ -559,7 +559,7 @@ class S3JobWaitOperator(BaseOperator):
                 "dag_id": dag_id,
                 "scheduler": scheduler,
                 "ssh_conn_id": ssh_conn_id,
-                "env": scheduler_env,
+                "scheduler_env": scheduler_env,
                 "poll_interval": poll_interval,
             },
             next_method="execute_complete",
@@ -570,9 +570,9 @@ class S3JobWaitOperator(BaseOperator):
     def _hook(self) -> S3JobsHook:
         return S3JobsHook(self.aws_conn_id, bucket_name=self.bucket_name)
 
-    def _scheduler(self) -> LocalSchedulerHook:
-        return LocalSchedulerHook(
-            scheduler=self.scheduler, env=self.scheduler_env, ssh_conn_id=self.ssh_conn_id
+    def _scheduler(self) -> BatchSchedulerHook:
+        return BatchSchedulerHook(
+            scheduler=self.scheduler, scheduler_env=self.scheduler_env, ssh_conn_id=self.ssh_conn_id
         )
 
     def follower(self) -> S3StatusFollower:
@@ -605,7 +605,7 @@ class S3JobWaitOperator(BaseOperator):
             dag_id=self.job.get("dag_id"),
             scheduler=self.scheduler,
             ssh_conn_id=self.ssh_conn_id,
-            env=self.scheduler_env,
+            scheduler_env=self.scheduler_env,
             poll_interval=self.poll_interval,
             last_state=known_state,
         )

@@ -6,7 +6,7 @@ run id, and an existing job of that name is taken over instead of submitting aga
 cleared task or a worker crash never runs the job twice, and a crafted run id never adopts someone
 else's job. The job runs as the Unix account ``[rackflow] job_accounts`` maps its owner to (the run's
 triggering user); without one nothing is submitted. Waiting happens in the triggerer
-(:class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`), holding no worker slot.
+(:class:`~rackflow.triggers.scheduler.BatchSchedulerJobTrigger`), holding no worker slot.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from rackflow.core.jobspec import JobDescription, JobDescriptionError, parse_job_description
 from rackflow.core.schedulers import JobStatus
 from rackflow.db import jobs
-from rackflow.hooks.scheduler import LocalSchedulerHook, SchedulerRejectedJob, check_account
+from rackflow.hooks.scheduler import BatchSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.triggers.scheduler import (
     ENDED_FAILED,
     ENDED_TERMINATED,
-    LocalSchedulerJobTrigger,
+    BatchSchedulerJobTrigger,
     cancel_claimed_job,
     record_job_end,
     usage_text,
@@ -48,7 +48,7 @@ WAIT_RETRIES = 3
 WAIT_RETRY_DELAY = timedelta(seconds=5)
 
 
-def job_has_ended(hook: LocalSchedulerHook, job_id: str) -> bool:
+def job_has_ended(hook: BatchSchedulerHook, job_id: str) -> bool:
     """Whether ``job_id`` has ended (the queue, else the accounting): a kill then cancels nothing.
 
     A task killed while it completes an ended job -- e.g. a resumed try the scheduler fails on a stale
@@ -135,22 +135,24 @@ class _SchedulerJobMixin:
 
     scheduler: str
     ssh_conn_id: str | None
-    env: dict[str, str] | None
+    scheduler_env: dict[str, str] | None
     poll_interval: float
     record_events: bool
     fail_on_job_failure: bool
     log: Any
 
-    def hook(self) -> LocalSchedulerHook:
-        return LocalSchedulerHook(scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, env=self.env)
+    def hook(self) -> BatchSchedulerHook:
+        return BatchSchedulerHook(
+            scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, scheduler_env=self.scheduler_env
+        )
 
-    def _trigger(self, job_id: str, context: Any, last_state: str = "QUEUED") -> LocalSchedulerJobTrigger:
+    def _trigger(self, job_id: str, context: Any, last_state: str = "QUEUED") -> BatchSchedulerJobTrigger:
         dag_id, run_id, _ = _run_keys(context)
-        return LocalSchedulerJobTrigger(
+        return BatchSchedulerJobTrigger(
             scheduler_job_id=job_id,
             scheduler=self.scheduler,
             ssh_conn_id=self.ssh_conn_id,
-            env=self.env,
+            scheduler_env=self.scheduler_env,
             poll_interval=self.poll_interval,
             dag_id=dag_id if self.record_events else None,
             run_id=run_id if self.record_events else None,
@@ -213,7 +215,7 @@ class _SchedulerJobMixin:
         return end.result
 
 
-class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
+class SubmitToBatchSchedulerOperator(_SchedulerJobMixin, BaseOperator):
     """Submit a job description to the local batch scheduler once, then wait for it in the triggerer.
 
     Returns (XCom) a dict: ``scheduler_job_id``, ``state`` (PSI/J), ``native_state``, ``exit_code``,
@@ -224,7 +226,8 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
     :param job: the job description: a dict, a :class:`JobDescription`, JSON text or JSDL XML (templated).
     :param scheduler: ``slurm`` (default), ``pbspro``, ``lsf`` or ``sge``.
     :param ssh_conn_id: SSH connection of the cluster's login node; None runs commands on the worker.
-    :param env: extra environment for the scheduler commands, e.g. ``{"SLURM_CONF": ...}`` (templated).
+    :param scheduler_env: extra environment for the scheduler commands, e.g. ``{"SLURM_CONF": ...}``
+        (templated).
     :param workdir: job directory on the cluster side (templated); default
         ``<[rackflow] jobs_directory>/<job name>``.
     :param job_name: scheduler job name (templated); default ``rf-<uuid>`` generated when the job is
@@ -244,8 +247,8 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         the trigger lost track of the job, to re-attach to it (up to ``WAIT_RETRIES`` times).
     """
 
-    template_fields: Sequence[str] = ("job", "job_name", "workdir", "ssh_conn_id", "env", "run_as")
-    template_fields_renderers = {"job": "json", "env": "json"}
+    template_fields: Sequence[str] = ("job", "job_name", "workdir", "ssh_conn_id", "scheduler_env", "run_as")
+    template_fields_renderers = {"job": "json", "scheduler_env": "json"}
     ui_color = "#d9ecf2"
 
     def __init__(
@@ -254,7 +257,7 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         job: dict[str, Any] | JobDescription | str,
         scheduler: str = "slurm",
         ssh_conn_id: str | None = None,
-        env: dict[str, str] | None = None,
+        scheduler_env: dict[str, str] | None = None,
         workdir: str | None = None,
         job_name: str | None = None,
         run_as: str | None = None,
@@ -275,7 +278,7 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
         self.job = job.to_dict() if isinstance(job, JobDescription) else job
         self.scheduler = scheduler
         self.ssh_conn_id = ssh_conn_id
-        self.env = env
+        self.scheduler_env = scheduler_env
         self.workdir = workdir
         self.job_name = job_name
         self.run_as = run_as
@@ -423,20 +426,20 @@ class SubmitToLocalSchedulerOperator(_SchedulerJobMixin, BaseOperator):
             self.log.exception("Could not cancel scheduler job %s", self._scheduler_job_id)
 
 
-class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
+class WaitForBatchSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
     """Wait (deferred) for a job submitted earlier, e.g. with ``wait_for_completion=False``.
 
     :param scheduler_job_id: the scheduler's job id (templated).
     :param scheduler: adapter kind.
     :param ssh_conn_id: SSH connection of the login node; None: this host.
-    :param env: extra environment for the scheduler commands (templated).
+    :param scheduler_env: extra environment for the scheduler commands (templated).
     :param poll_interval: seconds between status polls.
     :param deferrable: wait in the triggerer (default) instead of polling in the worker.
     :param record_events: write state changes to the rackflow job record.
     :param fail_on_job_failure: fail the task when the job ends FAILED/CANCELED.
     """
 
-    template_fields: Sequence[str] = ("scheduler_job_id", "ssh_conn_id", "env")
+    template_fields: Sequence[str] = ("scheduler_job_id", "ssh_conn_id", "scheduler_env")
 
     def __init__(
         self,
@@ -444,7 +447,7 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
         scheduler_job_id: str,
         scheduler: str = "slurm",
         ssh_conn_id: str | None = None,
-        env: dict[str, str] | None = None,
+        scheduler_env: dict[str, str] | None = None,
         poll_interval: float | None = None,
         deferrable: bool = True,
         record_events: bool = True,
@@ -455,7 +458,7 @@ class WaitForLocalSchedulerJobOperator(_SchedulerJobMixin, BaseOperator):
         self.scheduler_job_id = scheduler_job_id
         self.scheduler = scheduler
         self.ssh_conn_id = ssh_conn_id
-        self.env = env
+        self.scheduler_env = scheduler_env
         self.poll_interval = poll_interval if poll_interval is not None else default_poll_interval()
         self.deferrable = deferrable
         self.record_events = record_events
@@ -499,8 +502,8 @@ __all__ = [
     "WAIT_RETRIES",
     "WAIT_RETRY_DELAY",
     "MissingJobAccount",
-    "SubmitToLocalSchedulerOperator",
-    "WaitForLocalSchedulerJobOperator",
+    "SubmitToBatchSchedulerOperator",
+    "WaitForBatchSchedulerJobOperator",
     "job_account",
     "job_has_ended",
     "jobs_directory",

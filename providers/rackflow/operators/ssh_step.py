@@ -26,6 +26,7 @@ exit-code file, deferrable trigger, kill by process group), with what environmen
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 import secrets
@@ -59,7 +60,16 @@ if TYPE_CHECKING:
 
 RESULT_KEY = "step_result"
 """XCom key of every step's (and revert's) result dict."""
-DEFAULT_SSH_CONN_ID = "ssh_fleet"
+
+
+class _Default(enum.Enum):
+    """Marks an argument left to ``[rackflow]`` configuration."""
+
+    SSH_CONN_ID = "jobnet_ssh_conn_id"
+
+
+SETTING_SSH_CONN_ID = _Default.SSH_CONN_ID
+"""``ssh_conn_id`` default: ``[rackflow] jobnet_ssh_conn_id`` (``ssh_default``) when the task is made."""
 REMOTE_BASE_DIR = "/tmp/rackflow-steps"
 _TAIL_LINES = 50
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:+=@,-]")
@@ -179,7 +189,7 @@ class SSHStepOperator(BaseOperator):
         step runs on the ``launch_index``-th of them.
     :param launch_index: Which launched server.
     :param server_connections: VM name -> SSH connection id; key ``"*"`` is the default
-        (``ssh_fleet``). The VM's name is exported as ``RACKFLOW_SERVER``, its address as
+        (``[rackflow] jobnet_ssh_conn_id``). The VM's name is exported as ``RACKFLOW_SERVER``, its address as
         ``RACKFLOW_SERVER_ADDRESS``.
     :param use_launch_address: Connect to the launched VM's address instead of the connection's host.
     :param revert_of: Run as the revert of this step id: only when ``plan_task_id``'s plan lists it,
@@ -199,7 +209,7 @@ class SSHStepOperator(BaseOperator):
     def __init__(
         self,
         *,
-        ssh_conn_id: str | None = DEFAULT_SSH_CONN_ID,
+        ssh_conn_id: str | _Default | None = SETTING_SSH_CONN_ID,
         remote_host: str | None = None,
         command: str | None = None,
         script: str | Path | None = None,
@@ -231,6 +241,8 @@ class SSHStepOperator(BaseOperator):
             raise ValueError(f"{self.task_id}: needs exactly one of command or script")
         if revert_of is not None and plan_task_id is None:
             raise ValueError(f"{self.task_id}: a revert needs plan_task_id")
+        if isinstance(ssh_conn_id, _Default):
+            ssh_conn_id = settings.jobnet_ssh_conn_id()
         self.ssh_conn_id = ssh_conn_id
         self.remote_host = remote_host
         self.command = command
@@ -274,7 +286,7 @@ class SSHStepOperator(BaseOperator):
         server = launched[self.launch_index]
         name, address = str(server["name"]), _first_address(server)
         self.ssh_conn_id = self.server_connections.get(
-            name, self.server_connections.get("*", DEFAULT_SSH_CONN_ID)
+            name, self.server_connections.get("*", settings.jobnet_ssh_conn_id())
         )
         if self.use_launch_address and address:
             self.remote_host = address
@@ -564,9 +576,9 @@ class _Env:
 
 
 __all__ = [
-    "DEFAULT_SSH_CONN_ID",
     "REMOTE_BASE_DIR",
     "RESULT_KEY",
+    "SETTING_SSH_CONN_ID",
     "SSHStepOperator",
     "StepFailed",
     "StepTimeout",

@@ -25,7 +25,7 @@ from rackflow.db import jobs
 
 if TYPE_CHECKING:
     from rackflow.hooks.job_dirs import JobDirectory
-    from rackflow.hooks.scheduler import LocalSchedulerHook
+    from rackflow.hooks.scheduler import BatchSchedulerHook
 
 
 def _size(n: int) -> str:
@@ -85,7 +85,7 @@ def keep_output(
 
 
 def finish_job_directory(
-    hook: LocalSchedulerHook, dag_id: str, run_id: str, workdir: str, retention: timedelta
+    hook: BatchSchedulerHook, dag_id: str, run_id: str, workdir: str, retention: timedelta
 ) -> str:
     """Remove the job directory now (``retention`` 0) or note until when it stays; the event's text."""
     if retention <= timedelta(0):
@@ -97,7 +97,7 @@ def finish_job_directory(
     return f"job directory {workdir} kept until {until:%Y-%m-%d %H:%M:%S} UTC (job_directory_retention)"
 
 
-def remove_expired(hook: LocalSchedulerHook, dag_id: str, *, limit: int = 50) -> int:
+def remove_expired(hook: BatchSchedulerHook, dag_id: str, *, limit: int = 50) -> int:
     """Remove up to ``limit`` of the DAG's kept job directories whose retention has run out (the same
     cluster: one job DAG per cluster); each job gets an event. Returns how many went."""
     removed = 0

@@ -2,7 +2,7 @@
 
 They run in the triggerer, so nothing holds a worker slot while a bucket is idle. A submitted job
 waits like every batch job, on the cluster's shared poller: :class:`S3JobWaitTrigger` is
-:class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` with an
+:class:`~rackflow.triggers.scheduler.BatchSchedulerJobTrigger` with an
 :class:`~rackflow.hooks.s3_jobs.S3StatusFollower`, told its job by the intake's accept task. The S3
 calls are blocking clients; they run in a thread (``asyncio.to_thread``).
 """
@@ -22,7 +22,7 @@ from rackflow.core.s3_protocol import StatusCache
 # Imported here, not in run(): importing boto3 and the amazon provider inside run() would block the
 # triggerer's event loop for seconds on first use.
 from rackflow.hooks.s3_jobs import S3JobsHook, S3StatusFollower
-from rackflow.triggers.scheduler import LocalSchedulerJobTrigger
+from rackflow.triggers.scheduler import BatchSchedulerJobTrigger
 
 
 class S3JobStatusTrigger(BaseTrigger):
@@ -174,11 +174,11 @@ class S3JobsReadyEventTrigger(BaseEventTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
-class S3JobWaitTrigger(LocalSchedulerJobTrigger):
+class S3JobWaitTrigger(BatchSchedulerJobTrigger):
     """
     Wait on the cluster's shared poller for an S3 intake job the accept task submitted.
 
-    The shared :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger` (one status query per
+    The shared :class:`~rackflow.triggers.scheduler.BatchSchedulerJobTrigger` (one status query per
     cluster and interval, state changes and termination through the job record, cancel on kill), for
     the job given as ``job``: the accept task's dict for it (``prefix``, ``job_id``, ``job_key``,
     ``run_as``), or that dict as JSON -- which is how the intake's mapped wait task, started from the
@@ -189,8 +189,8 @@ class S3JobWaitTrigger(LocalSchedulerJobTrigger):
     :param bucket_name: the intake bucket.
     :param aws_conn_id: Airflow AWS connection.
     :param dag_id: the intake DAG (with the job's key, its job record).
-    :param kwargs: the rest of :class:`~rackflow.triggers.scheduler.LocalSchedulerJobTrigger`'s
-        arguments (``scheduler``, ``ssh_conn_id``, ``env``, ``poll_interval``, ...).
+    :param kwargs: the rest of :class:`~rackflow.triggers.scheduler.BatchSchedulerJobTrigger`'s
+        arguments (``scheduler``, ``ssh_conn_id``, ``scheduler_env``, ``poll_interval``, ...).
     """
 
     def __init__(

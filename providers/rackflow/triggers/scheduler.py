@@ -1,6 +1,6 @@
 """Deferrable wait for batch scheduler jobs: N waiting jobs on one cluster cost ONE status query per interval.
 
-Every :class:`LocalSchedulerJobTrigger` in a triggerer process subscribes its job to the
+Every :class:`BatchSchedulerJobTrigger` in a triggerer process subscribes its job to the
 :class:`ClusterPoller` of its cluster (scheduler kind + SSH connection + environment). The poller
 runs one status command for all subscribed jobs each interval and hands each trigger its job's
 status; it also asks the rackflow database, in one query, which of its jobs a user asked to
@@ -42,7 +42,7 @@ from airflow.triggers.base import (
 )
 
 from rackflow.core.schedulers import JobDetail, JobState, JobStatus
-from rackflow.hooks.scheduler import JobFollower, LocalSchedulerHook, cluster_key
+from rackflow.hooks.scheduler import BatchSchedulerHook, JobFollower, cluster_key
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class ClusterPoller:
 
     _pollers: dict[tuple[int, str], ClusterPoller] = {}
 
-    def __init__(self, hook: LocalSchedulerHook, loop_id: int) -> None:
+    def __init__(self, hook: BatchSchedulerHook, loop_id: int) -> None:
         self.hook = hook
         self.key = (loop_id, hook.cluster_key)
         self.subscriptions: set[_Subscription] = set()
@@ -70,7 +70,7 @@ class ClusterPoller:
         self.polls = 0
 
     @classmethod
-    def for_hook(cls, hook: LocalSchedulerHook) -> ClusterPoller:
+    def for_hook(cls, hook: BatchSchedulerHook) -> ClusterPoller:
         loop_id = id(asyncio.get_running_loop())
         key = (loop_id, hook.cluster_key)
         poller = cls._pollers.get(key)
@@ -122,7 +122,7 @@ class ClusterPoller:
             cancel_claimed_job(self.hook, key, sub.job_id, "termination requested")
 
 
-def cancel_claimed_job(hook: LocalSchedulerHook, key: JobKey, job_id: str, why: str) -> bool:
+def cancel_claimed_job(hook: BatchSchedulerHook, key: JobKey, job_id: str, why: str) -> bool:
     """Cancel ``job_id`` if this caller wins the job's cancel claim; record the event. True if it acted."""
     from rackflow.db import jobs
 
@@ -193,7 +193,7 @@ def usage_text(result: dict[str, Any]) -> str:
 
 
 def record_job_end(
-    hook: LocalSchedulerHook,
+    hook: BatchSchedulerHook,
     job_id: str,
     status: JobStatus,
     job_key: JobKey | None,
@@ -282,13 +282,13 @@ _ENDED_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed
 _ENDED_RUN_STATES = frozenset({"success", "failed"})
 
 
-class LocalSchedulerJobTrigger(BaseTrigger):
+class BatchSchedulerJobTrigger(BaseTrigger):
     """Wait until a batch scheduler job ends; fires ``{"status": "done", "job_status": {...}}``.
 
     :param scheduler_job_id: the scheduler's job id.
     :param scheduler: adapter kind (``slurm``, ``pbspro``, ``lsf``, ``sge``).
     :param ssh_conn_id: SSH connection of the login node; None runs commands on the triggerer host.
-    :param env: extra environment for scheduler commands.
+    :param scheduler_env: extra environment for scheduler commands.
     :param poll_interval: seconds between status queries (shared by all jobs of the cluster).
     :param dag_id: with ``run_id``, the job record to write state changes to and read termination from.
     :param run_id: the job's DAG run id.
@@ -311,7 +311,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         scheduler_job_id: str,
         scheduler: str = "slurm",
         ssh_conn_id: str | None = None,
-        env: dict[str, str] | None = None,
+        scheduler_env: dict[str, str] | None = None,
         poll_interval: float = 5.0,
         dag_id: str | None = None,
         run_id: str | None = None,
@@ -326,7 +326,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
         self.scheduler_job_id = scheduler_job_id
         self.scheduler = scheduler
         self.ssh_conn_id = ssh_conn_id
-        self.env = dict(env or {})
+        self.scheduler_env = dict(scheduler_env or {})
         self.poll_interval = poll_interval
         self.dag_id = dag_id
         self.run_id = run_id
@@ -344,7 +344,7 @@ class LocalSchedulerJobTrigger(BaseTrigger):
                 "scheduler_job_id": self.scheduler_job_id,
                 "scheduler": self.scheduler,
                 "ssh_conn_id": self.ssh_conn_id,
-                "env": self.env,
+                "scheduler_env": self.scheduler_env,
                 "poll_interval": self.poll_interval,
                 "dag_id": self.dag_id,
                 "run_id": self.run_id,
@@ -363,10 +363,12 @@ class LocalSchedulerJobTrigger(BaseTrigger):
 
     @property
     def cluster_key(self) -> str:
-        return cluster_key(self.scheduler, self.ssh_conn_id, self.env)
+        return cluster_key(self.scheduler, self.ssh_conn_id, self.scheduler_env)
 
-    def _hook(self) -> LocalSchedulerHook:
-        return LocalSchedulerHook(scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, env=self.env)
+    def _hook(self) -> BatchSchedulerHook:
+        return BatchSchedulerHook(
+            scheduler=self.scheduler, ssh_conn_id=self.ssh_conn_id, scheduler_env=self.scheduler_env
+        )
 
     def _recorded_state(self) -> None:
         """Start from the job record's state (a re-attached wait writes no event twice)."""
@@ -533,10 +535,10 @@ __all__ = [
     "ENDED_COMPLETED",
     "ENDED_FAILED",
     "ENDED_TERMINATED",
+    "BatchSchedulerJobTrigger",
     "ClusterPoller",
     "JobEnd",
     "JobFollower",
-    "LocalSchedulerJobTrigger",
     "cancel_claimed_job",
     "load_follower",
     "record_job_end",
