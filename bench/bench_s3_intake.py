@@ -280,14 +280,16 @@ def bench_idle_poll(client, prefixes: int = 1000) -> tuple[dict[str, int], dict[
     hook = S3JobsHook(CONN_ID, bucket_name=bucket)
     cache = StatusCache()
     hook.poll(cache)  # the first poll after a restart reads every status once
-    hook.requests.clear()
-    result = hook.poll(cache)
-    ours = {"list": result.list_requests, "get": result.get_requests}
+    # Every request the hook's client sends, by operation, counted by botocore's event hook.
+    sent: Counter[str] = Counter()
+    hook.client.meta.events.register("before-call.s3", lambda model, **_: sent.update([model.name]))
+    hook.poll(cache)
+    ours = {"list": sent["ListObjectsV2"], "get": sent["GetObject"]}
     # The seed's cron: list the bucket, then read every job's status object, every run.
-    hook.requests.clear()
+    sent.clear()
     for job in hook.list_job_prefixes():
         hook.read_status(job)
-    seed = {"list": hook.requests["ListObjectsV2"], "get": hook.requests["GetObject"]}
+    seed = {"list": sent["ListObjectsV2"], "get": sent["GetObject"]}
     return ours, seed
 
 

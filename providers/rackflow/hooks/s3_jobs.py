@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -136,8 +135,8 @@ class S3JobsHook(BaseHook):
     Read and write one S3 intake bucket with the aws-jobmanager job protocol.
 
     Uses the amazon provider's :class:`~airflow.providers.amazon.aws.hooks.s3.S3Hook` for the
-    connection (credentials, ``endpoint_url`` in the connection's extra). Counts the S3 requests it makes
-    in :attr:`requests` (per operation name), which the benchmark reports.
+    connection (credentials, ``endpoint_url`` in the connection's extra). Each :meth:`poll` reports the
+    listing pages and status GETs it made (the sensor logs them).
 
     :param aws_conn_id: Airflow connection of type Amazon Web Services.
     :param bucket_name: the intake bucket.
@@ -179,7 +178,6 @@ class S3JobsHook(BaseHook):
         self.aws_conn_id = aws_conn_id
         self.bucket_name = bucket_name
         self.page_size = page_size
-        self.requests: Counter[str] = Counter()
 
     @cached_property
     def s3_hook(self) -> Any:
@@ -189,15 +187,10 @@ class S3JobsHook(BaseHook):
 
     @cached_property
     def client(self) -> Any:
-        client = self.s3_hook.get_conn()
-        client.meta.events.register("before-call.s3", self._count_request)
-        return client
+        return self.s3_hook.get_conn()
 
     def get_conn(self) -> Any:
         return self.client
-
-    def _count_request(self, model: Any, **_: Any) -> None:
-        self.requests[model.name] += 1
 
     # -- listing ------------------------------------------------------------------------------------
 
@@ -234,8 +227,13 @@ class S3JobsHook(BaseHook):
 
     # -- polling ------------------------------------------------------------------------------------
 
-    def _get_status_object(self, key: str) -> tuple[bytes, str, Any] | None:
-        """Body (at most MAX_STATUS_BYTES + 1 bytes), ETag and LastModified; None when it is gone."""
+    def _get_status_object(
+        self, key: str, counted: PollResult | None = None
+    ) -> tuple[bytes, str, Any] | None:
+        """Body (at most MAX_STATUS_BYTES + 1 bytes), ETag and LastModified; None when it is gone.
+        A poll's GETs are counted in its ``counted`` result."""
+        counted = counted or PollResult()
+        counted.get_requests += 1
         try:
             resp = self.client.get_object(
                 Bucket=self.bucket_name, Key=key, Range=f"bytes=0-{MAX_STATUS_BYTES}"
@@ -244,6 +242,7 @@ class S3JobsHook(BaseHook):
             if _error_code(err) in _NOT_FOUND_CODES:
                 return None
             if _error_code(err) == "InvalidRange":  # a 0-byte object cannot satisfy any range
+                counted.get_requests += 1
                 resp = self.client.get_object(Bucket=self.bucket_name, Key=key)
             else:
                 raise
@@ -254,10 +253,10 @@ class S3JobsHook(BaseHook):
     def poll(self, cache: StatusCache) -> PollResult:
         """List the bucket, GET only new or changed status objects, and report the ready jobs."""
         result = PollResult()
-        before = Counter(self.requests)
         etags: dict[str, str] = {}  # status key -> the ETag the status was read at
         top_level: set[str] = set()
         for page in self.iter_pages():
+            result.list_requests += 1
             contents = page.get("Contents", [])
             for obj in contents:
                 head = str(obj["Key"]).partition("/")[0]
@@ -267,7 +266,7 @@ class S3JobsHook(BaseHook):
             plan = cache.poll(status_objs)
             for obj in plan.to_fetch:
                 key = str(obj["Key"])
-                got = self._get_status_object(key)
+                got = self._get_status_object(key, result)
                 if got is None:
                     del etags[key]
                     continue
@@ -293,9 +292,6 @@ class S3JobsHook(BaseHook):
                 result.ready.append(ReadyJob(prefix=job, etag=etag))
             elif not status.is_valid:
                 result.invalid[job] = status.problem or "unreadable"
-        delta = self.requests - before
-        result.list_requests = delta["ListObjectsV2"]
-        result.get_requests = delta["GetObject"]
         return result
 
     # -- status -------------------------------------------------------------------------------------
