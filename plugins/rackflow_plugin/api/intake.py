@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from rackflow.core.s3_protocol import JobStatus, StatusCache
+from rackflow.core.values import as_utc
 from rackflow.dag_factories.s3_intake import IntakeConfig, load_intakes
 from rackflow.db import jobs as jobs_db
 from rackflow_plugin.security import CurrentUser, is_admin, may_read_dag
@@ -105,9 +106,7 @@ def _bucket(config: IntakeConfig) -> _Bucket:
 
 
 def _aware(at: Any) -> datetime | None:
-    if not isinstance(at, datetime):
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return as_utc(at) if isinstance(at, datetime) else None
 
 
 @router.get(

@@ -4,14 +4,15 @@ A duration a person writes — a job's walltime, a power threshold, a ``[rackflo
 :func:`parse_duration`. A duration a scheduler prints (Slurm's ``Elapsed``/``TotalCPU``, PBS's
 ``cput``, Grid Engine's ``qacct``) is :func:`parse_clock`: schedulers print ``MM:SS`` where a person's
 ``HH:MM`` means hours, so the two cannot share one reading of ``12:34``. A yes/no a person writes (a
-jobnet parameter, an operator argument rendered from a template) is :func:`parse_bool`.
+jobnet parameter, an operator argument rendered from a template) is :func:`parse_bool`. A moment in
+time read from a store that may drop the zone (SQLite, an S3 listing) is :func:`as_utc`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 MAX_DURATION = timedelta(days=365)
 """The longest duration a person may write (walltimes, thresholds, retention)."""
@@ -33,6 +34,12 @@ _DURATION_RE = re.compile(
     r")\s*$",
     re.IGNORECASE,
 )
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive value is taken as UTC (rackflow stores and compares every time in UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})

@@ -37,6 +37,7 @@ from rackflow.core.jobnet.remote import (
     parse_times_output,
     tail_lines,
 )
+from rackflow.hooks.retrying import retry_async
 
 if TYPE_CHECKING:
     import asyncssh
@@ -345,18 +346,23 @@ class SSHStepTrigger(BaseTrigger):
         command = build_kill_command(self.job_dir, self.kill_grace, owner=self.try_number)
         try:
             await asyncio.sleep(self.reattach_wait)
-            for attempt in range(1, 4):
-                try:
-                    out = await poller.run(command, timeout=self.kill_grace + 30)
-                    log.warning(
-                        "task %s (try %s) was stopped: %s", self.task_id, self.try_number, out.strip()
-                    )
-                    return
-                except Exception as exc:
-                    log.warning(
-                        "stopping step %s on %s failed (%d/3): %r", self.job_dir, poller.label, attempt, exc
-                    )
-                    await asyncio.sleep(2 * attempt)
+
+            async def stop() -> str:
+                return await poller.run(command, timeout=self.kill_grace + 30)
+
+            try:
+                out = await retry_async(
+                    stop,
+                    attempts=3,
+                    delay=2,
+                    retry_on=lambda _: True,
+                    log=log,
+                    what=f"stopping step {self.job_dir} on {poller.label}",
+                )
+            except Exception as exc:  # logged per attempt; the step's own timeout still ends it
+                log.warning("gave up stopping step %s on %s: %r", self.job_dir, poller.label, exc)
+                return
+            log.warning("task %s (try %s) was stopped: %s", self.task_id, self.try_number, out.strip())
         finally:
             poller.release()
 
