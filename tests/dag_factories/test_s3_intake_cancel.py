@@ -300,3 +300,80 @@ def test_a_retried_accept_goes_on_from_the_record_and_neither_loses_nor_doubles_
     assert (shared_tmp / claimed_only / "input.dat").read_bytes() == b"x\n"  # staged in afresh
     for job in accepted:
         scheduler.cancel(job["job_id"], account=INTAKE_ACCOUNT)
+
+
+# The accept task's process, SIGKILLed at exactly one point of its work: the job record's insert right
+# after a claim (the injected fault: ``jobs.record_s3_job`` is replaced in that process by a SIGKILL of
+# itself; a real SIGKILL cannot be timed to land between two statements otherwise).
+_KILLED_AFTER_CLAIM = """
+import json, os, signal, sys
+from rackflow.db import jobs
+from rackflow.hooks.s3_jobs import S3JobsHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
+from rackflow.operators.s3_intake import IntakeRun, accept_jobs
+
+args = json.loads(sys.argv[1])
+jobs.record_s3_job = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+accept_jobs(
+    S3JobsHook(args["conn"], bucket_name=args["bucket"]), args["ready"], BatchSchedulerHook(),
+    IntakeRun(**args["run"]),
+)
+"""
+
+
+def test_an_accept_killed_between_claim_and_record_is_taken_up_by_its_retry_and_completes_once(
+    devfleet, rackflow_db, shared_tmp
+):
+    """Issue 14: the accept task's process dies (SIGKILL) right after its claim wrote ACCEPTED, before
+    the job record's insert. Nothing else knows the job: another run's accept of the same announced
+    job leaves it alone (not its claim), the retried accept of the run finds its own claim (the
+    claim's job key in the status object's metadata) and submits it, and the job completes once."""
+    import json
+    import signal
+    import sys
+
+    from rackflow.db import jobs
+    from rackflow.operators.s3_intake import IntakeRun, accept_jobs, scheduler_job_name
+
+    bucket = new_bucket(devfleet, "clkill")
+    client = devfleet.s3.client()
+    prefix = f"ck{uuid.uuid4().hex[:6]}"
+    upload_job(client, bucket, prefix, files={"input.dat": b"taken once\n"})
+    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
+    seen = hook.read_status(prefix)
+    assert seen is not None
+    ready = [{"prefix": prefix, "etag": seen[1]}]  # what the watcher announced to the run
+    run = IntakeRun(
+        dag_id="s3_intake_clkill", run_id=f"run_{uuid.uuid4().hex[:6]}", run_as=INTAKE_ACCOUNT,
+        base_dir=str(shared_tmp),
+    )  # fmt: skip
+    args = {"conn": CONN_ID, "bucket": bucket, "ready": ready, "run": run.__dict__ | {"viewers": []}}
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_CLAIM, json.dumps(args)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    assert read_status(client, bucket, prefix) == "ACCEPTED\n"  # claimed, byte-compatible
+    key = scheduler_job_name(bucket, prefix, run.run_id)
+    assert jobs.get_job(run.dag_id, key) is None and slurm_jobs_named(devfleet, prefix) == []
+    scheduler = BatchSchedulerHook()
+
+    other = IntakeRun(**{**run.__dict__, "run_id": f"run_{uuid.uuid4().hex[:6]}"})
+    assert accept_jobs(hook, ready, scheduler, other) == []  # not its claim: left alone
+    assert jobs.s3_jobs_of_run(other.dag_id, other.run_id) == []
+    [job] = accept_jobs(hook, ready, scheduler, run)  # the retry of the killed try
+    assert accept_jobs(hook, ready, scheduler, run)[0]["job_id"] == job["job_id"]  # and once more
+
+    assert (job["job_key"], read_status(client, bucket, prefix)) == (key, f"QUEUED\n{job['job_id']}\n")
+    waited = _wait_operator(bucket, job).execute({})
+    assert waited["status"] == "COMPLETED", waited
+    assert read_status(client, bucket, prefix) == f"COMPLETED\n{job['job_id']}\n"
+    out = client.get_object(Bucket=bucket, Key=f"{prefix}/out.txt")["Body"].read()
+    assert out == b"taken once\ndone\n"
+    assert slurm_jobs_named(devfleet, prefix) == [key]
+    assert jobs.get_job(run.dag_id, key).state == "COMPLETED"
+    assert accept_jobs(hook, ready, scheduler, run) == []  # a late retry: nothing left to take
+    assert slurm_jobs_named(devfleet, prefix) == [key]

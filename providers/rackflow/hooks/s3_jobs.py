@@ -65,6 +65,10 @@ _CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "NoSuchKey", "404", "C
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # Statuses only rackflow writes, between its claim and the end: the ones it may end itself.
 _OWNED_STATUSES = frozenset({JobStatus.ACCEPTED, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.STAGING_OUT})
+# The user metadata (``x-amz-meta-rackflow-claim``) a claim writes with its ACCEPTED status object: the
+# claimant's job key. The body stays the protocol's exact bytes; the key lets a retried accept that died
+# between its claim and its job record tell its own claim from another poller's.
+CLAIM_METADATA = "rackflow-claim"
 
 
 class StatusConflict(RuntimeError):
@@ -303,14 +307,19 @@ class S3JobsHook(BaseHook):
             return None
         return JobStatusFile.parse(got[0]), got[1]
 
-    def put_status(self, prefix: str, status: JobStatusFile, *, if_match: str) -> str:
+    def put_status(
+        self, prefix: str, status: JobStatusFile, *, if_match: str, metadata: dict[str, str] | None = None
+    ) -> str:
         """Conditional PUT of ``status`` over the object last seen at ``if_match``; the new ETag.
+        ``metadata``: S3 user metadata stored with it (never in the body).
 
         Raises :class:`StatusConflict` when the object changed or vanished since.
         """
-        return self._put_status_key(status_key(prefix), status, if_match=if_match)
+        return self._put_status_key(status_key(prefix), status, if_match=if_match, metadata=metadata)
 
-    def _put_status_key(self, key: str, status: JobStatusFile, *, if_match: str) -> str:
+    def _put_status_key(
+        self, key: str, status: JobStatusFile, *, if_match: str, metadata: dict[str, str] | None = None
+    ) -> str:
         try:
             resp = self.client.put_object(
                 Bucket=self.bucket_name,
@@ -318,6 +327,7 @@ class S3JobsHook(BaseHook):
                 Body=status.render(),
                 ContentType="text/plain",
                 IfMatch=if_match,
+                **({"Metadata": metadata} if metadata else {}),
             )
         except ClientError as err:
             if _error_code(err) in _CONFLICT_CODES:
@@ -356,11 +366,13 @@ class S3JobsHook(BaseHook):
         *,
         scheduler_job_id: str | None = None,
         reason: str | None = None,
+        repeat_ok: bool = False,
     ) -> str:
         """Move the job's status to ``new`` (read, check the transition, conditional PUT); the new ETag.
 
         The scheduler job id written is ``scheduler_job_id``, the one rackflow submitted: never the
-        one read from the object (the uploader can write any line 2 there). Raises
+        one read from the object (the uploader can write any line 2 there). ``repeat_ok``: a status
+        that says ``new`` with that job id already (an earlier try's write) is left as it is. Raises
         :class:`StatusConflict` when the status object is gone or changes under us, and
         :class:`~rackflow.core.s3_protocol.StatusTransitionError` for a move the protocol forbids.
         """
@@ -368,6 +380,8 @@ class S3JobsHook(BaseHook):
         if current is None:
             raise StatusConflict(f"s3://{self.bucket_name}/{status_key(prefix)} is gone; not writing {new}")
         seen, etag = current
+        if repeat_ok and seen.status is new and seen.scheduler_job_id == scheduler_job_id:
+            return etag
         check_transition(seen.status, new)
         return self.put_status(
             prefix, JobStatusFile(new, scheduler_job_id=scheduler_job_id, reason=reason), if_match=etag
@@ -430,19 +444,39 @@ class S3JobsHook(BaseHook):
 
     # -- claim --------------------------------------------------------------------------------------
 
-    def claim(self, prefix: str, seen_etag: str) -> ClaimResult:
+    def claim(self, prefix: str, seen_etag: str, token: str | None = None) -> ClaimResult:
         """Take a ready job exactly once: conditional PUT over the ``FILE_UPLOAD`` seen at ``seen_etag``.
 
-        Writes ACCEPTED, or FAILED with the reason when the job cannot run (no job script). A loser --
-        someone else wrote first, or the uploader changed the object -- gets ``won=False``.
+        Writes ACCEPTED, or FAILED with the reason when the job cannot run (no job script); ``token``
+        (the claimant's job key) goes with it as user metadata (:meth:`claim_token` reads it back). A
+        loser -- someone else wrote first, or the uploader changed the object -- gets ``won=False``.
         """
         keys = self.list_job_keys(prefix)
         decision = intake_decision(prefix, keys)
+        metadata = {CLAIM_METADATA: token} if token else None
         try:
-            etag = self.put_status(prefix, decision, if_match=seen_etag)
+            etag = self.put_status(prefix, decision, if_match=seen_etag, metadata=metadata)
         except StatusConflict as err:
             return ClaimResult(won=False, status=None, etag=None, keys=keys, reason=str(err))
         return ClaimResult(won=True, status=decision, etag=etag, keys=keys, reason=decision.reason or "")
+
+    def claim_token(self, prefix: str) -> str | None:
+        """The claimant's token while the job's status is still the ``ACCEPTED`` of a claim (None for
+        any other status, a claim without a token, or no status object)."""
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket_name, Key=status_key(prefix), Range=f"bytes=0-{MAX_STATUS_BYTES}"
+            )
+        except ClientError as err:
+            if _error_code(err) in _NOT_FOUND_CODES:
+                return None
+            raise
+        with resp["Body"] as body:
+            status = JobStatusFile.parse(body.read(MAX_STATUS_BYTES + 1))
+        if status.status is not JobStatus.ACCEPTED:
+            return None
+        token = (resp.get("Metadata") or {}).get(CLAIM_METADATA)
+        return str(token) if token else None
 
     # -- transfers ----------------------------------------------------------------------------------
 

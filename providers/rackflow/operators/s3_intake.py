@@ -95,10 +95,11 @@ def scheduler_job_name(bucket: str, prefix: str, claim_id: str) -> str:
     return f"rf_s3_{prefix}_{digest}"
 
 
-def claim_job(hook: S3JobsHook, job: dict[str, str]) -> dict[str, Any]:
-    """Claim one ready job; skip (AirflowSkipException) when another poller won or it changed."""
+def claim_job(hook: S3JobsHook, job: dict[str, str], token: str | None = None) -> dict[str, Any]:
+    """Claim one ready job (``token``, the claimant's job key, stored with the claim); skip
+    (AirflowSkipException) when another poller won or it changed."""
     prefix = job["prefix"]
-    result = hook.claim(prefix, job["etag"])
+    result = hook.claim(prefix, job["etag"], token=token)
     if not result.won:
         raise AirflowSkipException(f"{prefix}: not claimed here: {result.reason}")
     assert result.status is not None
@@ -178,7 +179,8 @@ def submit_job(
             "found by name" if submitted.existing else "submitted",
             account,
         )
-        hook.transition(prefix, JobStatus.QUEUED, scheduler_job_id=job_id)
+        # a retried accept finds the QUEUED its earlier try wrote for the same job: it stands
+        hook.transition(prefix, JobStatus.QUEUED, scheduler_job_id=job_id, repeat_ok=True)
     return {**staged, "job_id": job_id, "job_name": name, "run_as": account}
 
 
@@ -206,7 +208,10 @@ def accept_jobs(
     A retried try of the same run first goes on with what an earlier try claimed (the job record says
     which): a job staged in is submitted from what its stage-in left, one whose stage-in was cut short
     is staged again into a fresh directory, and a submit always looks for the job by name first, so a
-    crash between claim and submit, or between submit and record, neither loses nor doubles a job.
+    crash between claim and submit, or between submit and record, neither loses nor doubles a job. A
+    try that died between its claim and the job record left the claim's ``ACCEPTED`` with this run's
+    job key (S3 user metadata): the retry's claim of the same announced job loses to it, reads the key
+    and goes on with the job; another claimant's ``ACCEPTED`` is left alone.
     One job that fails (refused, no script, the scheduler said no) gets ``FAILED`` with its reason and
     the batch goes on.
     """
@@ -221,15 +226,18 @@ def accept_jobs(
     for job in ready:
         if job["prefix"] in accepted:
             continue
+        key = scheduler_job_name(hook.bucket_name, job["prefix"], run.run_id)
         try:
-            claimed = claim_job(hook, job)
+            claimed = claim_job(hook, job, token=key)
         except AirflowSkipException as skip:
-            log.info("%s", skip)
-            continue
+            taken_up = _own_unrecorded_claim(hook, job["prefix"], key)
+            if taken_up is None:
+                log.info("%s", skip)
+                continue
+            claimed = taken_up
         except JobFailed as refused:  # claimed with FAILED (no job script): nothing to run
             log.info("%s", refused)
             continue
-        key = scheduler_job_name(hook.bucket_name, claimed["prefix"], run.run_id)
         jobs.record_s3_job(
             run.dag_id,
             key,
@@ -246,6 +254,16 @@ def accept_jobs(
         if done is not None:
             accepted[claimed["prefix"]] = done
     return [accepted[prefix] for prefix in sorted(accepted)]
+
+
+def _own_unrecorded_claim(hook: S3JobsHook, prefix: str, key: str) -> dict[str, Any] | None:
+    """The claim an earlier try of this run made on ``prefix`` and died before recording (its
+    ``ACCEPTED`` carries this run's job key ``key``), to go on with; None when the status is anything
+    else or another claimant's (left alone). Nothing was staged from it: the record comes first."""
+    if hook.claim_token(prefix) != key:
+        return None
+    log.info("%s: claimed by an earlier try of this run, not recorded: taking it up", prefix)
+    return {"prefix": prefix, "keys": hook.list_job_keys(prefix)}
 
 
 def _take(
