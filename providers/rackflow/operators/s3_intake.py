@@ -50,7 +50,7 @@ from rackflow.hooks.s3_jobs import (
 from rackflow.hooks.scheduler import BatchSchedulerHook, SchedulerRejectedJob, check_account
 from rackflow.operators.scheduler import job_has_ended
 from rackflow.triggers.s3_job_status import S3JobWaitTrigger
-from rackflow.triggers.scheduler import cancel_claimed_job
+from rackflow.triggers.scheduler import cancel_claimed_job, job_accounting, usage_text
 
 log = logging.getLogger(__name__)
 
@@ -670,21 +670,28 @@ class S3JobWaitOperator(BaseOperator):
         return {**staged_out, "status": final}
 
     def _record_end(self, state: str, message: str, status: SchedulerJobStatus) -> None:
+        """The final event in the job record, with the job's usage from the scheduler's accounting
+        (the job API's usage fields), as the job API's jobs record theirs."""
         key, dag_id = self.job.get("job_key"), self.job.get("dag_id")
         if not (key and dag_id):
             return
-        nodes = ",".join(status.nodes) or None
-        if status.exit_code is not None and "exit code" not in message:
-            message += f", exit code {status.exit_code}"
+        scheduler = self._scheduler()
+        try:
+            accounting = job_accounting(scheduler, self.job["job_id"], status, log_=self.log)
+        finally:
+            scheduler.close()
+        exit_code = accounting.result["exit_code"]
+        if exit_code is not None and "exit code" not in message:
+            message += f", exit code {exit_code}"
+        fields = accounting.usage_fields
         jobs.record_event(
             dag_id,
             key,
             state,
-            message,
+            message + usage_text(accounting.result),
             scheduler_job_id=self.job["job_id"],
-            node=nodes,
-            exit_code=status.exit_code,
-            nodes=nodes,
+            node=fields["nodes"],
+            **fields,
         )
 
     def on_kill(self) -> None:

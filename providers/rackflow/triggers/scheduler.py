@@ -192,20 +192,34 @@ def usage_text(result: dict[str, Any]) -> str:
     return "; used " + ", ".join(parts) if parts else ""
 
 
-def record_job_end(
-    hook: BatchSchedulerHook,
-    job_id: str,
-    status: JobStatus,
-    job_key: JobKey | None,
-    *,
-    log_: Any = log,
-) -> JobEnd:
-    """Complete a job whose end was observed (``status``): usage, node list and times from the
-    scheduler's accounting (best effort), the end event in the job record when ``job_key`` is given.
+@dataclass(frozen=True)
+class JobAccounting:
+    """A job's observed end completed from the scheduler's accounting: the ``status`` that stands,
+    the accounting record (``detail``, None when accounting had none) and the completion ``result``
+    (exit code, nodes, ``cpu_time``/``wall_time`` in seconds, ``max_memory`` in bytes)."""
 
-    The one completion step, run by the trigger (``end_from_trigger``) or by the task that resumed.
-    The observed state stands: only an ``UNKNOWN`` one is replaced by accounting's final record.
-    """
+    status: JobStatus
+    detail: JobDetail | None
+    result: dict[str, Any]
+
+    @property
+    def usage_fields(self) -> dict[str, Any]:
+        """The job record's usage columns (for :func:`rackflow.db.jobs.record_event`)."""
+        return {
+            "exit_code": self.result["exit_code"],
+            "wall_time_s": self.result["wall_time"],
+            "cpu_time_s": self.result["cpu_time"],
+            "max_memory": self.result["max_memory"],
+            "nodes": ",".join(self.result["nodes"]) or None,
+        }
+
+
+def job_accounting(
+    hook: BatchSchedulerHook, job_id: str, status: JobStatus, *, log_: Any = log
+) -> JobAccounting:
+    """Usage, node list and times of a job whose end was observed (``status``), from the scheduler's
+    accounting (best effort). The observed state stands: only an ``UNKNOWN`` one is replaced by
+    accounting's final record. Every front door's job end takes its usage from here."""
     detail: JobDetail | None = None
     try:
         detail = hook.final_detail(job_id)
@@ -213,12 +227,11 @@ def record_job_end(
         log_.warning("No accounting for job %s: %s", job_id, exc)
     if status.native_state == "UNKNOWN" and detail is not None and detail.status.state.is_final:
         status = detail.status  # observed before accounting had the job's record
-    kind = hook.adapter.kind
     exit_code = status.exit_code if status.exit_code is not None else (detail.exit_code if detail else None)
     nodes = status.nodes or (detail.nodes if detail else ())
     result: dict[str, Any] = {
         "scheduler_job_id": job_id,
-        "scheduler": kind,
+        "scheduler": hook.adapter.kind,
         "state": status.state.value,
         "native_state": status.native_state,
         "exit_code": exit_code,
@@ -229,6 +242,28 @@ def record_job_end(
         "wall_time": _seconds(detail.wall_time) if detail else None,
         "max_memory": detail.max_memory if detail else None,
     }
+    return JobAccounting(status, detail, result)
+
+
+def record_job_end(
+    hook: BatchSchedulerHook,
+    job_id: str,
+    status: JobStatus,
+    job_key: JobKey | None,
+    *,
+    log_: Any = log,
+) -> JobEnd:
+    """Complete a job whose end was observed (``status``): usage, node list and times from the
+    scheduler's accounting (:func:`job_accounting`), the end event in the job record when ``job_key``
+    is given.
+
+    The one completion step, run by the trigger (``end_from_trigger``) or by the task that resumed.
+    """
+    accounting = job_accounting(hook, job_id, status, log_=log_)
+    status, detail, result = accounting.status, accounting.detail, accounting.result
+    kind = hook.adapter.kind
+    exit_code = result["exit_code"]
+    nodes = tuple(result["nodes"])
     terminated_by = None
     if job_key is not None:
         from rackflow.db import jobs
@@ -261,11 +296,7 @@ def record_job_end(
             scheduler_job_id=job_id,
             node=",".join(nodes) or None,
             at=_scheduler_time(detail.ended_at if detail else None),
-            exit_code=exit_code,
-            wall_time_s=result["wall_time"],
-            cpu_time_s=result["cpu_time"],
-            max_memory=result["max_memory"],
-            nodes=",".join(nodes) or None,
+            **accounting.usage_fields,
         )
     if status.state == JobState.CANCELED and terminated_by:
         return JobEnd(ENDED_TERMINATED, result, f"job {job_id} canceled at the request of {terminated_by}")
@@ -537,9 +568,11 @@ __all__ = [
     "ENDED_TERMINATED",
     "BatchSchedulerJobTrigger",
     "ClusterPoller",
+    "JobAccounting",
     "JobEnd",
     "JobFollower",
     "cancel_claimed_job",
+    "job_accounting",
     "load_follower",
     "record_job_end",
     "usage_text",

@@ -1,0 +1,49 @@
+"""An S3 job's resource usage is in its job record as a job-API job's is (issue 14): its end, on the
+real Slurm and SeaweedFS, records CPU time, wall time, peak memory, exit code and nodes from the
+scheduler's accounting (the job API's ``cpu_time``, ``wall_time``, ``max_memory`` fields)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from rackflow.core.s3_protocol import StatusCache
+from rackflow.hooks.s3_jobs import S3JobsHook
+from rackflow.hooks.scheduler import BatchSchedulerHook
+from rackflow.operators.s3_intake import IntakeRun, S3JobWaitOperator, accept_jobs
+from rackflow_devfleet.fleet import INTAKE_ACCOUNT
+from tests.core.test_slurm_real import BURN
+from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
+
+
+def test_an_s3_job_records_its_usage_from_the_schedulers_accounting(
+    devfleet: Any, rackflow_db: str, shared_tmp: Any
+) -> None:
+    from rackflow.db import jobs
+
+    bucket = new_bucket(devfleet, "usage")
+    prefix = f"burn{uuid.uuid4().hex[:6]}"
+    script = b"#!/bin/bash\n#SBATCH --ntasks=1\n/usr/bin/python3 burn.py\n"
+    upload_job(devfleet.s3.client(), bucket, prefix, script=script, files={"burn.py": BURN.encode()})
+    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
+    run = IntakeRun(
+        dag_id="s3_intake_usage", run_id=f"run_{uuid.uuid4().hex[:6]}", run_as=INTAKE_ACCOUNT,
+        base_dir=str(shared_tmp),
+    )  # fmt: skip
+    [job] = accept_jobs(
+        hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], BatchSchedulerHook(), run
+    )
+
+    waited = S3JobWaitOperator(
+        task_id="wait", job=job, bucket_name=bucket, aws_conn_id=CONN_ID, poll_interval=0.5, deferrable=False
+    ).execute({})
+
+    assert waited["status"] == "COMPLETED", waited
+    assert read_status(devfleet.s3.client(), bucket, prefix) == f"COMPLETED\n{job['job_id']}\n"
+    row = jobs.get_job(run.dag_id, job["job_key"])
+    assert row is not None and row.state == "COMPLETED" and row.exit_code == 0
+    assert row.cpu_time_s is not None and row.cpu_time_s >= 1
+    assert row.wall_time_s is not None and row.wall_time_s >= 1
+    assert row.max_memory is not None and row.max_memory >= 150 * 10**6
+    assert row.nodes
+    assert "of CPU, peak memory" in jobs.events(run.dag_id, job["job_key"])[-1].message
