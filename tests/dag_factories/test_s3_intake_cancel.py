@@ -377,3 +377,51 @@ def test_an_accept_killed_between_claim_and_record_is_taken_up_by_its_retry_and_
     assert jobs.get_job(run.dag_id, key).state == "COMPLETED"
     assert accept_jobs(hook, ready, scheduler, run) == []  # a late retry: nothing left to take
     assert slurm_jobs_named(devfleet, prefix) == [key]
+
+
+def test_a_wait_killed_in_its_stage_out_or_after_its_final_status_is_completed_once_by_its_retry(
+    devfleet, rackflow_db, shared_tmp
+):
+    """Two recorded jobs whose wait try died after its job ended (what the try left is made here by
+    the step functions the wait runs, as a SIGKILL would leave it): one during its stage-out
+    (``STAGING_OUT`` written), one after its final status was written but before the job record has
+    it. The retried wait completes each once: ``COMPLETED`` in the bucket and in the job record, its
+    results uploaded, one Slurm job."""
+    from rackflow.core.s3_protocol import StatusCache
+    from rackflow.db import jobs
+    from rackflow.operators.s3_intake import IntakeRun, accept_jobs, finish_job, stage_out_job
+
+    bucket = new_bucket(devfleet, "waitkill")
+    client = devfleet.s3.client()
+    tag = uuid.uuid4().hex[:5]
+    in_stage_out, after_final = f"so{tag}", f"fi{tag}"
+    for prefix in (in_stage_out, after_final):
+        upload_job(client, bucket, prefix, files={"input.dat": f"{prefix}\n".encode()})
+    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
+    scheduler = BatchSchedulerHook()
+    run = IntakeRun(
+        dag_id="s3_intake_waitkill", run_id=f"run_{uuid.uuid4().hex[:6]}", run_as=INTAKE_ACCOUNT,
+        base_dir=str(shared_tmp),
+    )  # fmt: skip
+    accepted = accept_jobs(hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], scheduler, run)
+    by_prefix = {j["prefix"]: j for j in accepted}
+    deadline = time.monotonic() + 120
+    for job in accepted:
+        while not (status := scheduler.statuses([job["job_id"]])[job["job_id"]]).state.is_final:
+            assert time.monotonic() < deadline, "the trivial jobs did not end within 120 s"
+            time.sleep(0.5)
+        waited = _wait_operator(bucket, job)._ended(status)
+        staged_out = stage_out_job(hook, waited)  # the killed try got this far ...
+        if job["prefix"] == after_final:
+            finish_job(hook, staged_out)  # ... or this far
+    assert read_status(client, bucket, in_stage_out).startswith("STAGING_OUT\n")
+    assert read_status(client, bucket, after_final).startswith("COMPLETED\n")
+
+    for prefix, job in by_prefix.items():
+        retried = _wait_operator(bucket, job).execute({})  # the retry of the killed wait
+        assert retried["status"] == "COMPLETED", (prefix, retried)
+        assert read_status(client, bucket, prefix) == f"COMPLETED\n{job['job_id']}\n"
+        out = client.get_object(Bucket=bucket, Key=f"{prefix}/out.txt")["Body"].read()
+        assert out == f"{prefix}\ndone\n".encode(), prefix
+        assert jobs.get_job(run.dag_id, job["job_key"]).state == "COMPLETED", prefix
+        assert len(slurm_jobs_named(devfleet, prefix)) == 1, prefix

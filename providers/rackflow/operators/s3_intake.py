@@ -33,6 +33,7 @@ from airflow.triggers.base import StartTriggerArgs
 from rackflow import settings
 from rackflow.core.s3_protocol import (
     JOB_SCRIPT_NAME,
+    TERMINAL_STATUSES,
     JobStatus,
     ManifestEntry,
     take_manifest,
@@ -332,12 +333,25 @@ def _remove_partial_stage_in(scheduler: BatchSchedulerHook, run: IntakeRun, pref
 
 
 def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
-    """Write STAGING_OUT and upload what the job created or changed; stops if the job was deleted."""
+    """Write STAGING_OUT and upload what the job created or changed; stops if the job was deleted.
+
+    A retried wait (its earlier try killed mid-stage-out, or after the final status) goes on: a
+    STAGING_OUT of the same scheduler job is uploaded again (the same keys), and a final status of it
+    stands -- nothing is uploaded over it (``uploaded`` empty) and :func:`finish_job` keeps it."""
     prefix = waited["prefix"]
     with failing_job(hook, prefix, "stage-out", waited.get("job_id")):
         job_id = waited.get("job_id")
+        current = hook.read_status(prefix)
+        if (
+            job_id
+            and current is not None
+            and current[0].status in TERMINAL_STATUSES
+            and current[0].scheduler_job_id == job_id
+        ):
+            log.info("%s: its final status %s is written already", prefix, current[0].status)
+            return {"prefix": prefix, "job_id": job_id, "end": waited["end"], "uploaded": []}
         hook.mark_running(prefix, job_id)  # a job can end between two polls while still QUEUED
-        hook.transition(prefix, JobStatus.STAGING_OUT, scheduler_job_id=job_id)
+        hook.transition(prefix, JobStatus.STAGING_OUT, scheduler_job_id=job_id, repeat_ok=True)
         manifest = {rel: ManifestEntry(*entry) for rel, entry in waited["manifest"].items()}
         with open_job_dir(waited["job_dir"], waited.get("ssh_conn_id")) as job_dir:
             result = hook.stage_out(prefix, job_dir, manifest)
@@ -353,19 +367,21 @@ def stage_out_job(hook: S3JobsHook, waited: dict[str, Any]) -> dict[str, Any]:
 
 def finish_job(hook: S3JobsHook, staged_out: dict[str, Any], canceled_by: str | None = None) -> str:
     """The final status from how the scheduler job ended: COMPLETED, FAILED (with reason) or CANCELED
-    (``canceled_by``: the user who terminated it through the job API, named in the reason)."""
+    (``canceled_by``: the user who terminated it through the job API, named in the reason). The same
+    final status of the same scheduler job, written by an earlier try, stands."""
     prefix = staged_out["prefix"]
     end = staged_out["end"]
     job_id = staged_out.get("job_id")
     with failing_job(hook, prefix, "final status", job_id):
         if end["state"] == "COMPLETED" and end.get("exit_code") in (0, None):
-            hook.transition(prefix, JobStatus.COMPLETED, scheduler_job_id=job_id)
+            hook.transition(prefix, JobStatus.COMPLETED, scheduler_job_id=job_id, repeat_ok=True)
             return JobStatus.COMPLETED.value
         if end["state"] == "CANCELED":
             hook.transition(
                 prefix,
                 JobStatus.CANCELED,
                 scheduler_job_id=job_id,
+                repeat_ok=True,
                 reason=f"scheduler job {end['native_state']}"
                 + (f"; terminated at the request of {canceled_by}" if canceled_by else ""),
             )
@@ -374,7 +390,7 @@ def finish_job(hook: S3JobsHook, staged_out: dict[str, Any], canceled_by: str | 
         reason = f"scheduler job ended {end['state']} ({detail})"
         if end.get("reason"):
             reason += f": {end['reason']}"
-        hook.transition(prefix, JobStatus.FAILED, scheduler_job_id=job_id, reason=reason)
+        hook.transition(prefix, JobStatus.FAILED, scheduler_job_id=job_id, reason=reason, repeat_ok=True)
     raise JobFailed(f"{prefix}: {reason}")
 
 
