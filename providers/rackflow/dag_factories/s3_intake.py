@@ -13,7 +13,8 @@ announced (a manual run: every ready job) -- a claim is a conditional write on t
 watcher read, so a job another run claimed meanwhile is simply lost here -- and records each in the job
 record (``rackflow_job``, where the job API lists it); each step still writes its status
 (``ACCEPTED``, ``QUEUED``) and fails its job alone with its own reason. A retried ``accept`` goes on
-from the record: nothing claimed is lost, nothing submitted twice (a submit finds its job by name).
+from the record: nothing claimed is lost, nothing submitted twice (a submit finds its job by name; a
+claim a killed try made but had not recorded is found by the job key the claim stored with it).
 Nothing runs while the bucket is idle.
 
 ``wait`` is mapped over the submitted jobs (Airflow shows one task instance per job, labelled with
