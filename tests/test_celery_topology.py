@@ -388,42 +388,43 @@ def test_chaos_kills_of_scheduler_triggerer_and_a_task_end_every_job_exactly_onc
     burst = Burst(celery, tag="x")
     t0 = time.monotonic()
 
-    def chaos() -> None:
+    def strike(at: float, victim: str, restart_after: float) -> None:
+        """One kill of the plan at its moment (each on its own thread: a kill that waits for a task
+        to run never holds back the others)."""
         try:
-            for at, victim, restart_after in plan:
-                time.sleep(max(0.0, at - (time.monotonic() - t0)))
-                if victim in (JOB_DAG, INTAKE_DAG):  # a task process of one front door's jobs
-                    # A job's tasks are short (submit defers within seconds, finish takes seconds): when
-                    # none of this front door runs any more, there is no task to kill, and the plan says so.
-                    try:
-                        task = wait_until(
-                            lambda v=victim: running_task(celery, v),
-                            90,
-                            f"a task of {victim} runs",
-                            every=0.2,
-                        )
-                    except AssertionError:
-                        log.append(f"t+{time.monotonic() - t0:.1f}s no task of {victim} ran to kill")
-                        continue
-                    task.process.kill()
-                    killed.append(task)
-                    log.append(f"t+{time.monotonic() - t0:.1f}s SIGKILL task process {task}")
-                    continue
-                topo.kill(victim)
-                log.append(f"t+{time.monotonic() - t0:.1f}s SIGKILL {victim}")
-                time.sleep(restart_after)
-                topo.start(victim)
-                log.append(f"t+{time.monotonic() - t0:.1f}s restarted {victim}")
+            time.sleep(max(0.0, at - (time.monotonic() - t0)))
+            if victim in (JOB_DAG, INTAKE_DAG):  # a task process of one front door's jobs
+                # A job's tasks are short (submit defers within seconds, finish takes seconds): when
+                # none of this front door runs any more, there is no task to kill, and the plan says so.
+                try:
+                    task = wait_until(
+                        lambda: running_task(celery, victim), 90, f"a task of {victim} runs", every=0.2
+                    )
+                except AssertionError:
+                    log.append(f"t+{time.monotonic() - t0:.1f}s no task of {victim} ran to kill")
+                    return
+                task.process.kill()
+                killed.append(task)
+                log.append(f"t+{time.monotonic() - t0:.1f}s SIGKILL task process {task}")
+                return
+            topo.kill(victim)
+            log.append(f"t+{time.monotonic() - t0:.1f}s SIGKILL {victim}")
+            time.sleep(restart_after)
+            topo.start(victim)
+            log.append(f"t+{time.monotonic() - t0:.1f}s restarted {victim}")
         except BaseException as exc:
             errors.append(exc)
 
-    killer = threading.Thread(target=chaos, name="chaos")
-    killer.start()
+    killers = [threading.Thread(target=strike, args=kill, name=f"chaos-{kill[1]}") for kill in plan]
+    for killer in killers:
+        killer.start()
     burst.send(n_api=3, n_s3=3)
-    killer.join(180)
+    for killer in killers:
+        killer.join(180)
+    log.sort(key=lambda line: float(line.split("s ", 1)[0].removeprefix("t+")))
     print("\n".join(log))
     assert not errors, f"seed {seed}: the chaos plan could not run: {errors[0]!r}; {log}"
-    assert not killer.is_alive(), f"seed {seed}: the chaos plan did not finish: {log}"
+    assert not any(k.is_alive() for k in killers), f"seed {seed}: the chaos plan did not finish: {log}"
     try:
         burst.wait_final()
         burst.check_exactly_once(killed)
