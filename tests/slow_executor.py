@@ -12,10 +12,13 @@ produced on demand. This executor is the test's one mock: it injects exactly tha
 ``sync()`` reads the workers' results as LocalExecutor does, except a ``success`` of a try whose task
 instance had deferred (the metadata DB says ``deferred``, or resumed: ``next_method`` set and not
 finished) is held back. A held event is handed to the scheduler (through ``get_event_buffer``) as soon
-as the task instance is running again (its resumed try on a worker) -- the race's worst moment -- or after
-``RACKFLOW_TEST_DEFER_EXIT_HOLD_S`` seconds (default 30) when nothing resumes it (a trigger that ended
-its task itself). Each hold and release is logged (``defer-exit event held``/``released``) with the
-task instance's state at release, so a test can tell from the scheduler's log what happened.
+as the resumed try has been handed to a worker -- the scheduler drains the buffer in the same loop, so
+it finds the task instance queued or running: the race's moment -- (an exit read only after that is late
+already and handed over at once), or once the task instance has ended (its trigger ended it: the event
+comes too late to matter, as it would on a loaded server), or after ``RACKFLOW_TEST_DEFER_EXIT_HOLD_S``
+seconds (default 120) at the latest. Each hold and release is logged (``defer-exit event
+held``/``released``, with why and the task instance's state at release), so a test can tell from the
+scheduler's log what happened.
 
 Select it with ``AIRFLOW__CORE__EXECUTOR=tests.slow_executor.DeferExitDelayingExecutor`` (the
 repository root on the scheduler's ``PYTHONPATH``).
@@ -25,11 +28,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from typing import Any
 
 from airflow.executors.local_executor import LocalExecutor
 from airflow.models.taskinstancekey import TaskInstanceKey
-from airflow.utils.state import TaskInstanceState
+from airflow.utils.state import State, TaskInstanceState
 
 HOLD_ENV = "RACKFLOW_TEST_DEFER_EXIT_HOLD_S"
 # States of a task instance whose try deferred: waiting on its trigger, or resumed by it.
@@ -46,9 +50,14 @@ class DeferExitDelayingExecutor(LocalExecutor):
 
     def start(self) -> None:
         super().start()
-        self.hold_s = float(os.environ.get(HOLD_ENV, "30"))
+        self.hold_s = float(os.environ.get(HOLD_ENV, "120"))
         # key -> (state, info, monotonic time held)
         self.held: dict[TaskInstanceKey, tuple[Any, Any, float]] = {}
+        # Tries handed to a worker and tries whose process ended, per key (a resumed try has the key
+        # of the try that deferred); held keys whose resumed try has been handed to a worker.
+        self.handed: Counter[Any] = Counter()
+        self.ended: Counter[Any] = Counter()
+        self.rehanded: set[TaskInstanceKey] = set()
 
     def _ti_row(self, key: TaskInstanceKey) -> tuple[str | None, str | None] | None:
         """``(state, next_method)`` of the task instance of ``key`` in the metadata DB."""
@@ -79,32 +88,57 @@ class DeferExitDelayingExecutor(LocalExecutor):
     def _read_results(self) -> None:
         while not self.result_queue.empty():
             key, state, _exc = self.result_queue.get()
+            if state not in (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED):
+                self.ended[key] += 1
             if (
                 isinstance(key, TaskInstanceKey)
                 and state == TaskInstanceState.SUCCESS
                 and key not in self.held
                 and self._deferred(key)
             ):
-                self.held[key] = (state, None, time.monotonic())
-                self.log.warning("defer-exit event held: %s", key)
-                continue
+                if self.handed[key] > self.ended[key]:
+                    # Late already: the resumed try was handed to a worker before this exit was read.
+                    self.log.warning(
+                        "defer-exit event released at once (resumed try handed already): %s", key
+                    )
+                else:
+                    self.held[key] = (state, None, time.monotonic())
+                    self.log.warning("defer-exit event held: %s", key)
+                    continue
             self.change_state(key, state)
+
+    def _process_workloads(self, workload_list: Any) -> None:
+        for workload in workload_list:
+            self.handed[workload.key] += 1
+            if workload.key in self.held:
+                self.rehanded.add(workload.key)
+        super()._process_workloads(workload_list)
 
     def get_event_buffer(self, dag_ids: Any = None) -> dict[Any, Any]:
         now = time.monotonic()
         for key, (state, info, since) in list(self.held.items()):
             row = self._ti_row(key)
             ti_state = row[0] if row else None
-            # The deferring try's process has exited: a running task instance is the resumed try.
-            resumed = ti_state == TaskInstanceState.RUNNING
-            if resumed or now - since >= self.hold_s:
-                del self.held[key]
-                self.log.warning(
-                    "defer-exit event released after %.1fs (%s): %s; task instance now %s",
-                    now - since,
-                    "resumed try running" if resumed else "hold expired",
-                    key,
-                    ti_state,
-                )
-                self.change_state(key, state, info)
+            # Handed over right after the resumed try went to a worker (the scheduler drains the buffer
+            # in the same loop), while the task instance is queued or running: the race's worst moment.
+            if key in self.rehanded:
+                why = "resumed try handed to a worker"
+            elif ti_state == TaskInstanceState.RUNNING:  # the deferring try has exited: a resumed try
+                why = "resumed try running"
+            elif ti_state in State.finished:
+                why = "task ended while held"
+            elif now - since >= self.hold_s:
+                why = "hold expired"
+            else:
+                continue
+            del self.held[key]
+            self.rehanded.discard(key)
+            self.log.warning(
+                "defer-exit event released after %.1fs (%s): %s; task instance now %s",
+                now - since,
+                why,
+                key,
+                ti_state,
+            )
+            self.change_state(key, state, info)
         return super().get_event_buffer(dag_ids)

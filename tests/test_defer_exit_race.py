@@ -1,15 +1,15 @@
 """Issue 14 item 2, deterministically: Airflow 3.3's defer-exit race (apache/airflow#72716, #71580)
 provoked on demand, and rackflow's jobs surviving it.
 
-The race: a task defers, its worker process exits and the executor will report ``success`` for that
-try; the trigger fires and the task resumes on a worker with the same try number; the scheduler then
-drains the stale ``success`` and, the task instance being ``running``, fails the resumed try ("state
-mismatch", "killed externally"). A real executor is late with that event only under load (a burst of
-task starts on a busy scheduler), which no real server does on demand: the one mock here is
-:class:`tests.slow_executor.DeferExitDelayingExecutor`, a LocalExecutor that holds a deferred try's
-exit event back until the task is running again (or, when nothing resumes it, for
-``HOLD_S`` seconds). Everything else is real: Postgres, a separate api-server, scheduler (with that
-executor), dag-processor and triggerer, the devfleet's Slurm and SeaweedFS.
+The race: a task defers, its worker process exits and the executor will report ``success`` for that try;
+the trigger fires and the task resumes on a worker with the same try number; the scheduler then drains
+the stale ``success`` and, the task instance being ``queued`` or ``running``, fails the resumed try
+("state mismatch", "killed externally"). A real executor is late with that event only under load (a
+burst of task starts on a busy scheduler), which no real server does on demand: the one mock here is
+:class:`tests.slow_executor.DeferExitDelayingExecutor`, a LocalExecutor that holds a deferred try's exit
+event back until the task is resumed on a worker or has ended (``HOLD_S`` seconds at most). Everything
+else is real: Postgres, a separate api-server, scheduler (with that executor), dag-processor and
+triggerer, the devfleet's Slurm and SeaweedFS.
 
 * The control -- a task that defers on a trigger which fires at once and resumes on a worker
   (``method_name``) -- must fail under that executor, with the scheduler's "state mismatch": this is
@@ -49,8 +49,8 @@ CONTROL_DAG = "defer_exit_race_control"
 INTAKE = "norace"
 INTAKE_DAG = f"s3_intake_{INTAKE}"
 BUCKET = "rf-intake-norace"
-HOLD_S = 20
-# The control's resumed try sleeps this long: it is running when the held exit event is released.
+HOLD_S = 120
+# The control's resumed try sleeps this long: it is still on its worker when the scheduler fails it.
 RESUME_SLEEP_S = 20
 CONTROL_DAG_FILE = f'''
 """A task that defers on a trigger firing at once and resumes on a worker (tests/test_defer_exit_race.py)."""
@@ -170,15 +170,17 @@ def test_control_task_resumed_on_a_worker_is_failed_by_the_held_defer_exit_event
     state = wait_until(ended, 180, f"control run {run_id} ended ({race_stack.logs}/scheduler.log)")
     released = _executor_lines(race_stack, "released", CONTROL_DAG, run_id)
     print(f"\ncontrol {run_id}: {state}; {_tis(race_stack, CONTROL_DAG, run_id)}; executor: {released}")
-    # The fault bit: the exit event of the deferring try was held, released while the resumed try ran,
-    # and the scheduler failed that try as "killed externally".
-    assert _executor_lines(race_stack, "held", CONTROL_DAG, run_id), race_stack.log_tail("scheduler")
-    assert any("resumed try running" in line for line in released), released
+    # The fault bit: the exit event of the deferring try was handed over once the resumed try was on a
+    # worker, and the scheduler failed that try as "killed externally".
+    assert any("resumed try" in line for line in released), (released, race_stack.log_tail("scheduler"))
     assert state == "failed"
     assert _tis(race_stack, CONTROL_DAG, run_id) == [("defer_once", -1, "failed", 1)]
     mismatches = _mismatches(race_stack, CONTROL_DAG)
     assert any(
-        "finished with state success" in m and "state attribute is running" in m for m in mismatches
+        re.search(
+            r"finished with state success, but the task instance's state attribute is (queued|running)", m
+        )
+        for m in mismatches
     ), mismatches
 
 
@@ -194,18 +196,19 @@ def test_job_api_job_ends_from_its_trigger_while_its_defer_exit_event_is_held(
     final = wait_for_job(race_stack, alice, job_id, job_finished, timeout=240)
     assert final["state"] == "COMPLETED", (final["message"], [e["message"] for e in final["events"]])
 
-    # submit's exit event was held; the trigger ended submit while it was; released later on a
-    # finished task instance, it changed nothing.
+    # submit's exit event was held; the trigger ended submit while it was (no try resumed on a
+    # worker meanwhile: that would have released it on a running task); handed over on the finished
+    # task instance, it changed nothing.
     wait_until(
         lambda: _executor_lines(race_stack, "released", "rackflow_job", job_id),
-        HOLD_S + 60,
+        60,
         f"submit's held exit event of {job_id} released",
     )
     held = _executor_lines(race_stack, "held", "rackflow_job", job_id)
     released = _executor_lines(race_stack, "released", "rackflow_job", job_id)
     print(f"\njob {job_id}: held {held}; released {released}")
     assert len(held) == 1 and "task_id='submit'" in held[0], held
-    assert len(released) == 1 and "hold expired" in released[0], released
+    assert len(released) == 1 and "task ended while held" in released[0], released
     assert "task instance now success " in released[0], released
     assert _mismatches(race_stack, "rackflow_job") == []
     assert _tis(race_stack, "rackflow_job", job_id) == [
