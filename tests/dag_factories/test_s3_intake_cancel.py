@@ -321,17 +321,20 @@ accept_jobs(
 """
 
 
+@pytest.mark.parametrize("run_kind", ["announced", "manual"])
 def test_an_accept_killed_between_claim_and_record_is_taken_up_by_its_retry_and_completes_once(
-    devfleet, rackflow_db, shared_tmp
+    devfleet, rackflow_db, shared_tmp, run_kind
 ):
     """Issue 14: the accept task's process dies (SIGKILL) right after its claim wrote ACCEPTED, before
-    the job record's insert. Nothing else knows the job: another run's accept of the same announced
-    job leaves it alone (not its claim), the retried accept of the run finds its own claim (the
-    claim's job key in the status object's metadata) and submits it, and the job completes once."""
+    the job record's insert. Nothing else knows the job: another run's accept leaves it alone (not its
+    claim), the retried accept of the run finds its own claim (the claim's job key in the status
+    object's metadata) and submits it, and the job completes once. The retry of a run the watcher
+    started has the announced jobs; a manual run's retry polls again and rechecks the claimed ones."""
     import json
     import signal
     import sys
 
+    from rackflow.core.s3_protocol import StatusCache
     from rackflow.db import jobs
     from rackflow.operators.s3_intake import IntakeRun, accept_jobs, scheduler_job_name
 
@@ -361,11 +364,17 @@ def test_an_accept_killed_between_claim_and_record_is_taken_up_by_its_retry_and_
     assert jobs.get_job(run.dag_id, key) is None and slurm_jobs_named(devfleet, prefix) == []
     scheduler = BatchSchedulerHook()
 
+    def retry(of: IntakeRun) -> list[dict[str, Any]]:
+        if run_kind == "announced":
+            return accept_jobs(hook, ready, scheduler, of)
+        polled = hook.poll(StatusCache())
+        return accept_jobs(hook, [j.to_dict() for j in polled.ready], scheduler, of, polled.accepted)
+
     other = IntakeRun(**{**run.__dict__, "run_id": f"run_{uuid.uuid4().hex[:6]}"})
-    assert accept_jobs(hook, ready, scheduler, other) == []  # not its claim: left alone
+    assert retry(other) == []  # not its claim: left alone
     assert jobs.s3_jobs_of_run(other.dag_id, other.run_id) == []
-    [job] = accept_jobs(hook, ready, scheduler, run)  # the retry of the killed try
-    assert accept_jobs(hook, ready, scheduler, run)[0]["job_id"] == job["job_id"]  # and once more
+    [job] = retry(run)  # the retry of the killed try
+    assert retry(run)[0]["job_id"] == job["job_id"]  # and once more
 
     assert (job["job_key"], read_status(client, bucket, prefix)) == (key, f"QUEUED\n{job['job_id']}\n")
     waited = _wait_operator(bucket, job).execute({})
@@ -375,7 +384,7 @@ def test_an_accept_killed_between_claim_and_record_is_taken_up_by_its_retry_and_
     assert out == b"taken once\ndone\n"
     assert slurm_jobs_named(devfleet, prefix) == [key]
     assert jobs.get_job(run.dag_id, key).state == "COMPLETED"
-    assert accept_jobs(hook, ready, scheduler, run) == []  # a late retry: nothing left to take
+    assert retry(run) == []  # a late retry: nothing left to take
     assert slurm_jobs_named(devfleet, prefix) == [key]
 
 

@@ -14,7 +14,8 @@ watcher read, so a job another run claimed meanwhile is simply lost here -- and 
 record (``rackflow_job``, where the job API lists it); each step still writes its status
 (``ACCEPTED``, ``QUEUED``) and fails its job alone with its own reason. A retried ``accept`` goes on
 from the record: nothing claimed is lost, nothing submitted twice (a submit finds its job by name; a
-claim a killed try made but had not recorded is found by the job key the claim stored with it).
+claim a killed try made but had not recorded is found by the job key the claim stored with it; a
+manual run's retry looks at every job that reads ``ACCEPTED`` for it).
 Nothing runs while the bucket is idle.
 
 ``wait`` is mapped over the submitted jobs (Airflow shows one task instance per job, labelled with
@@ -222,8 +223,12 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
             context = get_current_context()
             s3 = hook()
             ready = announced_ready_jobs(context)
-            if ready is None:
-                ready = [job.to_dict() for job in s3.poll(StatusCache()).ready]
+            recheck: list[str] = []
+            if ready is None:  # a manual run: every ready job; a retry also looks for its own claims
+                polled = s3.poll(StatusCache())
+                ready = [job.to_dict() for job in polled.ready]
+                if context["ti"].try_number > 1:
+                    recheck = polled.accepted
             scheduler = BatchSchedulerHook(
                 scheduler=config.scheduler, scheduler_env=config.scheduler_env, ssh_conn_id=config.ssh_conn_id
             )
@@ -236,7 +241,7 @@ def build_s3_intake_dag(config: IntakeConfig) -> Any:
                 ssh_conn_id=config.ssh_conn_id,
             )
             try:
-                return accept_jobs(s3, ready[: config.max_jobs_per_run], scheduler, run)
+                return accept_jobs(s3, ready[: config.max_jobs_per_run], scheduler, run, recheck)
             finally:
                 scheduler.close()
 

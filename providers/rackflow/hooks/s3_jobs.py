@@ -99,10 +99,11 @@ class Unrunnable:
 
 @dataclass
 class PollResult:
-    """One poll of a bucket: ready jobs, unreadable status objects, refused prefixes, the status objects
-    to mark FAILED for those, request counts."""
+    """One poll of a bucket: ready jobs, claimed ones, unreadable status objects, refused prefixes, the
+    status objects to mark FAILED for those, request counts."""
 
     ready: list[ReadyJob] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)  # jobs whose status reads ACCEPTED (claimed)
     invalid: dict[str, str] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     unrunnable: list[Unrunnable] = field(default_factory=list)
@@ -294,6 +295,8 @@ class S3JobsHook(BaseHook):
                 continue
             if status.is_ready:
                 result.ready.append(ReadyJob(prefix=job, etag=etag))
+            elif status.status is JobStatus.ACCEPTED:
+                result.accepted.append(job)
             elif not status.is_valid:
                 result.invalid[job] = status.problem or "unreadable"
         return result

@@ -200,7 +200,11 @@ class IntakeRun:
 
 
 def accept_jobs(
-    hook: S3JobsHook, ready: Sequence[dict[str, str]], scheduler: BatchSchedulerHook, run: IntakeRun
+    hook: S3JobsHook,
+    ready: Sequence[dict[str, str]],
+    scheduler: BatchSchedulerHook,
+    run: IntakeRun,
+    recheck: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Claim, stage in and submit every job of ``ready`` in one task, each recorded in the job record
     (``rackflow_job``: one row per job, keyed by the intake DAG and its job key); the submitted jobs,
@@ -212,7 +216,9 @@ def accept_jobs(
     crash between claim and submit, or between submit and record, neither loses nor doubles a job. A
     try that died between its claim and the job record left the claim's ``ACCEPTED`` with this run's
     job key (S3 user metadata): the retry's claim of the same announced job loses to it, reads the key
-    and goes on with the job; another claimant's ``ACCEPTED`` is left alone.
+    and goes on with the job; another claimant's ``ACCEPTED`` is left alone. ``recheck``: prefixes
+    whose status read ``ACCEPTED`` when a retry without announced jobs (a manual run) polled, looked
+    at the same way.
     One job that fails (refused, no script, the scheduler said no) gets ``FAILED`` with its reason and
     the batch goes on.
     """
@@ -224,11 +230,13 @@ def accept_jobs(
         done = _take(hook, earlier, scheduler, run, row=row)
         if done is not None:
             accepted[row.s3_prefix] = done
-    for job in ready:
+    for job in [*ready, *({"prefix": prefix, "etag": ""} for prefix in recheck)]:
         if job["prefix"] in accepted:
             continue
         key = scheduler_job_name(hook.bucket_name, job["prefix"], run.run_id)
         try:
+            if not job["etag"]:  # claimed already by someone: this run's earlier try?
+                raise AirflowSkipException(f"{job['prefix']}: claimed already")
             claimed = claim_job(hook, job, token=key)
         except AirflowSkipException as skip:
             taken_up = _own_unrecorded_claim(hook, job["prefix"], key)
