@@ -122,7 +122,7 @@ class Topology:
         deadline = time.monotonic() + timeout
         while admin.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=60).status_code != 200:
             assert time.monotonic() < deadline, f"{dag_id} was never parsed: {self.log_tail('dag-processor')}"
-            time.sleep(2)
+            time.sleep(0.5)
         resp = admin.patch(f"{self.url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=60)
         assert resp.status_code == 200, resp.text
 
@@ -191,7 +191,7 @@ def start_topology(home: Path, env: dict[str, str], port: int) -> Topology:
     return topology
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
     """Poll ``predicate`` until it returns something true (returned); fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:

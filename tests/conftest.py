@@ -66,6 +66,13 @@ os.environ.update(
         "AIRFLOW__RACKFLOW__TES_EXECUTOR_PATH": f"{SNAKEMAKE_VENV}/bin:/usr/local/bin:/usr/bin:/bin",
         # The Unix accounts the test logins' jobs run as (rf-<user>; the devfleet creates them).
         **job_accounts_env(),
+        # Short status polls (defaults: scheduler and SSH steps 5 s, VMs 2 s): the tests' jobs, steps and
+        # VMs end within a second or two on loopback, and every wait (dag.test() runs here, the stacks'
+        # triggers and tasks, which inherit this environment) would otherwise idle out the default's
+        # rest. A test that needs a slow poll sets it on its own operator, intake or trigger.
+        "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "1",
+        "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "1",
+        "AIRFLOW__RACKFLOW__VM_POLL_INTERVAL": "0.5",
     }
 )
 (_HOME / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
@@ -226,7 +233,7 @@ class AirflowStack:
             if resp.status_code == 200:
                 admin.patch(f"{self.url}/api/v2/dags/{dag_id}", json={"is_paused": False}, timeout=30)  # type: ignore[attr-defined]
                 return
-            time.sleep(1)
+            time.sleep(0.5)
         raise AssertionError(f"DAG {dag_id} was not parsed within {timeout}s; see {self.log}")
 
 
@@ -288,7 +295,7 @@ def airflow_stack(
             pass
         if healthy:
             break
-        time.sleep(1)
+        time.sleep(0.25)
     if not healthy:
         os.killpg(proc.pid, signal.SIGKILL)
         raise AssertionError(f"airflow standalone did not become healthy; log:\n{log.read_text()[-4000:]}")

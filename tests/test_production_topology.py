@@ -44,7 +44,7 @@ def test_components_run_as_separate_processes_on_postgres(topology: Topology):
             for c in ("metadatabase", "scheduler", "triggerer", "dag_processor")
         ):
             break
-        time.sleep(2)
+        time.sleep(0.5)
     assert health["metadatabase"]["status"] == "healthy"
     for component in ("scheduler", "triggerer", "dag_processor"):
         assert health[component]["status"] == "healthy", (component, health)
@@ -65,7 +65,7 @@ def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topolog
     deadline = time.monotonic() + 120
     while admin.get(f"{topology.url}/api/v2/dags/rackflow_job", timeout=30).status_code != 200:
         assert time.monotonic() < deadline, "rackflow_job was never parsed by the dag-processor"
-        time.sleep(2)
+        time.sleep(0.5)
     admin.patch(f"{topology.url}/api/v2/dags/rackflow_job", json={"is_paused": False}, timeout=30)
 
     # The job runs as alice's Unix account: it writes where that account may (not pytest's tmp_path).
@@ -89,7 +89,7 @@ def test_batch_job_runs_through_rest_api_with_wait_in_separate_triggerer(topolog
         ]
         if state in ("success", "failed"):
             break
-        time.sleep(2)
+        time.sleep(0.5)
     assert state == "success", (topology.logs / "scheduler.log").read_text()[-3000:]
     assert out.read_text().strip() == "topology-ok"
     # The wait was deferred: the separate triggerer process ran the trigger (and wrote its log), no

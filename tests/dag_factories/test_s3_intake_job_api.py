@@ -30,7 +30,7 @@ def _until(what: str, check: Callable[[], Any], timeout: float = 240) -> Any:
         if got:
             return got
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def _s3_job(session: Any, url: str, prefix: str) -> dict[str, Any] | None:

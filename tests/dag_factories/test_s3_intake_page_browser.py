@@ -31,7 +31,7 @@ def test_intake_page_lists_bucket_jobs_with_status_line_latency_and_job_link_per
     deadline = time.monotonic() + 600
     while read_status(client, bucket, prefix).split("\n")[0] not in ("COMPLETED", "FAILED", "CANCELED"):
         assert time.monotonic() < deadline, f"{prefix} stuck at {read_status(client, bucket, prefix)!r}"
-        time.sleep(2)
+        time.sleep(0.5)
     assert read_status(client, bucket, prefix).startswith("COMPLETED"), read_status(client, bucket, prefix)
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

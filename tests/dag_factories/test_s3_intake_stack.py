@@ -22,7 +22,7 @@ def _wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[n
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not happen within {timeout}s")
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def _set_paused(stack, paused: bool) -> None:  # type: ignore[no-untyped-def]

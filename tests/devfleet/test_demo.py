@@ -120,7 +120,7 @@ def test_demo_prints_url_and_serves_rackflow_to_token_holders_only(tmp_path):
         deadline = time.monotonic() + 240
         job = requests.get(job_url, headers=alice_headers, timeout=60).json()
         while job.get("run_state") not in ("success", "failed") and time.monotonic() < deadline:
-            time.sleep(2)
+            time.sleep(0.5)
             job = requests.get(job_url, headers=alice_headers, timeout=60).json()
         assert job["state"] == "COMPLETED", job
         stdout = requests.get(f"{job_url}/output", headers=alice_headers, timeout=60).json()

@@ -19,7 +19,7 @@ def wait_for_job(
         if until(job):
             return job
         assert time.monotonic() < deadline, f"job {job_id} stuck: {job}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def job_finished(job: dict[str, Any]) -> bool:

@@ -34,7 +34,7 @@ def _finished(stack: Any, dag_id: str, run_id: str, timeout: float = 240) -> str
         run = admin.get(f"{stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}", timeout=30).json()
         if run["state"] in ("success", "failed"):
             return str(run["state"])
-        time.sleep(2)
+        time.sleep(0.5)
     raise AssertionError(f"{dag_id} run {run_id} did not finish within {timeout}s; see {stack.log}")
 
 

@@ -42,7 +42,7 @@ def failed_run(airflow_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> 
         ]
         if state in ("success", "failed"):
             break
-        time.sleep(2)
+        time.sleep(0.5)
     assert state == "failed", state
     assert not any(Path(root).glob("*/opt"))  # reverted
     return run_id

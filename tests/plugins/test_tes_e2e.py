@@ -34,7 +34,7 @@ def _until(client: Any, task_id: str, states: set[str], timeout: float = 240) ->
         if task.state in states:
             return task
         assert time.monotonic() < deadline, f"task {task_id} stuck in {task.state}"
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 # pytest-timeout counts the session's stack start (minutes on a loaded machine) in the first test.
