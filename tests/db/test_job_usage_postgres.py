@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from rackflow_devfleet.postgres import Postgres
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    workdir = Path(tempfile.mkdtemp(prefix="rackflow-pg-"))
-    server = Postgres(workdir=workdir).start()
-    try:
-        yield server.create_database("rackflow_usage")
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+def postgres_url(postgres: Postgres) -> str:
+    """A database of this module's own on the session's Postgres."""
+    return postgres.create_database("rackflow_usage")
 
 
 def test_final_record_keeps_a_peak_memory_past_2_gib(postgres_url: str) -> None:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,25 +61,18 @@ def prefix(rackflow_db: str, devfleet: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def postgres_inventory(rackflow_db: str) -> Iterator[str]:
-    """A rackflow DB on a throwaway Postgres, migrated and synced from the same fleet file."""
+def postgres_inventory(rackflow_db: str, postgres: Any) -> str:
+    """A rackflow DB on the session's Postgres, migrated and synced from the same fleet file."""
     from rackflow.core.fleet import Fleet
     from rackflow.db.inventory import sync_fleet
     from rackflow.db.session import session_scope, upgrade
-    from rackflow_devfleet.postgres import Postgres
     from tests.conftest import FLEET_FILE
 
-    workdir = Path(tempfile.mkdtemp(prefix="rackflow-pg-claims-"))
-    server = Postgres(workdir=workdir).start()
-    try:
-        url = server.create_database("rackflow_claims")
-        upgrade(url)
-        with session_scope(url) as session:
-            sync_fleet(session, Fleet.load(FLEET_FILE))
-        yield url
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    url = str(postgres.create_database("rackflow_claims"))
+    upgrade(url)
+    with session_scope(url) as session:
+        sync_fleet(session, Fleet.load(FLEET_FILE))
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
