@@ -6,6 +6,7 @@ are real processes started once per session; a server that cannot start fails th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,9 +34,17 @@ JOBS_BASE = Path(tempfile.mkdtemp(prefix="rackflow-jobs-"))
 JOBS_BASE.chmod(0o711)
 # Snakemake's virtualenv for the TES tests (tests/plugins/test_tes_snakemake_e2e.py builds it): on the
 # PATH of TES tasks' jobs, as a site installs the tools its TES tasks call. Not under /tmp: Snakemake's
-# tasks name /tmp, which bubblewrap then mounts from the job directory.
-SNAKEMAKE_VENV = Path(tempfile.mkdtemp(prefix="rackflow-snakemake-", dir="/var/tmp"))
-SNAKEMAKE_VENV.chmod(0o755)
+# tasks name /tmp, which bubblewrap then mounts from the job directory. Kept between sessions, named by
+# the hash of its exact pins and of the interpreter it is built with: a changed pin gets a new one, a
+# clean machine builds it once (in a minute or more), later sessions only check it.
+SNAKEMAKE_REQUIREMENTS = REPO / "tests" / "plugins" / "snakemake-tes-requirements.txt"
+SNAKEMAKE_PYTHON = "/usr/bin/python3"
+SNAKEMAKE_VENV = Path("/var/tmp") / (
+    "rackflow-snakemake-"
+    + hashlib.sha256(
+        SNAKEMAKE_REQUIREMENTS.read_bytes() + os.path.realpath(SNAKEMAKE_PYTHON).encode()
+    ).hexdigest()[:16]
+)
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
@@ -80,10 +89,6 @@ os.environ.update(
 
 def pytest_configure(config: pytest.Config) -> None:
     config.rackflow_airflow_home = _HOME  # type: ignore[attr-defined]
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(SNAKEMAKE_VENV, ignore_errors=True)  # under /var/tmp: no pytest tmp rotation there
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,9 @@ Snakemake on each job's command line (the plugin's design: they are in the task 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -43,10 +45,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SNAKEMAKE_VENV
-
-REQUIREMENTS = Path(__file__).with_name("snakemake-tes-requirements.txt")
-SYSTEM_PYTHON = "/usr/bin/python3"
+from tests.conftest import SNAKEMAKE_PYTHON, SNAKEMAKE_REQUIREMENTS, SNAKEMAKE_VENV
 
 SNAKEFILE = """
 localrules: all
@@ -71,20 +70,31 @@ rule total:
 
 
 @pytest.fixture(scope="module")
-def snakemake_venv() -> Iterator[Path]:  # removed at the session's end (tests/conftest.py)
+def snakemake_venv() -> Iterator[Path]:
     """Snakemake 9 with the TES executor and S3 storage plugins (exact pins) in ``SNAKEMAKE_VENV``,
-    which the stack's ``[rackflow] tes_executor_path`` puts first on TES jobs' PATH."""
+    which the stack's ``[rackflow] tes_executor_path`` puts first on TES jobs' PATH.
+
+    Built once per set of pins (the directory is named by their hash, see tests/conftest.py), under a
+    lock other sessions wait on; a build cut short (no ``complete`` mark) is built again from scratch.
+    A session that finds it installs the pins again (a no-op when nothing is missing) and checks it.
+    """
     venv = SNAKEMAKE_VENV
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "-r", str(REQUIREMENTS)],
-        capture_output=True,
-        text=True,
-    )
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout
+    complete = venv / ".rackflow-complete"
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not complete.exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([SNAKEMAKE_PYTHON, "-m", "venv", str(venv)], check=True)
+            venv.chmod(0o755)  # job accounts run its Python
+        pip = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "-r", str(SNAKEMAKE_REQUIREMENTS)],
+            capture_output=True,
+            text=True,
+        )
+        assert pip.returncode == 0, pip.stderr[-3000:]
+        check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+        complete.touch()
     yield venv
 
 
