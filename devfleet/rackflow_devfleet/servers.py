@@ -553,6 +553,8 @@ class SeaweedS3(Server):
     secret_key: str = "rackflow-secret"
     buckets: Sequence[str] = ()
     start_timeout: float = 60.0
+    # weed takes its time on SIGTERM (5 s and more) over data nothing keeps: each fleet's is fresh.
+    stop_grace: float = 2.0
 
     @property
     def endpoint_url(self) -> str:
