@@ -25,7 +25,7 @@ import requests
 
 from rackflow_devfleet.postgres import Postgres
 from rackflow_devfleet.servers import wait_for_port
-from tests.conftest import PASSWORDS
+from tests.conftest import PASSWORDS, stack_environ
 
 BIN = Path(sys.executable).parent
 # The process title of a running task (Airflow's task runner sets it): "airflow worker -- <ti uuid>".
@@ -157,11 +157,12 @@ class Topology:
 def topology_env(
     home: Path, postgres: Postgres, tag: str, port: int, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The environment of every component: this process's (the session's fleet and auth settings),
+    """The environment of every component: this process's (the session's fleet and auth settings, see
+    tests.conftest.stack_environ),
     metadata DB ``airflow_<tag>`` and rackflow DB ``rackflow_<tag>`` on ``postgres``."""
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
     return {
-        **os.environ,
+        **stack_environ(),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.create_database(f"airflow_{tag}"),

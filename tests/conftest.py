@@ -45,6 +45,17 @@ SNAKEMAKE_VENV = Path("/var/tmp") / (
         SNAKEMAKE_REQUIREMENTS.read_bytes() + os.path.realpath(SNAKEMAKE_PYTHON).encode()
     ).hexdigest()[:16]
 )
+# Short status polls for the runs in this process (dag.test(): deferred tasks' triggers run inline, one
+# after the other, so nothing races them); defaults: scheduler and SSH steps 5 s, VMs 2 s. The tests'
+# jobs, steps and VMs end within a second or two on loopback and each wait would idle out the rest of
+# the default. The Airflow stacks (stack_environ()) keep the defaults: there a trigger that fires before
+# its deferring task process has exited meets Airflow's defer-exit race (issue 14), which a 1 s SSH step
+# poll made the jobnet e2e test hit on a loaded machine.
+IN_PROCESS_POLLS = {
+    "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "1",
+    "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "1",
+    "AIRFLOW__RACKFLOW__VM_POLL_INTERVAL": "0.5",
+}
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_HOME),
@@ -75,16 +86,16 @@ os.environ.update(
         "AIRFLOW__RACKFLOW__TES_EXECUTOR_PATH": f"{SNAKEMAKE_VENV}/bin:/usr/local/bin:/usr/bin:/bin",
         # The Unix accounts the test logins' jobs run as (rf-<user>; the devfleet creates them).
         **job_accounts_env(),
-        # Short status polls (defaults: scheduler and SSH steps 5 s, VMs 2 s): the tests' jobs, steps and
-        # VMs end within a second or two on loopback, and every wait (dag.test() runs here, the stacks'
-        # triggers and tasks, which inherit this environment) would otherwise idle out the default's
-        # rest. A test that needs a slow poll sets it on its own operator, intake or trigger.
-        "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "1",
-        "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "1",
-        "AIRFLOW__RACKFLOW__VM_POLL_INTERVAL": "0.5",
+        **IN_PROCESS_POLLS,
     }
 )
 (_HOME / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
+
+
+def stack_environ() -> dict[str, str]:
+    """This process's environment for a separate Airflow deployment (the stacks): without the short
+    in-process polls (see IN_PROCESS_POLLS), unless a test set one of them to something else."""
+    return {k: v for k, v in os.environ.items() if IN_PROCESS_POLLS.get(k) != v}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -260,7 +271,7 @@ def airflow_stack(
     home = tmp_path_factory.mktemp("stack-airflow-home")
     (home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
     env = {
-        **os.environ,
+        **stack_environ(),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__RACKFLOW__DATABASE_URL": rackflow_db,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
