@@ -1,6 +1,7 @@
 """An S3 job's resource usage is in its job record as a job-API job's is (issue 14): its end, on the
 real Slurm and SeaweedFS, records CPU time, wall time, peak memory, exit code and nodes from the
-scheduler's accounting (the job API's ``cpu_time``, ``wall_time``, ``max_memory`` fields)."""
+scheduler's accounting, and the job API shows them in the same ``cpu_time``, ``wall_time``,
+``max_memory`` fields."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from rackflow.operators.s3_intake import IntakeRun, S3JobWaitOperator, accept_jo
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.core.test_slurm_real import BURN
 from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
+from tests.plugins.jobs_support import JOBS
 
 
 def test_an_s3_job_records_its_usage_from_the_schedulers_accounting(
-    devfleet: Any, rackflow_db: str, shared_tmp: Any
+    devfleet: Any, rackflow_db: str, shared_tmp: Any, api: Any, auth: Any
 ) -> None:
     from rackflow.db import jobs
 
@@ -47,3 +49,11 @@ def test_an_s3_job_records_its_usage_from_the_schedulers_accounting(
     assert row.max_memory is not None and row.max_memory >= 150 * 10**6
     assert row.nodes
     assert "of CPU, peak memory" in jobs.events(run.dag_id, job["job_key"])[-1].message
+    resp = api.get(f"{JOBS}/{job['job_key']}", headers=auth("admin"))  # the job API shows them
+    assert resp.status_code == 200, resp.text
+    props = resp.json()["properties"]
+    assert (props["cpu_time"], props["wall_time"], props["max_memory"]) == (
+        row.cpu_time_s,
+        row.wall_time_s,
+        row.max_memory,
+    ), props

@@ -132,19 +132,23 @@ def job_state(run_state: str | None, row: Any) -> str:
     return str(row.state) if row is not None else "QUEUED"
 
 
+def _properties(row: Any) -> JobProperties:
+    """What the scheduler side recorded of a job (either front door's): its scheduler job, exit code,
+    usage and nodes."""
+    return JobProperties(
+        scheduler=row.scheduler,
+        scheduler_job_id=row.scheduler_job_id,
+        exit_code=row.exit_code,
+        cpu_time=row.cpu_time_s,
+        wall_time=row.wall_time_s,
+        max_memory=row.max_memory,
+        nodes=[n for n in (row.nodes or "").split(",") if n],
+        workdir=row.workdir,
+    )
+
+
 def _out(run: DagRun, row: Any, with_events: bool = False) -> JobOut:
-    props = JobProperties()
-    if row is not None:
-        props = JobProperties(
-            scheduler=row.scheduler,
-            scheduler_job_id=row.scheduler_job_id,
-            exit_code=row.exit_code,
-            cpu_time=row.cpu_time_s,
-            wall_time=row.wall_time_s,
-            max_memory=row.max_memory,
-            nodes=[n for n in (row.nodes or "").split(",") if n],
-            workdir=row.workdir,
-        )
+    props = _properties(row) if row is not None else JobProperties()
     events = []
     staging: dict[str, list[StagingOut]] = {}
     if with_events:
@@ -204,13 +208,7 @@ def _s3_out(row: Any, with_events: bool = False) -> JobOut:
         message=row.message,
         submitted_at=row.created_at,
         terminate_requested_by=row.terminate_requested_by,
-        properties=JobProperties(
-            scheduler=row.scheduler,
-            scheduler_job_id=row.scheduler_job_id,
-            exit_code=row.exit_code,
-            nodes=[n for n in (row.nodes or "").split(",") if n],
-            workdir=row.workdir,
-        ),
+        properties=_properties(row),
         events=events,
     )
 
