@@ -53,7 +53,7 @@ SNAKEMAKE_VENV = Path("/var/tmp") / (
 # poll made the jobnet e2e test hit on a loaded machine.
 IN_PROCESS_POLLS = {
     "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "1",
-    "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "1",
+    "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "0.2",  # a trigger's first poll waits one interval
     "AIRFLOW__RACKFLOW__VM_POLL_INTERVAL": "0.5",
 }
 os.environ.update(

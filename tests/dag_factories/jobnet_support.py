@@ -8,7 +8,6 @@ Tests using these need the ``airflow_db`` and ``devfleet`` fixtures.
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Mapping
 from datetime import timedelta
@@ -41,19 +40,10 @@ def run_dag(dag: Any, conf: Mapping[str, Any] | None = None, *, use_executor: bo
     """Register ``dag`` and run it once with ``conf``; the finished DagRun.
 
     ``dag.test()`` runs each deferred step's trigger inline, one after the other: its SSH steps are
-    polled every second instead of every 5 s (the option is read when a step defers).
+    polled at the session's short in-process interval (tests/conftest.py IN_PROCESS_POLLS), not 5 s.
     """
     register_dag(dag)
-    option = "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL"
-    before = os.environ.get(option)
-    os.environ[option] = "1"
-    try:
-        return dag.test(run_conf=dict(conf or {}), use_executor=use_executor)
-    finally:
-        if before is None:
-            del os.environ[option]
-        else:
-            os.environ[option] = before
+    return dag.test(run_conf=dict(conf or {}), use_executor=use_executor)
 
 
 def task_states(dag_run: Any) -> dict[str, str]:
