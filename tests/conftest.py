@@ -47,13 +47,14 @@ SNAKEMAKE_VENV = Path("/var/tmp") / (
 )
 # Short status polls for the runs in this process (dag.test(): deferred tasks' triggers run inline, one
 # after the other, so nothing races them); defaults: scheduler and SSH steps 5 s, VMs 2 s. The tests'
-# jobs, steps and VMs end within a second or two on loopback and each wait would idle out the rest of
-# the default. The Airflow stacks (stack_environ()) keep the defaults: there a trigger that fires before
-# its deferring task process has exited meets Airflow's defer-exit race (issue 14), which a 1 s SSH step
-# poll made the jobnet e2e test hit on a loaded machine.
+# jobs, steps and VMs end within a second or two on loopback and each wait (a trigger's first poll
+# waits one interval) would idle out the rest of the default. The Airflow stacks (stack_environ())
+# keep the defaults: there a trigger that fires before its deferring task process has exited meets
+# Airflow's defer-exit race (issue 14), which a 1 s SSH step poll made the jobnet e2e test hit on a
+# loaded machine.
 IN_PROCESS_POLLS = {
-    "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "1",
-    "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "0.2",  # a trigger's first poll waits one interval
+    "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "0.5",
+    "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "0.2",
     "AIRFLOW__RACKFLOW__VM_POLL_INTERVAL": "0.5",
 }
 os.environ.update(
