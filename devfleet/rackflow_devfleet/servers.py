@@ -70,6 +70,8 @@ class Server:
     start_timeout: float = 30.0
     stop_grace: float = 5.0
     procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    # True when no port was asked for and free_port() picked one (it may be re-picked on a clash).
+    picked_port: bool = field(default=False, init=False, repr=False)
 
     name = "server"
 
@@ -78,6 +80,7 @@ class Server:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
+            self.picked_port = True
 
     @property
     def log_path(self) -> Path:
@@ -577,6 +580,23 @@ class SeaweedS3(Server):
                 }
             )
         )
+        # A port free_port() found free can be taken before weed binds it (another server starting at the
+        # same moment, a client's ephemeral port): then weed says "address already in use" and the
+        # start is tried again on fresh ports -- the S3 port too, unless it was asked for.
+        for attempt in range(1, 4):
+            try:
+                self._start_weed(identities)
+                break
+            except ServerStartError as err:
+                if attempt == 3 or "address already in use" not in str(err):
+                    raise
+                if self.picked_port:
+                    self.port = free_port()
+        self._create_buckets()
+        return self
+
+    def _start_weed(self, identities: Path) -> None:
+        wd = self.workdir
         master, volume, filer = free_port(), free_port(), free_port()
         self._spawn(
             [
@@ -604,8 +624,6 @@ class SeaweedS3(Server):
             env={"WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"},
         )
         self._await_port()
-        self._create_buckets()
-        return self
 
     def client(self):  # type: ignore[no-untyped-def]
         import boto3

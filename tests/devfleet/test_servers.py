@@ -222,3 +222,35 @@ def test_fleet_env_file_lets_the_aws_cli_reach_the_intake_bucket_and_airflow_get
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "b'x'"
+
+
+def test_seaweedfs_starts_again_on_fresh_ports_when_a_picked_port_was_taken(tmp_path, monkeypatch):
+    """A port free_port() picked can be taken before weed binds it. The clash is injected (a fault a
+    quiet machine does not produce on demand): the first internal port handed to weed is one another
+    socket listens on; weed says "address already in use" and the start goes on with fresh ports."""
+    import socket
+
+    from rackflow_devfleet import servers
+
+    stranger = socket.socket()
+    stranger.bind((servers.LOOPBACK, 0))
+    stranger.listen()
+    taken = stranger.getsockname()[1]
+    real_free_port = servers.free_port
+    handed: list[int] = []
+
+    def free_port_once_taken() -> int:
+        port = taken if not handed else real_free_port()
+        handed.append(port)
+        return port
+
+    s3 = servers.SeaweedS3(workdir=tmp_path / "s3", buckets=["clash"])  # its own S3 port picked here
+    monkeypatch.setattr(servers, "free_port", free_port_once_taken)
+    try:
+        s3.start()
+        assert "address already in use" in s3.log_path.read_text(errors="replace")
+        assert handed[0] == taken and len(handed) > 7  # a second set of ports after the clash
+        assert [b["Name"] for b in s3.client().list_buckets()["Buckets"]] == ["clash"]
+    finally:
+        s3.stop()
+        stranger.close()
