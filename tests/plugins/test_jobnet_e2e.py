@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import SCREENSHOTS, login_page
+from tests.plugins.conftest import HADOOP_BUILD_DAG
 
 
 def _wait(what: str, check: Callable[[], Any], timeout: float = 180, every: float = 0.5) -> Any:
@@ -127,35 +128,14 @@ def test_parallel_installs_run_at_once_and_marking_the_run_failed_kills_them_on_
 
 
 def test_build_environment_launches_vms_reverts_in_order_destroys_them_and_reports(
-    airflow_stack: Any, devfleet: Any, tmp_path: Path, browser: Any
+    airflow_stack: Any, devfleet: Any, failed_hadoop_build: tuple[str, Path], browser: Any
 ) -> None:
     from rackflow.hooks.libvirt import LibvirtHook
 
-    dag_id = "build_env_hadoop-cluster"
-    airflow_stack.wait_for_dag(dag_id)
+    dag_id = HADOOP_BUILD_DAG
     admin = airflow_stack.session("admin")
-    root = tmp_path / "root"
-    resp = admin.post(
-        f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns",
-        json={
-            "logical_date": None,
-            "conf": {
-                "host": "host-b",
-                "pattern": "e2e-hd-{seq:02d}",
-                "root": str(root),
-                "fail_smoke_test": True,
-            },
-        },
-        timeout=30,
-    )
-    assert resp.status_code == 200, resp.text
-    run_id = resp.json()["dag_run_id"]
-    _wait(
-        "the build run to finish",
-        lambda: _run_state(airflow_stack, admin, dag_id, run_id) in ("success", "failed"),
-        timeout=400,
-        every=2,
-    )
+    # Triggered on host-b with fail_smoke_test (see the fixture); the report tab's browser test reads it too.
+    run_id, root = failed_hadoop_build
     assert _run_state(airflow_stack, admin, dag_id, run_id) == "failed"
     states = _task_states(airflow_stack, admin, dag_id, run_id)
     assert states["launch"] == "success" and states["smoke-test"] == "failed"

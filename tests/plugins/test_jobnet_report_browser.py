@@ -1,14 +1,15 @@
 """The jobnet report tab of a DAG run (a react app inside Airflow's real UI), in headless Chromium.
 
-A run of the hadoop example on the real Airflow standalone and loopback sshd fails its smoke test on
-purpose; its report tab draws the steps as a Gantt chart (the parallel installs side by side, each bar
-with server, duration and exit code) and the reverts after the failure, in the order they ran. As
-operator, alice (user) and victor (viewer), in light and dark mode.
+The session's run of the hadoop example's build environment on the real Airflow standalone, loopback
+sshd and launched VMs (tests/plugins/conftest.py ``failed_hadoop_build``, which the jobnet e2e test
+checks too) fails its smoke test on purpose; its report tab draws the steps as a Gantt chart (the
+parallel installs side by side, each bar with server, duration and exit code) and the reverts after
+the failure, in the order they ran. As operator, alice (user) and victor (viewer), in light and dark
+mode.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,33 +17,18 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import SCREENSHOTS, login_page
+from tests.plugins.conftest import HADOOP_BUILD_DAG
 
-DAG_ID = "jobnet_hadoop-cluster"
+DAG_ID = HADOOP_BUILD_DAG
 SCHEMES = ("light", "dark")
 
 
 @pytest.fixture(scope="module")
-def failed_run(airflow_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
-    airflow_stack.wait_for_dag(DAG_ID)
+def failed_run(airflow_stack: Any, failed_hadoop_build: tuple[str, Path]) -> str:
+    run_id, root = failed_hadoop_build
     operator = airflow_stack.session("operator")
-    root = tmp_path_factory.mktemp("hadoop-ui") / "root"
-    conf = {"root": str(root), "fail_smoke_test": True, "daemon_seconds": 60}
-    resp = operator.post(
-        f"{airflow_stack.url}/api/v2/dags/{DAG_ID}/dagRuns",
-        json={"logical_date": None, "conf": conf},
-        timeout=30,
-    )
-    assert resp.status_code == 200, resp.text
-    run_id = str(resp.json()["dag_run_id"])
-    deadline = time.monotonic() + 400
-    state = ""
-    while time.monotonic() < deadline:
-        state = operator.get(f"{airflow_stack.url}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()[
-            "state"
-        ]
-        if state in ("success", "failed"):
-            break
-        time.sleep(0.5)
+    run = operator.get(f"{airflow_stack.url}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", timeout=30).json()
+    state = run["state"]
     assert state == "failed", state
     assert not any(Path(root).glob("*/opt"))  # reverted
     return run_id
