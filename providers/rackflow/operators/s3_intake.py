@@ -409,18 +409,23 @@ def fail_unfinished_job(
     scheduler: BatchSchedulerHook | None = None,
     job_id: str | None = None,
     account: str | None = None,
+    job_key: tuple[str, str] | None = None,
 ) -> str | None:
     """After a per-job task died without ending the job: ``FAILED`` with ``reason``, never over a
     terminal status. The scheduler job this run submitted (``job_id``, from XCom -- never the id in the
     status object, which the uploader can write) is cancelled, whatever the status says: no task
     follows it any more (a step that failed after submitting may already have written ``FAILED``).
-    Nothing is ever resubmitted.
+    Nothing is ever resubmitted. With the job's record (``job_key``: dag id, job key) the cancel goes
+    through the record's cancel claim, as every other cancel of a recorded job does.
 
     Returns the status the object reads afterwards (None when it is gone).
     """
     if job_id and scheduler is not None:
         try:
-            if scheduler.cancel(job_id, account=account):
+            if job_key is not None:
+                if cancel_claimed_job(scheduler, job_key, job_id, reason):
+                    reason += f"; scheduler job {job_id} cancelled"
+            elif scheduler.cancel(job_id, account=account):
                 reason += f"; scheduler job {job_id} cancelled"
         except Exception as err:  # the status must still say FAILED
             log.warning("%s: could not cancel scheduler job %s: %s", prefix, job_id, err)
@@ -436,6 +441,7 @@ def end_after_failed_task(
     scheduler: BatchSchedulerHook,
     job_id: str | None,
     account: str | None,
+    job_key: tuple[str, str] | None = None,
 ) -> str | None:
     """What a per-job task that failed for good leaves behind (see :func:`fail_unfinished_job`), except
     after a failed ``wait`` while its job still runs: the wait failed, not the job, so the job is neither
@@ -449,7 +455,7 @@ def end_after_failed_task(
             job_id,
         )
         return None
-    return fail_unfinished_job(hook, prefix, reason, scheduler, job_id, account)
+    return fail_unfinished_job(hook, prefix, reason, scheduler, job_id, account, job_key)
 
 
 def job_task_failed(
@@ -501,7 +507,16 @@ def job_task_failed(
         try:
             for key, prefix, job_id in targets:
                 try:
-                    after = end_after_failed_task(hook, step, prefix, reason, local, job_id or None, run_as)
+                    after = end_after_failed_task(
+                        hook,
+                        step,
+                        prefix,
+                        reason,
+                        local,
+                        job_id or None,
+                        run_as,
+                        (dag_id, key) if key else None,
+                    )
                     if key and after is not None:
                         jobs.record_event(dag_id, key, "FAILED", reason, scheduler_job_id=job_id or None)
                 except Exception:
@@ -737,7 +752,7 @@ class S3JobWaitOperator(BaseOperator):
             if key and dag_id:  # the one cancel path of recorded jobs (claimed once, an event)
                 cancel_claimed_job(scheduler, (dag_id, key), self.job["job_id"], why)
                 write_canceled(self._hook(), self.job["prefix"], self.job["job_id"], why)
-            else:
+            else:  # the intake's steps used without a job record (no claim to take)
                 cancel_intake_job(
                     self._hook(),
                     scheduler,
