@@ -362,6 +362,17 @@ def test_planner_without_reservations_powers_nothing_off_as_the_notes_say() -> N
     assert any(n.startswith("power-on control: no reservation before") for n in plan.notes)
 
 
+def test_planner_notes_and_reasons_give_window_ends_as_the_pages_show_times_not_raw_iso() -> None:
+    nodes = [nv(f"n{i}") for i in range(3)] + [nv("off", S.OFF)]
+    plan = plan_power(nodes, [], now=NOW, thresholds=TH)
+    assert "power-on control: no reservation before 2026-05-01 12:30 UTC; nothing to do" in plan.notes
+    off_note = "power-off control: no reservation before 2026-05-01 13:00 UTC;"
+    assert any(n.startswith(off_note) for n in plan.notes), plan.notes
+    assert not any("+00:00" in n or "T12:" in n for n in plan.notes), plan.notes
+    on = plan_power([nv(f"n{i}", S.OFF) for i in range(4)], [rsv("r1", 20 * MIN, 2)], now=NOW, thresholds=TH)
+    assert all("starting by 2026-05-01 12:30 UTC" in a.reason for a in on.actions), on.actions
+
+
 def test_planner_with_all_nodes_off_and_no_reservations_has_nothing_to_do() -> None:
     plan = plan_power([nv("a", S.OFF), nv("b", S.STOPPED)], [], now=NOW, thresholds=TH)
     assert plan.actions == ()

@@ -15,7 +15,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from itertools import accumulate
 from operator import attrgetter
@@ -226,6 +226,11 @@ MAX_THRESHOLD = timedelta(days=365)
 def _minutes(delta: timedelta) -> str:
     minutes = delta.total_seconds() / 60
     return f"{minutes:g} min"
+
+
+def _utc(at: datetime) -> str:
+    """A window's end as the pages show times: ``2026-12-01 20:15 UTC`` (never raw ISO 8601)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class PowerThresholds(_Frozen):
@@ -605,7 +610,7 @@ def plan_power(
     else:
         window = book.in_window(now, on_end)
         if not window:
-            notes.append(f"power-on control: no reservation before {on_end.isoformat()}; nothing to do")
+            notes.append(f"power-on control: no reservation before {_utc(on_end)}; nothing to do")
         else:
             try:
                 need = fleet.needed(policy, window, allow_partial=True)
@@ -621,7 +626,7 @@ def plan_power(
                         f"{', '.join(unplaced[:10])}"
                     )
                 reason = (
-                    f"needed by {len(need.placed)} reservation(s) starting by {on_end.isoformat()} "
+                    f"needed by {len(need.placed)} reservation(s) starting by {_utc(on_end)} "
                     f"(OnThreshold {_minutes(thresholds.on_threshold)}): {_ids(window)}"
                 )
                 by_name = {n.name: n for n in fleet.nodes}
@@ -637,7 +642,7 @@ def plan_power(
         window = book.in_window(now, off_end)
         if not window:
             notes.append(
-                f"power-off control: no reservation before {off_end.isoformat()}; nothing to do "
+                f"power-off control: no reservation before {_utc(off_end)}; nothing to do "
                 "(power-off control acts only when reservations exist in its window)"
             )
         else:
@@ -649,12 +654,12 @@ def plan_power(
             else:
                 if off_need is None:
                     notes.append(
-                        f"power-off control: the {len(window)} reservation(s) before {off_end.isoformat()} "
+                        f"power-off control: the {len(window)} reservation(s) before {_utc(off_end)} "
                         "do not fit the fleet; nothing powered off"
                     )
             if off_need is not None:
                 reason = (
-                    f"not needed by the {len(window)} reservation(s) before {off_end.isoformat()} "
+                    f"not needed by the {len(window)} reservation(s) before {_utc(off_end)} "
                     f"(OffThreshold {_minutes(thresholds.off_threshold)}) and idle"
                 )
                 for node in fleet.nodes:
