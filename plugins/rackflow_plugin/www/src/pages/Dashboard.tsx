@@ -8,7 +8,7 @@ import { formatAgo, formatUtc } from "../shared/dates";
 import { dagRunLink, jobLink, jobsLink, pageLink, ROUTES } from "../shared/links";
 import { usePoll } from "../shared/poll";
 import { JOB_STATES } from "../shared/states";
-import { useStatus } from "../shared/status";
+import { jobsHeading, useStatus } from "../shared/status";
 import type { DagRun, Host, JobList, Layout, Plan } from "../shared/types";
 import { AppLink, DataTable, ErrorAlert, PageHeader, Section, StateBadge } from "../shared/ui";
 import { queueOf, type IntakeList } from "./Intake";
@@ -103,7 +103,7 @@ function Jobs() {
   const jobs = usePoll((signal) => getApi<JobList>("jobs", { limit: 1000 }, signal));
   const counts = new Map(countBy(jobs.data?.jobs ?? [], (j) => j.state));
   return (
-    <Section title={<AppLink to={jobsLink()}>{status?.admin ? "Jobs (all users)" : "Your jobs"}</AppLink>} testId="dash-jobs" updatedAt={jobs.updatedAt}>
+    <Section title={<AppLink to={jobsLink()}>{jobsHeading(status, (jobs.data?.jobs ?? []).map((j) => j.owner))}</AppLink>} testId="dash-jobs" updatedAt={jobs.updatedAt}>
       <ErrorAlert error={jobs.error} what="jobs" />
       <Flex gap={4} wrap="wrap">
         {JOB_STATES.map((state) => (

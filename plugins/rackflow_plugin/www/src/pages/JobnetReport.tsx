@@ -9,7 +9,7 @@ import { formatDuration, formatUtc, secondsBetween } from "../shared/dates";
 import { usePoll } from "../shared/poll";
 import { stateColor } from "../shared/states";
 import { DataTable, ErrorAlert, PageHeader, Section, StateBadge } from "../shared/ui";
-import { firstFailure, ganttSections, ganttSpan, laneLabel, stepState, type Report } from "../viz/gantt";
+import { firstFailure, formatStepSeconds, ganttSections, ganttSpan, laneLabel, stepState, type Report } from "../viz/gantt";
 import { timeScale, timeTicks, token } from "../viz/scale";
 import type { PageProps } from "./index";
 
@@ -170,7 +170,7 @@ export function JobnetReport({ dagId, runId }: PageProps) {
                   render: (s) => <StateBadge state={stepState(s) === "succeeded" ? "success" : stepState(s)} label={stepState(s) + (s.timed_out ? " (timeout)" : "")} />,
                 },
                 { key: "exit_code", header: "exit", render: (s) => (s.exit_code ?? "").toString() },
-                { key: "duration", header: "seconds", render: (s) => (s.duration_s === null ? "" : s.duration_s.toFixed(1)) },
+                { key: "duration", header: "ran", render: (s) => (s.duration_s === null ? "" : formatStepSeconds(s.duration_s)) },
                 {
                   key: "reverted",
                   header: "reverted",

@@ -10,7 +10,7 @@ import { formatAgo, formatDuration, formatUtc } from "../shared/dates";
 import { jobLink, jobsLink } from "../shared/links";
 import { usePoll } from "../shared/poll";
 import { JOB_STATES } from "../shared/states";
-import { useStatus } from "../shared/status";
+import { jobsHeading, useStatus } from "../shared/status";
 import type { Job, JobList, JobOutput } from "../shared/types";
 import { AppLink, DataTable, ErrorAlert, Notice, PageHeader, Section, StateBadge } from "../shared/ui";
 
@@ -46,9 +46,16 @@ function JobListPage() {
     (j) => (!owner || j.owner === owner) && (!text || j.job_id.includes(text) || (j.message ?? "").includes(text)),
   );
   const owners = [...new Set((jobs.data?.jobs ?? []).map((j) => j.owner ?? ""))].filter(Boolean).sort();
+  const shared = status && !status.admin ? (jobs.data?.jobs ?? []).filter((j) => j.owner !== status.user).length : 0;
   return (
     <>
-      <PageHeader title={status?.admin ? "Jobs (all users)" : "Your jobs"} updatedAt={jobs.updatedAt} loading={jobs.loading} />
+      <PageHeader title={jobsHeading(status, (jobs.data?.jobs ?? []).map((j) => j.owner))} updatedAt={jobs.updatedAt} loading={jobs.loading} />
+      {shared ? (
+        <Text fontSize="sm" color="fg.muted" mb={2} data-testid="shared-jobs">
+          Yours, and {shared} S3 intake job{shared === 1 ? "" : "s"} an intake shares with you (its visible_to names you):
+          their owner is the intake&apos;s account, “from” their bucket prefix.
+        </Text>
+      ) : null}
       {status?.can_submit_jobs ? (
         <SubmitForm onSubmitted={jobs.refresh} />
       ) : status ? (
@@ -68,7 +75,7 @@ function JobListPage() {
           </NativeSelect.Field>
           <NativeSelect.Indicator />
         </NativeSelect.Root>
-        {status?.admin ? (
+        {status?.admin || owners.length > 1 ? (
           <NativeSelect.Root size="sm" width="12rem">
             <NativeSelect.Field aria-label="owner" value={owner} onChange={(e) => set("owner", e.target.value)} name="owner">
               <option value="">every user</option>

@@ -23,3 +23,12 @@ export function useStatus(): Status | undefined {
   }, []);
   return status;
 }
+
+/** The jobs list's heading: admins see everyone's; a user sees their own jobs plus the S3 intake jobs
+ * whose intake names them in `visible_to` (owned by the intake's account), so the heading says
+ * "Your jobs" only while every listed job is theirs. */
+export function jobsHeading(status: Pick<Status, "admin" | "user"> | undefined, owners: (string | null)[]): string {
+  if (status?.admin) return "Jobs (all users)";
+  if (status && owners.some((o) => o !== status.user)) return "Jobs you can see";
+  return "Your jobs";
+}

@@ -1,4 +1,4 @@
-import { firstFailure, ganttSections, ganttSpan, laneLabel, type Report, type ReportStep } from "./gantt";
+import { firstFailure, formatStepSeconds, ganttSections, ganttSpan, laneLabel, type Report, type ReportStep } from "./gantt";
 
 const step = (id: string, stage: number, start: string, end: string, extra: Partial<ReportStep> = {}): ReportStep => ({
   step_id: id,
@@ -80,5 +80,18 @@ describe("ganttSpan and labels", () => {
     const [first, , reverts] = ganttSections(report);
     expect(laneLabel(first.lanes[0])).toBe("install-nn · nn · 4.0s · exit 0");
     expect(laneLabel(reverts.lanes[1])).toBe("↩ install-dn1 · dn1 · 3.0s · exit 3");
+  });
+
+  it("gives a sub-second step in milliseconds, never 0.0s, and the task's span when it is much longer", () => {
+    expect(formatStepSeconds(0.005)).toBe("5 ms");
+    expect(formatStepSeconds(0.0002)).toBe("<1 ms");
+    expect(formatStepSeconds(3.24)).toBe("3.2s");
+    expect(formatStepSeconds(14.6)).toBe("15s");
+    // make demo's jobnet: each step's command ran 5 ms, its task 14.6 s (start-up and polling).
+    const quick = { ...report, steps: [step("install-nn", 1, "14", "28.6", { duration_s: 0.005 })], revert_order: [] };
+    const [stage] = ganttSections(quick);
+    expect(laneLabel(stage.lanes[0])).toBe("install-nn · nn · 5 ms (task 15s) · exit 0");
+    const same = { ...report, steps: [step("install-nn", 1, "01", "05", { duration_s: 3.6 })], revert_order: [] };
+    expect(laneLabel(ganttSections(same)[0].lanes[0])).toBe("install-nn · nn · 3.6s · exit 0");
   });
 });

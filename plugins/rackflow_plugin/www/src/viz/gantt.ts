@@ -47,7 +47,10 @@ export interface Lane {
   /** What the bar's colour says: the step's state, or the revert's outcome. */
   state: string;
   exitCode: number | null;
+  /** How long the step's command ran on its server (the step's own figure), else the bar's span. */
   seconds: number | null;
+  /** The bar's span: the task from start to end (it includes task start-up and polling). */
+  spanSeconds: number | null;
 }
 
 export interface Section {
@@ -90,6 +93,7 @@ export function ganttSections(report: Report): Section[] {
         state: stepState(s),
         exitCode: s.exit_code,
         seconds: s.duration_s ?? secondsBetween(s.started_at, s.ended_at),
+        spanSeconds: secondsBetween(s.started_at, s.ended_at),
       })),
   }));
   report.revert_order.forEach((ids, i) => {
@@ -105,6 +109,7 @@ export function ganttSections(report: Report): Section[] {
         state: revertState(s),
         exitCode: s.revert_exit_code,
         seconds: secondsBetween(s.revert_started_at, s.revert_ended_at),
+        spanSeconds: secondsBetween(s.revert_started_at, s.revert_ended_at),
       }));
     if (lanes.length) sections.push({ kind: "revert", group: i + 1, title: `revert ${i + 1} of ${report.revert_order.length}`, lanes });
   });
@@ -134,10 +139,21 @@ export function firstFailure(report: Report): ReportStep | null {
   return failed[0] ?? null;
 }
 
-/** A bar's label: `step · server · 3.2s · exit 0`. */
+/** A step's time: `5 ms` under a second (never `0.0s`), `3.2s` under ten, then whole seconds. */
+export function formatStepSeconds(seconds: number): string {
+  if (seconds < 1) return seconds < 0.001 ? "<1 ms" : `${Math.round(seconds * 1000)} ms`;
+  return seconds < 10 ? `${seconds.toFixed(1)}s` : `${Math.round(seconds)}s`;
+}
+
+/** A bar's label: `step · server · 3.2s · exit 0`; when the command took much less than the bar's
+ * task (start-up and polling included): `step · server · 5 ms (task 15s) · exit 0`. */
 export function laneLabel(lane: Lane): string {
   const parts = [lane.kind === "revert" ? `↩ ${lane.step.step_id}` : lane.step.step_id, lane.step.server];
-  if (lane.seconds !== null) parts.push(`${lane.seconds < 10 ? lane.seconds.toFixed(1) : Math.round(lane.seconds)}s`);
+  if (lane.seconds !== null) {
+    const span = lane.spanSeconds;
+    const task = span !== null && span - lane.seconds >= 1 ? ` (task ${formatStepSeconds(span)})` : "";
+    parts.push(`${formatStepSeconds(lane.seconds)}${task}`);
+  }
   if (lane.exitCode !== null) parts.push(`exit ${lane.exitCode}`);
   if (lane.kind === "step" && lane.step.timed_out) parts.push("timed out");
   return parts.join(" · ");
