@@ -27,6 +27,7 @@ from typing import Any
 import requests
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
+MAX_RETRY_PAUSE = 30.0  # seconds: the longest pause of ``--wait`` between polls the server failed
 
 
 class ApiError(RuntimeError):
@@ -102,10 +103,30 @@ class JobClient:
         return dict(self._call("GET", "", params={"state": state} if state else None))
 
     def wait(self, job_id: str, interval: float = 2.0, timeout: float | None = None) -> dict[str, Any]:
-        """Poll until the job is final and its run has finished (stage_out and cleanup done)."""
+        """Poll until the job is final and its run has finished (stage_out and cleanup done).
+
+        A server error (5xx) or a lost connection while polling does not end the wait: the job goes on
+        whatever the API server's load (30 ``--wait`` clients on ``make demo`` saw HTTP 500s from an
+        API server whose DB pool was exhausted), so the poll is retried, each pause twice the last (up
+        to ``MAX_RETRY_PAUSE``) and noted on stderr, until ``timeout``. A 4xx (no such job, not
+        allowed) ends it at once."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        pause = interval
         while True:
-            job = self.status(job_id)
+            try:
+                job = self.status(job_id)
+            except (ApiError, requests.ConnectionError, requests.Timeout) as exc:
+                if isinstance(exc, ApiError) and exc.status < 500:
+                    raise
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ApiError(0, f"job {job_id}: {exc}, still after {timeout}s") from exc
+                print(
+                    json.dumps({"job_id": job_id, "retrying_in_s": pause, "error": str(exc)}), file=sys.stderr
+                )
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
+                continue
+            pause = interval
             if job["state"] in FINAL_STATES and job.get("run_state") in ("success", "failed"):
                 return job
             if deadline is not None and time.monotonic() > deadline:
@@ -154,12 +175,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    submitted: str | None = None
     try:
         client = JobClient(args.url, args.token, args.user, args.password, args.http_timeout)
         rc = 0
         if args.cmd == "submit":
             text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
             result: Any = client.submit(text)
+            submitted = result["job_id"]
             if args.wait:
                 result = client.wait(result["job_id"], args.interval, args.timeout)
                 rc = 0 if result["state"] == "COMPLETED" else 1
@@ -174,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = client.list(args.state)
     except (ApiError, OSError, requests.RequestException) as exc:
-        print(json.dumps({"error": str(exc)}), file=sys.stderr)
+        # A wait that gives up still names the job it submitted: it may well go on and complete.
+        failed = {"error": str(exc), **({"job_id": submitted} if submitted else {})}
+        print(json.dumps(failed), file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
     return rc
