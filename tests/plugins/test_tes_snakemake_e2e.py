@@ -146,6 +146,9 @@ def test_snakemake_runs_a_three_rule_workflow_with_s3_storage_through_tes(
                 "--storage-s3-secret-key", s3.secret_key,
                 "--jobs", "2",
                 "--latency-wait", "5",
+                # Status rounds every second instead of every 10 s (Snakemake's default); the plugin's
+                # own 40 s before the first round (init_seconds_before_status_checks) stays.
+                "--seconds-between-status-checks", "1",
             ],
             cwd=workdir,
             env=env,
