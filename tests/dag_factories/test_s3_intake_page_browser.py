@@ -55,6 +55,11 @@ def test_intake_page_lists_bucket_jobs_with_status_line_latency_and_job_link_per
                     job_id = link.inner_text()
                     assert job_id
                     if scheme == "light":
+                        # The table fits its box at 1400 px: no column is pushed out of sight.
+                        widths = block.get_by_test_id("intake-jobs").evaluate(
+                            "t => [t.scrollWidth, t.parentElement.clientWidth]"
+                        )
+                        assert widths[0] <= widths[1], f"intake table {widths[0]} px in a {widths[1]} px box"
                         page.screenshot(path=str(SCREENSHOTS / f"intake-{user}-{scheme}.png"))
                         link.click()
                         page.wait_for_url(f"**/plugin/rackflow-jobs/job/{job_id}")

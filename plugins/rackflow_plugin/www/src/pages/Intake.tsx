@@ -1,5 +1,5 @@
 // The S3 intake page: per intake its bucket, paused or live, counts by status and the recent jobs
-// with their status line (status, scheduler job id, reason), as the bucket's status objects say.
+// with their status object's lines (status, scheduler job id, reason) in columns that fit the box.
 import { Flex, Stack, Text } from "@chakra-ui/react";
 
 import { getApi } from "../shared/api";
@@ -78,17 +78,42 @@ function IntakeBlock({ intake }: { intake: IntakeOut }) {
         rowKey={(j) => j.prefix}
         empty="no jobs in the bucket"
         columns={[
-          { key: "prefix", header: "job (prefix)", render: (j) => <Text fontFamily="mono">{j.prefix}/</Text> },
+          // The box is the page's width: long prefixes, job ids and reasons wrap instead of pushing
+          // the last columns out of sight (a FAILED reason is a whole sentence).
+          { key: "prefix", header: "job (prefix)", render: (j) => <Text fontFamily="mono" whiteSpace="normal" wordBreak="break-all" minW="8rem" maxW="18rem">{j.prefix}/</Text> },
           { key: "status", header: "status", render: (j) => <StateBadge state={j.status} /> },
-          { key: "line", header: "status line", render: (j) => <Text fontFamily="mono" fontSize="xs">{statusLine(j)}</Text> },
           { key: "scheduler", header: "scheduler job", render: (j) => j.scheduler_job_id ?? "" },
           {
+            key: "line",
+            header: "reason",
+            render: (j) => (
+              <Text fontSize="xs" whiteSpace="normal" wordBreak="break-word" minW="12rem" title={statusLine(j)}>
+                {j.reason ?? j.problem ?? ""}
+              </Text>
+            ),
+          },
+          {
             key: "latency",
-            header: "FILE_UPLOAD→QUEUED",
+            header: (
+              <span title="FILE_UPLOAD → QUEUED: from the uploader's last write to the scheduler's job id">
+                to QUEUED
+              </span>
+            ),
             align: "end",
             render: (j) => formatSeconds(j.queued_latency_s),
           },
-          { key: "job", header: "job", render: (j) => (j.job_id ? <AppLink to={jobLink(j.job_id)}>{j.job_id}</AppLink> : "") },
+          {
+            key: "job",
+            header: "job",
+            render: (j) =>
+              j.job_id ? (
+                <Text whiteSpace="normal" wordBreak="break-all" minW="8rem" maxW="14rem">
+                  <AppLink to={jobLink(j.job_id)}>{j.job_id}</AppLink>
+                </Text>
+              ) : (
+                ""
+              ),
+          },
           { key: "updated", header: "status written", render: (j) => <span title={formatUtc(j.updated_at)}>{formatAgo(j.updated_at)}</span> },
         ]}
       />
