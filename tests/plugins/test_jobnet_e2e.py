@@ -5,6 +5,7 @@ purpose, reverts in order, destroys the VMs and serves the report to the UI page
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 import time
@@ -176,3 +177,40 @@ def test_build_environment_launches_vms_reverts_in_order_destroys_them_and_repor
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "jobnet_report.png"), full_page=True)
     page.close()
+
+
+def test_each_ssh_step_is_ended_by_its_trigger_with_its_result_and_never_resumed_on_a_worker(
+    airflow_stack: Any, failed_hadoop_build: tuple[str, Path]
+) -> None:
+    """A deferred SSH step that has ended is ended by its trigger (end-from-trigger): its task is at
+    its first try, its result is in XCom as the report reads it, and its only worker start is the
+    one that started the step (no resumed try that Airflow's defer-exit race could fail)."""
+    dag_id = HADOOP_BUILD_DAG
+    admin = airflow_stack.session("admin")
+    run_id, _ = failed_hadoop_build
+    run_url = f"{airflow_stack.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}"
+    tis = admin.get(f"{run_url}/taskInstances?limit=100", timeout=30).json()["task_instances"]
+    steps = {ti["task_id"]: ti for ti in tis if ti["operator"] == "SSHStepOperator"}
+    ended = {task_id: ti for task_id, ti in steps.items() if ti["state"] in ("success", "failed")}
+    by_step = {task_id.rsplit(".", 1)[-1]: task_id for task_id in ended}
+    assert "smoke-test" in by_step and "install-java-nn" in by_step, sorted(steps)
+    for task_id, ti in ended.items():
+        assert ti["try_number"] == 1, (task_id, ti["try_number"])
+        result = admin.get(f"{run_url}/taskInstances/{task_id}/xcomEntries/step_result", timeout=30)
+        assert result.status_code == 200, (task_id, result.text)
+        value = result.json()["value"]
+        assert (value["exit_code"] == 0) == (ti["state"] == "success"), (task_id, value)
+    assert ended[by_step["smoke-test"]]["state"] == "failed"
+
+    for task_id in (by_step["install-java-nn"], by_step["smoke-test"]):
+        resp = admin.get(
+            f"{run_url}/taskInstances/{task_id}/logs/1?full_content=true",
+            headers={"Accept": "application/json"},
+            timeout=30,
+        )
+        assert resp.status_code == 200, resp.text
+        text = "\n".join(str(part) for part in resp.json()["content"])
+        assert "deferring" in text, text[-3000:]  # the one worker start (the step's start)
+        assert "ended by the trigger" in text, text[-3000:]  # the trigger's end, in the task's log
+        # No resumed worker try: execute_complete's own end lines never ran.
+        assert not re.search(r"Step \S+ succeeded in|step '[^']+' failed with exit code", text), text[-3000:]

@@ -6,11 +6,15 @@ exit-code file, deferrable trigger, kill by process group), with what environmen
 * **The worker slot is free while the step runs.** The step starts detached on the server in its own
   session (``setsid``), its output and exit code go to files in a job folder, and the task defers to
   :class:`~rackflow.triggers.ssh_step.SSHStepTrigger`, which follows it from the triggerer (every
-  step on a server shares one SSH connection and one status command per interval) and resumes the
-  task once, when the step has ended. The job folder is named after the task instance (not its
-  try), so a try that starts again while its step is still on the server (a task cleared while
-  deferred, a resume lost to a race) re-attaches to it instead of running it twice; the folder is
-  removed once the task has recorded the result, so a retry after a failure starts afresh.
+  step on a server shares one SSH connection and one status command per interval). When the step
+  has ended the trigger ends the task itself (Airflow's end-from-trigger: it logs the output tails,
+  removes the job folder and succeeds or fails the task with the result as XCom), so no try resumes
+  on a worker and none can lose Airflow 3.3's defer-exit race (apache/airflow#72716); only a trigger
+  that lost the server (``error``) resumes the task, in :meth:`SSHStepOperator.execute_complete`.
+  The job folder is named after the task instance (not its try), so a try that starts again while
+  its step is still on the server (a task cleared while deferred) re-attaches to it instead of
+  running it twice; the folder is removed once the result is recorded, so a retry after a failure
+  (Airflow retries a task its trigger ended failed) starts afresh.
 * **No injection from params, no params in ``ps``.** The environment (params included) is written as
   ``export NAME='value'`` lines (:func:`shlex.quote`) in quoted here-documents of a script sent on the
   standard input of ``sh -s``; the step's shell reads them from a 0600 file it removes first thing.
@@ -47,19 +51,18 @@ from rackflow.core.jobnet import ParamSpec, step_env
 from rackflow.core.jobnet.remote import (
     ATTACHED,
     KILL_GRACE_SECONDS,
+    RESULT_KEY,
     STARTED,
     build_cleanup_command,
     build_kill_command,
     build_step_script,
+    step_result,
 )
 
 if TYPE_CHECKING:
     import paramiko
     from airflow.providers.ssh.hooks.ssh import SSHHook
     from airflow.sdk.definitions.context import Context
-
-RESULT_KEY = "step_result"
-"""XCom key of every step's (and revert's) result dict."""
 
 
 class _Default(enum.Enum):
@@ -393,29 +396,29 @@ class SSHStepOperator(BaseOperator):
                 task_id=ti.task_id,
                 map_index=-1 if map_index is None else map_index,
                 try_number=ti.try_number,
+                end_from_trigger=not _runs_inline(),
+                result_base=self._base_result(),
+                server_name=self.server_name,
             ),
             method_name="execute_complete",
         )
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """The trigger's event: the step has ended (or was killed). Record the result, remove the job
-        folder, fail the task unless the step exited 0."""
+    def execute_complete(self, context: Context, event: dict[str, Any] | str) -> dict[str, Any]:
+        """The trigger's event, when the task resumes: the trigger lost the server (``error``), or,
+        under an inline runner (``dag.test()``, where the trigger does not end the task), the step
+        has ended. Record the result, remove the job folder, fail the task unless the step exited 0."""
+        if isinstance(event, str):
+            # A runner resumed a task its trigger ended (the event is the end state; the trigger
+            # recorded the result and removed the folder): end it the same way.
+            if not event.endswith("success"):
+                raise StepFailed(f"step {self.step_id!r}: the trigger ended the task: {event}")
+            return context["ti"].xcom_pull(task_ids=self.task_id, key=RESULT_KEY) or {}
         status = str(event.get("status"))
         self.ssh_conn_id = event.get("ssh_conn_id", self.ssh_conn_id)
         self.remote_host = event.get("remote_host", self.remote_host)
         self._job_dir = str(event["job_dir"])
-        started_at, finished_at = event.get("started_at"), event.get("finished_at")
-        result = {
-            **self._base_result(),
-            "started_at": started_at,
-            "exit_code": event.get("exit_code"),
-            "duration_s": round(finished_at - started_at, 3) if started_at and finished_at else None,
-            "finished_at": finished_at,
-            "timed_out": status == "timeout",
-            "stdout_tail": event.get("stdout_tail") or "",
-            "stderr_tail": event.get("stderr_tail") or "",
-        }
+        result = step_result(self._base_result(), event)
         for line in result["stdout_tail"].splitlines():
             self.log.info("[%s] %s", self.server_name, line)
         for line in result["stderr_tail"].splitlines():
@@ -556,6 +559,14 @@ class SSHStepOperator(BaseOperator):
         """The task is being stopped while on a worker (run marked failed, task cleared): stop the
         step too. A deferred step is killed by its trigger's ``on_kill`` instead."""
         self._kill_remote(reason="task killed")
+
+
+def _runs_inline() -> bool:
+    """Whether the task runs in-process under ``dag.test()`` (Airflow's in-process test supervisor
+    hands the task its comms socket in ``__AIRFLOW_SUPERVISOR_FD``; a worker's task process gets it
+    on fd 0). That runner runs the trigger inline and drops an end event's XComs, so there the step
+    resumes the task to record its result, as it did before the trigger could end it."""
+    return "__AIRFLOW_SUPERVISOR_FD" in os.environ
 
 
 def _first_address(server: Mapping[str, Any]) -> str:

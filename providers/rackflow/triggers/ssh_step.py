@@ -10,8 +10,14 @@ broken connection is dropped and opened again at the next poll (a trigger gives 
 the same connection, at most :data:`MAX_CHANNELS` channels at a time (sshd's ``MaxSessions``).
 
 The trigger fires once, when the step has ended (or its timeout killed it), with the step's exit
-code, times and output tails: the deferred task resumes only then, which keeps it out of Airflow's
-window where a trigger firing right after deferral can race a stale executor event.
+code, times and output tails. With ``end_from_trigger`` (what the SSH step operator asks for) a step
+that has ended leaves nothing for a worker: the trigger logs its output tails, removes its job folder
+and ends the task itself (Airflow's ``TaskSuccessEvent``/``TaskFailedEvent``, with the step's result
+as XCom ``step_result``, and as the return value on success). No try is resumed on a worker, so none
+can be failed by a stale executor event of the deferred try (Airflow 3.3's defer-exit race,
+apache/airflow#72716); Airflow still retries a task its trigger ended failed while it has retries
+left, and the retry starts the step afresh (its folder is gone). Only an ``error`` event (the server
+could not be reached) resumes the task, whose retry logic re-attaches to the step.
 """
 
 from __future__ import annotations
@@ -24,17 +30,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
 from rackflow.core.jobnet.remote import (
     KILL_GRACE_SECONDS,
+    RESULT_KEY,
     RemoteStepStatus,
+    build_cleanup_command,
     build_kill_command,
     build_status_script,
     build_tail_command,
     build_times_command,
     parse_status_output,
     parse_times_output,
+    step_result,
     tail_lines,
 )
 from rackflow.hooks.retrying import retry_async
@@ -178,6 +187,11 @@ class SSHStepTrigger(BaseTrigger):
     :param dag_id: With ``run_id``/``task_id``/``map_index``, the task instance (for the logs).
     :param try_number: The try that started or re-attached to the step (its folder's ``owner``).
     :param reattach_wait: Seconds :meth:`on_kill` waits for a later try to take the step over.
+    :param end_from_trigger: End the task here when the step has ended (``done``, ``timeout``,
+        ``lost``): log the tails, remove the job folder, succeed or fail the task with the result as
+        XCom; an ``error`` still resumes the task.
+    :param result_base: The operator's part of the step's result (step id, server, host, revert).
+    :param server_name: The jobnet's name of the server, for the output lines in the task's log.
     """
 
     def __init__(
@@ -196,6 +210,9 @@ class SSHStepTrigger(BaseTrigger):
         map_index: int = -1,
         try_number: int = 1,
         reattach_wait: float = REATTACH_WAIT,
+        end_from_trigger: bool = False,
+        result_base: dict[str, Any] | None = None,
+        server_name: str | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -211,6 +228,9 @@ class SSHStepTrigger(BaseTrigger):
         self.map_index = map_index
         self.try_number = try_number
         self.reattach_wait = reattach_wait
+        self.end_from_trigger = end_from_trigger
+        self.result_base = dict(result_base or {})
+        self.server_name = server_name
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -229,6 +249,9 @@ class SSHStepTrigger(BaseTrigger):
                 "map_index": self.map_index,
                 "try_number": self.try_number,
                 "reattach_wait": self.reattach_wait,
+                "end_from_trigger": self.end_from_trigger,
+                "result_base": self.result_base,
+                "server_name": self.server_name,
             },
         )
 
@@ -307,19 +330,48 @@ class SSHStepTrigger(BaseTrigger):
                         result["finished_at"] = time.time()
                     if result.get("started_at") is None:
                         result["started_at"] = result["finished_at"] - elapsed
-                    yield self._event("timeout", f"timed out after {self.step_timeout:g} s; killed", **result)
-                    return
-                if status.state == "gone":
-                    yield self._event("lost", "the step's job folder is gone from the server")
-                    return
-                result = await self._result(poller)
-                if status.state == "lost":
-                    yield self._event("lost", "the step's process group ended without an exit code", **result)
+                    event = self._event(
+                        "timeout", f"timed out after {self.step_timeout:g} s; killed", **result
+                    )
+                elif status.state == "gone":
+                    event = self._event("lost", "the step's job folder is gone from the server")
                 else:
-                    yield self._event("done", f"exited {result.get('exit_code')}", **result)
+                    result = await self._result(poller)
+                    if status.state == "lost":
+                        event = self._event(
+                            "lost", "the step's process group ended without an exit code", **result
+                        )
+                    else:
+                        event = self._event("done", f"exited {result.get('exit_code')}", **result)
+                yield (await self._end_task(poller, event.payload)) if self.end_from_trigger else event
                 return
         finally:
             poller.unsubscribe(sub)
+
+    async def _end_task(self, poller: ServerPoller, event: dict[str, Any]) -> TriggerEvent:
+        """The step has ended: log its output tails, remove its job folder (best effort, as the task
+        would: a folder left behind only makes a retry report it) and say how the task ends."""
+        result = step_result(self.result_base, event)
+        server = self.server_name or poller.label
+        for line in result["stdout_tail"].splitlines():
+            log.info("[%s] %s", server, line)
+        for line in result["stderr_tail"].splitlines():
+            log.warning("[%s:stderr] %s", server, line)
+        try:
+            await poller.run(build_cleanup_command(self.job_dir))
+        except Exception as exc:
+            log.warning("could not remove %s on %s: %r", self.job_dir, poller.label, exc)
+        step = result.get("step_id") or self.task_id
+        if event["status"] == "done" and result["exit_code"] == 0:
+            log.info("step %s succeeded in %.1f s (ended by the trigger)", step, result["duration_s"] or 0)
+            return TaskSuccessEvent(xcoms={RESULT_KEY: result, "return_value": result})
+        if event["status"] == "timeout":
+            log.error("step %s timed out after %g s; killed (ended by the trigger)", step, self.step_timeout)
+        elif event["status"] == "done":
+            log.error("step %s failed with exit code %s (ended by the trigger)", step, result["exit_code"])
+        else:
+            log.error("step %s: %s (ended by the trigger)", step, event.get("message"))
+        return TaskFailedEvent(xcoms={RESULT_KEY: result})
 
     async def on_kill(self) -> None:
         """A user acted on the deferred task (marked it or its run failed, cleared it, marked it

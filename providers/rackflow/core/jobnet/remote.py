@@ -24,12 +24,14 @@ import secrets
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from rackflow.core.jobnet.params import shell_exports
 
 KILL_GRACE_SECONDS = 3.0
 TAIL_LINES = 50
+RESULT_KEY = "step_result"
+"""XCom key of every step's (and revert's) result dict (see :func:`step_result`)."""
 TAIL_BYTES = 65536
 STARTED = "rackflow-step-started"
 ATTACHED = "rackflow-step-attached"
@@ -275,9 +277,27 @@ def tail_lines(text: str) -> str:
     return "\n".join(line.rstrip("\r") for line in text.split("\n")) if text else ""
 
 
+def step_result(base: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    """The result dict of a detached step (XCom ``step_result``, read by the report and the revert
+    plan) from the operator's ``base`` (step id, server, host, revert) and the trigger's end ``event``:
+    built the same way whether the trigger ends the task or the task resumes on a worker."""
+    started_at, finished_at = event.get("started_at"), event.get("finished_at")
+    return {
+        **base,
+        "started_at": started_at,
+        "exit_code": event.get("exit_code"),
+        "duration_s": round(finished_at - started_at, 3) if started_at and finished_at else None,
+        "finished_at": finished_at,
+        "timed_out": event.get("status") == "timeout",
+        "stdout_tail": event.get("stdout_tail") or "",
+        "stderr_tail": event.get("stderr_tail") or "",
+    }
+
+
 __all__ = [
     "ATTACHED",
     "KILL_GRACE_SECONDS",
+    "RESULT_KEY",
     "STARTED",
     "TAIL_LINES",
     "RemoteStepStatus",
@@ -289,5 +309,6 @@ __all__ = [
     "build_times_command",
     "parse_status_output",
     "parse_times_output",
+    "step_result",
     "tail_lines",
 ]
