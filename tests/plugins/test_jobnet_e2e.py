@@ -5,6 +5,7 @@ purpose, reverts in order, destroys the VMs and serves the report to the UI page
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import subprocess
@@ -198,7 +199,8 @@ def test_each_ssh_step_is_ended_by_its_trigger_with_its_result_and_never_resumed
         assert ti["try_number"] == 1, (task_id, ti["try_number"])
         result = admin.get(f"{run_url}/taskInstances/{task_id}/xcomEntries/step_result", timeout=30)
         assert result.status_code == 200, (task_id, result.text)
-        value = result.json()["value"]
+        value = result.json()["value"]  # (the value as stored: JSON text)
+        value = json.loads(value) if isinstance(value, str) else value
         assert (value["exit_code"] == 0) == (ti["state"] == "success"), (task_id, value)
     assert ended[by_step["smoke-test"]]["state"] == "failed"
 
