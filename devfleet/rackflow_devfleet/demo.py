@@ -70,6 +70,11 @@ def airflow_env(repo: Path, home: Path, port: int) -> dict[str, str]:
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_CONNECT_ARGS",
+        # The api-server's pool of Airflow DB connections (default 5 + 10 overflow) ran dry under a
+        # burst on the 2-core demo (30 CLIs polling their jobs while 100 S3 jobs ran: requests waited 30 s
+        # for a connection, then HTTP 500). A SQLite connection costs a file handle; allow more of them.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "10",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "40",
         "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "8",
         # rackflow's rules of who may do what (README "Who may do what") on the simple auth manager.
         "AIRFLOW__CORE__AUTH_MANAGER": "rackflow.auth_manager.RackflowAuthManager",
