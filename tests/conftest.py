@@ -52,10 +52,13 @@ SNAKEMAKE_VENV = Path("/var/tmp") / (
 # keep the defaults: there a trigger that fires before its deferring task process has exited meets
 # Airflow's defer-exit race (issue 14), which a 1 s SSH step poll made the jobnet e2e test hit on a
 # loaded machine.
-IN_PROCESS_POLLS = {
+IN_PROCESS_SETTINGS = {
     "AIRFLOW__RACKFLOW__SCHEDULER_POLL_INTERVAL": "0.5",
     "AIRFLOW__RACKFLOW__SSH_STEP_POLL_INTERVAL": "0.2",
     "AIRFLOW__RACKFLOW__VM_POLL_INTERVAL": "0.5",
+    # dag.test() runs triggers inline and drops the XComs of a task its trigger ended: in-process
+    # jobnet runs resume their SSH steps instead (the stacks keep the default, ended by the trigger).
+    "AIRFLOW__RACKFLOW__SSH_STEP_END_FROM_TRIGGER": "False",
 }
 os.environ.update(
     {
@@ -87,7 +90,7 @@ os.environ.update(
         "AIRFLOW__RACKFLOW__TES_EXECUTOR_PATH": f"{SNAKEMAKE_VENV}/bin:/usr/local/bin:/usr/bin:/bin",
         # The Unix accounts the test logins' jobs run as (rf-<user>; the devfleet creates them).
         **job_accounts_env(),
-        **IN_PROCESS_POLLS,
+        **IN_PROCESS_SETTINGS,
     }
 )
 (_HOME / "simple_auth_manager_passwords.json.generated").write_text(json.dumps(PASSWORDS))
@@ -95,8 +98,8 @@ os.environ.update(
 
 def stack_environ() -> dict[str, str]:
     """This process's environment for a separate Airflow deployment (the stacks): without the short
-    in-process polls (see IN_PROCESS_POLLS), unless a test set one of them to something else."""
-    return {k: v for k, v in os.environ.items() if IN_PROCESS_POLLS.get(k) != v}
+    in-process settings (see IN_PROCESS_SETTINGS), unless a test set one of them to something else."""
+    return {k: v for k, v in os.environ.items() if IN_PROCESS_SETTINGS.get(k) != v}
 
 
 def pytest_configure(config: pytest.Config) -> None:

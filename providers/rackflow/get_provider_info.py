@@ -86,6 +86,12 @@ def get_provider_info() -> dict[str, Any]:
                         "server_connections entry '*' overrides it).",
                         "ssh_default",
                     ),
+                    "ssh_step_end_from_trigger": _option(
+                        "A deferred SSH step that has ended is ended by its trigger, never resumed on a "
+                        "worker (Airflow 3.3's defer-exit race). Turn off only for dag.test(), which "
+                        "drops the XComs of a task its trigger ended.",
+                        "True",
+                    ),
                     "ssh_step_poll_interval": _option(
                         "Seconds between status polls of deferred SSH steps (one per server for all).", "5"
                     ),

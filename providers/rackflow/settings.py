@@ -108,6 +108,14 @@ def jobnet_ssh_conn_id() -> str:
     return _get("jobnet_ssh_conn_id", "ssh_default")
 
 
+def ssh_step_end_from_trigger() -> bool:
+    """Whether a deferred SSH step that has ended is ended by its trigger (no resume on a worker).
+    Off only for ``dag.test()``, which runs triggers inline and drops an end event's XComs."""
+    from airflow.configuration import conf
+
+    return conf.getboolean(SECTION, "ssh_step_end_from_trigger", fallback=True)
+
+
 def jobs_directory() -> str:
     """Base of the batch jobs' directories on the scheduler side (``[rackflow] jobs_directory``)."""
     return _get("jobs_directory", DEFAULT_JOBS_DIRECTORY)

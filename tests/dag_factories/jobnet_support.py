@@ -40,7 +40,7 @@ def run_dag(dag: Any, conf: Mapping[str, Any] | None = None, *, use_executor: bo
     """Register ``dag`` and run it once with ``conf``; the finished DagRun.
 
     ``dag.test()`` runs each deferred step's trigger inline, one after the other: its SSH steps are
-    polled at the session's short in-process interval (tests/conftest.py IN_PROCESS_POLLS), not 5 s.
+    polled at the session's short in-process interval (tests/conftest.py IN_PROCESS_SETTINGS), not 5 s.
     """
     register_dag(dag)
     return dag.test(run_conf=dict(conf or {}), use_executor=use_executor)

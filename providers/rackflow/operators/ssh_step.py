@@ -396,7 +396,7 @@ class SSHStepOperator(BaseOperator):
                 task_id=ti.task_id,
                 map_index=-1 if map_index is None else map_index,
                 try_number=ti.try_number,
-                end_from_trigger=not _runs_inline(),
+                end_from_trigger=settings.ssh_step_end_from_trigger(),
                 result_base=self._base_result(),
                 server_name=self.server_name,
             ),
@@ -559,14 +559,6 @@ class SSHStepOperator(BaseOperator):
         """The task is being stopped while on a worker (run marked failed, task cleared): stop the
         step too. A deferred step is killed by its trigger's ``on_kill`` instead."""
         self._kill_remote(reason="task killed")
-
-
-def _runs_inline() -> bool:
-    """Whether the task runs in-process under ``dag.test()`` (Airflow's in-process test supervisor
-    hands the task its comms socket in ``__AIRFLOW_SUPERVISOR_FD``; a worker's task process gets it
-    on fd 0). That runner runs the trigger inline and drops an end event's XComs, so there the step
-    resumes the task to record its result, as it did before the trigger could end it."""
-    return "__AIRFLOW_SUPERVISOR_FD" in os.environ
 
 
 def _first_address(server: Mapping[str, Any]) -> str:
