@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.sdk import BaseHook
 from botocore.exceptions import ClientError
@@ -95,6 +95,15 @@ class Unrunnable:
     key: str
     etag: str
     reason: str
+
+
+class _StatusObject(NamedTuple):
+    """A status object as one GET read it: the head of its body, ETag, LastModified, user metadata."""
+
+    body: bytes
+    etag: str
+    last_modified: Any
+    metadata: Mapping[str, str]
 
 
 @dataclass
@@ -232,11 +241,9 @@ class S3JobsHook(BaseHook):
 
     # -- polling ------------------------------------------------------------------------------------
 
-    def _get_status_object(
-        self, key: str, counted: PollResult | None = None
-    ) -> tuple[bytes, str, Any] | None:
-        """Body (at most MAX_STATUS_BYTES + 1 bytes), ETag and LastModified; None when it is gone.
-        A poll's GETs are counted in its ``counted`` result."""
+    def _get_status_object(self, key: str, counted: PollResult | None = None) -> _StatusObject | None:
+        """The status object at ``key`` (its body's first MAX_STATUS_BYTES + 1 bytes); None when it
+        is gone. A poll's GETs are counted in its ``counted`` result."""
         counted = counted or PollResult()
         counted.get_requests += 1
         try:
@@ -253,7 +260,7 @@ class S3JobsHook(BaseHook):
                 raise
         with resp["Body"] as body:
             data = body.read(MAX_STATUS_BYTES + 1)
-        return data, str(resp["ETag"]), resp.get("LastModified")
+        return _StatusObject(data, str(resp["ETag"]), resp.get("LastModified"), resp.get("Metadata") or {})
 
     def poll(self, cache: StatusCache) -> PollResult:
         """List the bucket, GET only new or changed status objects, and report the ready jobs."""
@@ -275,8 +282,8 @@ class S3JobsHook(BaseHook):
                 if got is None:
                     del etags[key]
                     continue
-                cache.record(key, got[1], got[2], got[0])
-                etags[key] = got[1]
+                cache.record(key, got.etag, got.last_modified, got.body)
+                etags[key] = got.etag
         cache.prune(etags.keys())
         scan = job_prefixes_from_listing(sorted(top_level))
         result.rejected = scan.rejected
@@ -308,7 +315,7 @@ class S3JobsHook(BaseHook):
         got = self._get_status_object(status_key(prefix))
         if got is None:
             return None
-        return JobStatusFile.parse(got[0]), got[1]
+        return JobStatusFile.parse(got.body), got.etag
 
     def put_status(
         self, prefix: str, status: JobStatusFile, *, if_match: str, metadata: dict[str, str] | None = None
@@ -466,19 +473,10 @@ class S3JobsHook(BaseHook):
     def claim_token(self, prefix: str) -> str | None:
         """The claimant's token while the job's status is still the ``ACCEPTED`` of a claim (None for
         any other status, a claim without a token, or no status object)."""
-        try:
-            resp = self.client.get_object(
-                Bucket=self.bucket_name, Key=status_key(prefix), Range=f"bytes=0-{MAX_STATUS_BYTES}"
-            )
-        except ClientError as err:
-            if _error_code(err) in _NOT_FOUND_CODES:
-                return None
-            raise
-        with resp["Body"] as body:
-            status = JobStatusFile.parse(body.read(MAX_STATUS_BYTES + 1))
-        if status.status is not JobStatus.ACCEPTED:
+        got = self._get_status_object(status_key(prefix))
+        if got is None or JobStatusFile.parse(got.body).status is not JobStatus.ACCEPTED:
             return None
-        token = (resp.get("Metadata") or {}).get(CLAIM_METADATA)
+        token = got.metadata.get(CLAIM_METADATA)
         return str(token) if token else None
 
     # -- transfers ----------------------------------------------------------------------------------
