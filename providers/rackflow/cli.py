@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 FINAL_STATES = ("COMPLETED", "FAILED", "CANCELED")
 MAX_RETRY_PAUSE = 30.0  # seconds: the longest pause of ``--wait`` between polls the server failed
@@ -111,27 +112,45 @@ class JobClient:
         to ``MAX_RETRY_PAUSE``) and noted on stderr, until ``timeout``. A 4xx (no such job, not
         allowed) ends it at once."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        pause = interval
+
+        def note(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            pause = state.next_action.sleep if state.next_action is not None else None
+            print(
+                json.dumps({"job_id": job_id, "retrying_in_s": pause, "error": str(error)}), file=sys.stderr
+            )
+
+        poll = Retrying(
+            retry=retry_if_exception(_server_side),
+            # interval, then twice the last pause, up to MAX_RETRY_PAUSE; back to interval after an answer
+            wait=lambda s: (
+                interval
+                if s.attempt_number == 1
+                else min(interval * 2 ** (s.attempt_number - 1), MAX_RETRY_PAUSE)
+            ),
+            stop=lambda _: deadline is not None and time.monotonic() > deadline,
+            before_sleep=note,
+            reraise=True,
+        )
         while True:
             try:
-                job = self.status(job_id)
+                job = poll(self.status, job_id)
             except (ApiError, requests.ConnectionError, requests.Timeout) as exc:
-                if isinstance(exc, ApiError) and exc.status < 500:
+                if not _server_side(exc):
                     raise
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ApiError(0, f"job {job_id}: {exc}, still after {timeout}s") from exc
-                print(
-                    json.dumps({"job_id": job_id, "retrying_in_s": pause, "error": str(exc)}), file=sys.stderr
-                )
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE)
-                continue
-            pause = interval
+                raise ApiError(0, f"job {job_id}: {exc}, still after {timeout}s") from exc
             if job["state"] in FINAL_STATES and job.get("run_state") in ("success", "failed"):
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise ApiError(0, f"job {job_id} still {job['state']} after {timeout}s")
             time.sleep(interval)
+
+
+def _server_side(error: BaseException) -> bool:
+    """A failure of the server or the network (5xx, lost connection, timeout), not of the request."""
+    if isinstance(error, ApiError):
+        return error.status >= 500
+    return isinstance(error, requests.ConnectionError | requests.Timeout)
 
 
 def _detail(resp: requests.Response) -> Any:
