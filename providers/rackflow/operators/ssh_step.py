@@ -56,6 +56,7 @@ from rackflow.core.jobnet.remote import (
     build_cleanup_command,
     build_kill_command,
     build_step_script,
+    output_lines,
     step_result,
 )
 
@@ -419,10 +420,11 @@ class SSHStepOperator(BaseOperator):
         self.remote_host = event.get("remote_host", self.remote_host)
         self._job_dir = str(event["job_dir"])
         result = step_result(self._base_result(), event)
-        for line in result["stdout_tail"].splitlines():
-            self.log.info("[%s] %s", self.server_name, line)
-        for line in result["stderr_tail"].splitlines():
-            self.log.warning("[%s:stderr] %s", self.server_name, line)
+        stdout, stderr = output_lines(self.server_name, result)
+        for line in stdout:
+            self.log.info("%s", line)
+        for line in stderr:
+            self.log.warning("%s", line)
         ti = context["ti"]
         try:
             ti.xcom_push(key=RESULT_KEY, value=result)

@@ -41,6 +41,7 @@ from rackflow.core.jobnet.remote import (
     build_status_script,
     build_tail_command,
     build_times_command,
+    output_lines,
     parse_status_output,
     parse_times_output,
     step_result,
@@ -352,11 +353,11 @@ class SSHStepTrigger(BaseTrigger):
         """The step has ended: log its output tails, remove its job folder (best effort, as the task
         would: a folder left behind only makes a retry report it) and say how the task ends."""
         result = step_result(self.result_base, event)
-        server = self.server_name or poller.label
-        for line in result["stdout_tail"].splitlines():
-            log.info("[%s] %s", server, line)
-        for line in result["stderr_tail"].splitlines():
-            log.warning("[%s:stderr] %s", server, line)
+        stdout, stderr = output_lines(self.server_name or poller.label, result)
+        for line in stdout:
+            log.info("%s", line)
+        for line in stderr:
+            log.warning("%s", line)
         try:
             await poller.run(build_cleanup_command(self.job_dir))
         except Exception as exc:

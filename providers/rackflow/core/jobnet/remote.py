@@ -294,6 +294,15 @@ def step_result(base: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, 
     }
 
 
+def output_lines(server: str, result: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """A step result's output tails as the task log shows them: ``[server] line`` for stdout and
+    ``[server:stderr] line`` for stderr (the worker and the trigger log the same lines)."""
+    return (
+        [f"[{server}] {line}" for line in result["stdout_tail"].splitlines()],
+        [f"[{server}:stderr] {line}" for line in result["stderr_tail"].splitlines()],
+    )
+
+
 __all__ = [
     "ATTACHED",
     "KILL_GRACE_SECONDS",
@@ -307,6 +316,7 @@ __all__ = [
     "build_step_script",
     "build_tail_command",
     "build_times_command",
+    "output_lines",
     "parse_status_output",
     "parse_times_output",
     "step_result",
