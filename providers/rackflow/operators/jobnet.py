@@ -65,7 +65,17 @@ class JobnetTaskIds:
         return cls(steps=steps, reverts=reverts)
 
 
-class JobnetRevertPlanOperator(BaseOperator):
+class _AfterTheStepsOperator(BaseOperator):
+    """A task that reads the jobnet's steps once they have all ended, whatever their states."""
+
+    def __init__(self, *, stages: Sequence[Stage], task_ids: JobnetTaskIds, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.stages = list(stages)
+        self.task_ids = task_ids
+
+
+class JobnetRevertPlanOperator(_AfterTheStepsOperator):
     """Decide what to undo: :func:`plan_revert` on the forward steps' states and recorded end times.
 
     Pushes ``{"failed": bool, "groups": [[step ids]], "without_revert": [...], "never_reverted": {...}}``.
@@ -73,12 +83,6 @@ class JobnetRevertPlanOperator(BaseOperator):
     """
 
     ui_color = "#fde9d9"
-
-    def __init__(self, *, stages: Sequence[Stage], task_ids: JobnetTaskIds, **kwargs: Any) -> None:
-        kwargs.setdefault("trigger_rule", "all_done")
-        super().__init__(**kwargs)
-        self.stages = list(stages)
-        self.task_ids = task_ids
 
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
@@ -111,19 +115,13 @@ class JobnetRevertPlanOperator(BaseOperator):
         }
 
 
-class JobnetReportOperator(BaseOperator):
+class JobnetReportOperator(_AfterTheStepsOperator):
     """The run's table (state, server, exit code, duration, output tail, reverted?) in the log and XCom.
 
     Fails the task, and so the run, when a step did not succeed or a revert failed.
     """
 
     ui_color = "#e4ecf7"
-
-    def __init__(self, *, stages: Sequence[Stage], task_ids: JobnetTaskIds, **kwargs: Any) -> None:
-        kwargs.setdefault("trigger_rule", "all_done")
-        super().__init__(**kwargs)
-        self.stages = list(stages)
-        self.task_ids = task_ids
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         ti = context["ti"]
