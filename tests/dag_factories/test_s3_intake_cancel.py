@@ -33,6 +33,7 @@ from rackflow.triggers.scheduler import BatchSchedulerJobTrigger
 from rackflow_devfleet.fleet import INTAKE_ACCOUNT
 from tests.dag_factories.s3_intake_support import (
     CONN_ID,
+    accept_one_job,
     new_bucket,
     read_status,
     slurm_jobs_named,
@@ -214,21 +215,10 @@ def test_killing_the_wait_of_a_recorded_job_cancels_once_through_the_job_record(
 ):
     """A job the accept step recorded: a kill of its wait takes the job record's one cancel claim (as
     a termination through the job API does), so the cancel is sent once and noted in its events."""
-    from rackflow.core.s3_protocol import StatusCache
     from rackflow.db import jobs
-    from rackflow.operators.s3_intake import IntakeRun, accept_jobs
 
-    bucket = new_bucket(devfleet, "killrec")
-    prefix = f"long{uuid.uuid4().hex[:6]}"
-    upload_job(devfleet.s3.client(), bucket, prefix, script=LONG_SCRIPT, files={})
-    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
-    run = IntakeRun(
-        dag_id="s3_intake_killrec", run_id=f"run_{uuid.uuid4().hex[:6]}", run_as=INTAKE_ACCOUNT,
-        base_dir=str(shared_tmp),
-    )  # fmt: skip
-    [job] = accept_jobs(
-        hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], BatchSchedulerHook(), run
-    )
+    accepted = accept_one_job(devfleet, "killrec", shared_tmp, stem="long", script=LONG_SCRIPT, files={})
+    bucket, prefix, dag_id, job = accepted.bucket, accepted.prefix, accepted.dag_id, accepted.job
 
     _wait_operator(bucket, job).on_kill()
     _wait_operator(bucket, job).on_kill()  # a second kill sends nothing more
@@ -236,7 +226,7 @@ def test_killing_the_wait_of_a_recorded_job_cancels_once_through_the_job_record(
     assert _slurm_state(devfleet, job["job_id"]) == "CANCELLED"
     lines = read_status(devfleet.s3.client(), bucket, prefix).splitlines()
     assert lines[0] == "CANCELED" and lines[1] == job["job_id"], lines
-    notes = [e.message for e in jobs.events(run.dag_id, job["job_key"])]
+    notes = [e.message for e in jobs.events(dag_id, job["job_key"])]
     assert sum("cancel sent to" in n for n in notes) == 1, notes
 
 

@@ -5,16 +5,11 @@ scheduler's accounting, and the job API shows them in the same ``cpu_time``, ``w
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from rackflow.core.s3_protocol import StatusCache
-from rackflow.hooks.s3_jobs import S3JobsHook
-from rackflow.hooks.scheduler import BatchSchedulerHook
-from rackflow.operators.s3_intake import IntakeRun, S3JobWaitOperator, accept_jobs
-from rackflow_devfleet.fleet import INTAKE_ACCOUNT
+from rackflow.operators.s3_intake import S3JobWaitOperator
 from tests.core.test_slurm_real import BURN
-from tests.dag_factories.s3_intake_support import CONN_ID, new_bucket, read_status, upload_job
+from tests.dag_factories.s3_intake_support import CONN_ID, accept_one_job, read_status
 from tests.plugins.jobs_support import JOBS
 
 
@@ -23,18 +18,11 @@ def test_an_s3_job_records_its_usage_from_the_schedulers_accounting(
 ) -> None:
     from rackflow.db import jobs
 
-    bucket = new_bucket(devfleet, "usage")
-    prefix = f"burn{uuid.uuid4().hex[:6]}"
     script = b"#!/bin/bash\n#SBATCH --ntasks=1\n/usr/bin/python3 burn.py\n"
-    upload_job(devfleet.s3.client(), bucket, prefix, script=script, files={"burn.py": BURN.encode()})
-    hook = S3JobsHook(CONN_ID, bucket_name=bucket)
-    run = IntakeRun(
-        dag_id="s3_intake_usage", run_id=f"run_{uuid.uuid4().hex[:6]}", run_as=INTAKE_ACCOUNT,
-        base_dir=str(shared_tmp),
-    )  # fmt: skip
-    [job] = accept_jobs(
-        hook, [j.to_dict() for j in hook.poll(StatusCache()).ready], BatchSchedulerHook(), run
+    accepted = accept_one_job(
+        devfleet, "usage", shared_tmp, stem="burn", script=script, files={"burn.py": BURN.encode()}
     )
+    bucket, prefix, dag_id, job = accepted.bucket, accepted.prefix, accepted.dag_id, accepted.job
 
     waited = S3JobWaitOperator(
         task_id="wait", job=job, bucket_name=bucket, aws_conn_id=CONN_ID, poll_interval=0.5, deferrable=False
@@ -42,13 +30,13 @@ def test_an_s3_job_records_its_usage_from_the_schedulers_accounting(
 
     assert waited["status"] == "COMPLETED", waited
     assert read_status(devfleet.s3.client(), bucket, prefix) == f"COMPLETED\n{job['job_id']}\n"
-    row = jobs.get_job(run.dag_id, job["job_key"])
+    row = jobs.get_job(dag_id, job["job_key"])
     assert row is not None and row.state == "COMPLETED" and row.exit_code == 0
     assert row.cpu_time_s is not None and row.cpu_time_s >= 1
     assert row.wall_time_s is not None and row.wall_time_s >= 1
     assert row.max_memory is not None and row.max_memory >= 150 * 10**6
     assert row.nodes
-    assert "of CPU, peak memory" in jobs.events(run.dag_id, job["job_key"])[-1].message
+    assert "of CPU, peak memory" in jobs.events(dag_id, job["job_key"])[-1].message
     resp = api.get(f"{JOBS}/{job['job_key']}", headers=auth("admin"))  # the job API shows them
     assert resp.status_code == 200, resp.text
     props = resp.json()["properties"]
