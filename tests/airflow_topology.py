@@ -154,6 +154,34 @@ class Topology:
             engine.dispose()
 
 
+def write_intake_file(
+    home: Path, name: str, bucket: str, *, scheduler_poll_interval: float, prefix: str
+) -> tuple[Path, Path]:
+    """A topology's S3 intake file (``home/s3_intake.yaml``): intake ``name`` on ``bucket`` of the
+    devfleet's S3, its jobs run as the intake account in a fresh job base (``prefix``: its temp name)
+    that only root writes. Returns the file and the job base (the caller removes it)."""
+    import tempfile
+
+    import yaml
+
+    from rackflow_devfleet.fleet import INTAKE_ACCOUNT, S3_CONN_ID
+
+    job_base = Path(tempfile.mkdtemp(prefix=prefix))
+    job_base.chmod(0o711)  # only root writes it; the intake's run_as account gets through
+    intake = {
+        "name": name,
+        "bucket": bucket,
+        "aws_conn_id": S3_CONN_ID,
+        "run_as": INTAKE_ACCOUNT,
+        "job_base_dir": str(job_base),
+        "poll_interval": 0.5,
+        "scheduler_poll_interval": scheduler_poll_interval,
+    }
+    intake_file = home / "s3_intake.yaml"
+    intake_file.write_text(yaml.safe_dump({"intakes": [intake]}))
+    return intake_file, job_base
+
+
 def topology_env(
     home: Path, postgres: Postgres, tag: str, port: int, extra: dict[str, str] | None = None
 ) -> dict[str, str]:

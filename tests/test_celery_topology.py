@@ -26,12 +26,18 @@ from typing import Any
 
 import psutil
 import pytest
-import yaml
 
-from rackflow_devfleet.fleet import INTAKE_ACCOUNT, JOB_ACCOUNTS, S3_CONN_ID
+from rackflow_devfleet.fleet import JOB_ACCOUNTS
 from rackflow_devfleet.postgres import Postgres
 from rackflow_devfleet.servers import Redis, free_port
-from tests.airflow_topology import TASK_TITLE, Topology, start_topology, topology_env, wait_until
+from tests.airflow_topology import (
+    TASK_TITLE,
+    Topology,
+    start_topology,
+    topology_env,
+    wait_until,
+    write_intake_file,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -80,19 +86,9 @@ def celery(postgres: Postgres, redis_broker: Redis, devfleet, request) -> Iterat
     s3 = devfleet.s3.client()
     bucket = f"rf-topo-{uuid.uuid4().hex[:10]}"
     s3.create_bucket(Bucket=bucket)
-    job_base = Path(tempfile.mkdtemp(prefix="rackflow-topo-s3-"))
-    job_base.chmod(0o711)  # only root writes it; the intake's account gets through
-    intake_file = home / "s3_intake.yaml"
-    intake = {
-        "name": INTAKE,
-        "bucket": bucket,
-        "aws_conn_id": S3_CONN_ID,
-        "run_as": INTAKE_ACCOUNT,
-        "job_base_dir": str(job_base),
-        "poll_interval": 0.5,
-        "scheduler_poll_interval": 1,
-    }
-    intake_file.write_text(yaml.safe_dump({"intakes": [intake]}))
+    intake_file, job_base = write_intake_file(
+        home, INTAKE, bucket, scheduler_poll_interval=1, prefix="rackflow-topo-s3-"
+    )
     metadata = postgres.url("airflow_celery")
     env = topology_env(
         home,

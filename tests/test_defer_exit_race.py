@@ -26,19 +26,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from rackflow_devfleet.fleet import INTAKE_ACCOUNT, S3_CONN_ID
 from rackflow_devfleet.postgres import Postgres
 from rackflow_devfleet.servers import free_port
-from tests.airflow_topology import Topology, start_topology, topology_env, wait_until
+from tests.airflow_topology import Topology, start_topology, topology_env, wait_until, write_intake_file
 from tests.conftest import REPO
 from tests.dag_factories.s3_intake_support import read_status, slurm_jobs_named, upload_job
 from tests.plugins.jobs_support import JOBS, job_finished, wait_for_job
@@ -87,19 +83,9 @@ def race_stack(
     (dags / "defer_exit_race_control.py").write_text(CONTROL_DAG_FILE)
     for name in ("rackflow_job.py", "rackflow_s3_intake.py"):
         shutil.copy(REPO / "dags" / name, dags / name)
-    job_base = Path(tempfile.mkdtemp(prefix="rackflow-race-aws-job-"))
-    job_base.chmod(0o711)  # only root writes it; the intake's run_as account gets through
-    intake_file = home / "s3_intake.yaml"
-    intake = {
-        "name": INTAKE,
-        "bucket": BUCKET,
-        "aws_conn_id": S3_CONN_ID,
-        "run_as": INTAKE_ACCOUNT,
-        "job_base_dir": str(job_base / INTAKE),
-        "poll_interval": 0.5,
-        "scheduler_poll_interval": 0.5,
-    }
-    intake_file.write_text(yaml.safe_dump({"intakes": [intake]}))
+    intake_file, job_base = write_intake_file(
+        home, INTAKE, BUCKET, scheduler_poll_interval=0.5, prefix="rackflow-race-aws-job-"
+    )
     client = devfleet.s3.client()
     if BUCKET not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=BUCKET)
