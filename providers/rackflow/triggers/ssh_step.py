@@ -139,11 +139,15 @@ class ServerPoller:
 
     def unsubscribe(self, sub: _Subscription) -> None:
         self.subscriptions.discard(sub)
-        self.release(0)
+        self._close_if_unused()
 
-    def release(self, users: int = 1) -> None:
-        """Give back a use of the connection; the last user or subscriber closes it."""
-        self.users -= users
+    def release(self) -> None:
+        """Give back a use of the connection taken with ``users += 1``."""
+        self.users -= 1
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        """The last subscriber or user gone: stop polling and close the connection."""
         if not self.subscriptions and not self.users and self._pollers.get(self.key) is self:
             del self._pollers[self.key]
             if self.task is not None and self.task is not asyncio.current_task():
